@@ -1,1 +1,68 @@
-fn main(){}
+//! rproxy's master process: command line, start-up, then supervision of the workers.
+//! See docs/ARCHITECTURE.md for the process model.
+
+mod cli;
+mod listeners;
+mod notify;
+mod privileges;
+mod spawn;
+mod startup;
+mod supervisor;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use rproxy_shared::errlog::{self, Level};
+use rproxy_shared::{error, info};
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let config = match rproxy_shared::load::load(&cli.config) {
+        Ok(c) => c,
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("rproxy: {e}");
+            }
+            eprintln!(
+                "rproxy: configuration {} has {} error(s)",
+                cli.config.display(),
+                errs.0.len()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    if cli.test {
+        println!("rproxy: configuration {} ok", cli.config.display());
+        println!("configuration ok");
+        return ExitCode::SUCCESS;
+    }
+    match start(cli, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn start(cli: cli::Cli, config: rproxy_shared::config::Config) -> Result<(), String> {
+    errlog::set_level(Level::parse(&config.log_level).unwrap_or(Level::Info));
+    startup::raise_nofile(config.max_nofile);
+    startup::memtrim(config.memtrim_sz);
+    let identity = privileges::Identity::resolve(&config.user, &config.group)?;
+    let owner = identity.switch.then_some((identity.uid, identity.gid));
+    startup::open_error_log(&config.error_log, owner)?;
+    // Signals are blocked before anything can fork, so none is lost to a default action.
+    let master = supervisor::Master::new(cli.config.clone())?;
+    if config.daemonize && !cli.foreground && !notify::under_systemd() {
+        startup::daemonize()?;
+    }
+    let pid_file = config.pid_file.clone();
+    startup::write_pid_file(&pid_file)?;
+    let result = master.run(config);
+    startup::remove_pid_file(&pid_file);
+    if result.is_ok() {
+        info!("exiting");
+    }
+    result
+}

@@ -1,1 +1,15 @@
-pub fn x(){}
+//! Everything the master and the workers must agree on: the configuration (types, loading,
+//! validation), the master<->worker channel protocol, and the compiled access-log format.
+//!
+//! Data flows one way: a file is loaded and validated here into a [`config::Config`], the master
+//! binds and forks with it, and each worker builds its request pipeline from the copy it inherits
+//! through `fork()`. Nothing here touches sockets except [`channel`].
+
+pub mod channel;
+pub mod cidr;
+pub mod config;
+pub mod errlog;
+pub mod load;
+pub mod logformat;
+mod tls_check;
+mod validate;

@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Helpers for bench/run.sh (python3 stdlib only).
+
+  report.py snap PID              print "cpu_seconds rss_kib nprocs nthreads pids" for the process tree
+                                  rooted at PID (the proxy master and all its descendants)
+  report.py machine               print the machine's busy CPU seconds so far (user+nice+system, all
+                                  CPUs, from /proc/stat; irq/softirq/steal/idle/iowait left out)
+  report.py wrk FILE              print the parsed numbers of one wrk --latency output (debugging)
+  report.py table RUNS.tsv OUT.md [key=value ...]
+                                  medians over rounds -> markdown table on stdout and in OUT.md
+
+RUNS.tsv columns (no header): round proxy path conns wrk_output cpu_before_s cpu_after_s rss_kib nprocs
+    nthreads origin_cpu_s wrk_cpu_s machine_busy_s wall_s   (the last four are deltas over the run)
+"""
+import os
+import re
+import statistics
+import sys
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NCPU = os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------- /proc snapshots
+
+def _stat_fields(pid):
+    """Fields of /proc/PID/stat after the command name, so index 0 is field 3 (state)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read().decode("ascii", "replace")
+    return data[data.rindex(")") + 2:].split()
+
+
+def _children_map():
+    kids = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            ppid = int(_stat_fields(name)[1])  # field 4
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(name))
+    return kids
+
+
+def process_tree(root):
+    kids = _children_map()
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid in out:
+            continue
+        out.append(pid)
+        todo.extend(kids.get(pid, []))
+    return out
+
+
+def snap(root):
+    """CPU seconds (utime+stime, all threads) and VmRSS KiB summed over the tree."""
+    cpu_ticks, rss, threads, pids = 0, 0, 0, []
+    for pid in process_tree(root):
+        try:
+            f = _stat_fields(pid)
+            if f[0] == "Z":
+                continue
+            ticks = int(f[11]) + int(f[12])  # fields 14 utime, 15 stime
+            with open(f"/proc/{pid}/status") as st:
+                kib = nthr = 0
+                for line in st:
+                    if line.startswith("VmRSS:"):
+                        kib = int(line.split()[1])
+                    elif line.startswith("Threads:"):
+                        nthr = int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile
+        cpu_ticks += ticks
+        rss += kib
+        threads += nthr
+        pids.append(pid)
+    return cpu_ticks / CLK_TCK, rss, threads, pids
+
+
+def machine_busy():
+    with open("/proc/stat") as f:
+        v = f.readline().split()
+    assert v[0] == "cpu"
+    user, nice, system = (int(x) for x in v[1:4])
+    return (user + nice + system) / CLK_TCK
+
+
+# ---------------------------------------------------------------- wrk output
+
+_UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+
+
+def to_us(text):
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text.strip())
+    if not m:
+        raise ValueError(f"bad wrk time {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(path):
+    with open(path, errors="replace") as f:
+        text = f.read()
+    r = {}
+    m = re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M)
+    if not m:
+        raise ValueError(f"{path}: no 'Requests/sec' line (wrk failed?)\n{text[-2000:]}")
+    r["rps"] = float(m.group(1))
+    m = re.search(r"^\s*(\d+) requests in ([0-9.]+\w+)", text, re.M)
+    if not m:
+        raise ValueError(f"{path}: no 'N requests in' line")
+    r["requests"] = int(m.group(1))
+    r["elapsed_s"] = to_us(m.group(2)) / 1e6
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s*{pct}(?:\.0+)?%\s+([0-9.]+\w+)", text, re.M)
+        if not m:
+            raise ValueError(f"{path}: no {pct}% latency line (wrk run without --latency?)")
+        r[f"p{pct}_us"] = to_us(m.group(1))
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    r["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    r["sock_err"] = sum(int(x) for x in m.groups()) if m else 0
+    return r
+
+
+# ---------------------------------------------------------------- report
+
+def load_runs(tsv):
+    runs = []
+    with open(tsv) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            (rnd, proxy, path, conns, out, c0, c1, rss, nprocs, nthreads,
+             origin_cpu, wrk_cpu, busy, wall) = line.rstrip("\n").split("\t")
+            r = parse_wrk(out)
+            r.update(round=int(rnd), proxy=proxy, path=path, conns=int(conns),
+                     cpu_s=float(c1) - float(c0), rss_kib=int(rss), nprocs=int(nprocs), nthreads=int(nthreads),
+                     origin_cpu_s=float(origin_cpu), wrk_cpu_s=float(wrk_cpu))
+            # CPU used on the machine during the run by anything but proxy, origin and wrk, as a
+            # share of the machine's capacity: high values mean the run was disturbed
+            other = float(busy) - r["cpu_s"] - r["origin_cpu_s"] - r["wrk_cpu_s"]
+            r["other_pct"] = max(0.0, other) * 100.0 / (float(wall) * NCPU)
+            r["cpu_us_req"] = r["cpu_s"] * 1e6 / r["requests"] if r["requests"] else float("nan")
+            r["rss_mib"] = r["rss_kib"] / 1024.0
+            runs.append(r)
+    return runs
+
+
+def fmt(v, kind):
+    if v is None:
+        return "-"
+    if kind == "rps":
+        return f"{v:,.0f}"
+    if kind == "us":
+        return f"{v:,.0f}"
+    if kind == "cpu":
+        return f"{v:.1f}"
+    if kind == "mib":
+        return f"{v:.1f}"
+    if kind == "ratio":
+        return f"{v:.2f}"
+    if kind == "int":
+        return f"{v:d}"
+    return str(v)
+
+
+NOISY_PCT = 5
+
+METRICS = [  # key, column title, format, which way is better
+    ("rps", "req/s", "rps", "higher"),
+    ("p50_us", "p50 µs", "us", "lower"),
+    ("p99_us", "p99 µs", "us", "lower"),
+    ("cpu_us_req", "CPU µs/req", "cpu", "lower"),
+    ("rss_mib", "RSS MiB", "mib", "lower"),
+]
+
+
+def build_table(runs, meta):
+    proxies = ("nginx", "rproxy")
+    scen = sorted({(r["path"], r["conns"]) for r in runs},
+                  key=lambda s: (["/small", "/big"].index(s[0]) if s[0] in ("/small", "/big") else 9, s[1]))
+    rounds = sorted({r["round"] for r in runs})
+    lines = []
+    lines.append("## rproxy vs nginx (medians over %d round%s)" % (len(rounds), "" if len(rounds) == 1 else "s"))
+    lines.append("")
+    for k, v in meta:
+        lines.append(f"- {k}: {v}")
+    for p in proxies:
+        sel = [r for r in runs if r["proxy"] == p]
+        if sel:
+            lines.append("- %s processes/threads (master + workers, at the end of a run): %s" % (
+                p, ", ".join(sorted({f"{r['nprocs']}/{r['nthreads']}" for r in sel}))))
+    lines.append("")
+    lines.append("Ratio = rproxy / nginx. req/s: above 1 is better for rproxy; "
+                 "p50, p99, CPU µs/req, RSS: below 1 is better for rproxy.")
+    lines.append("")
+    head = ["path", "conns"]
+    for _, title, _, _ in METRICS:
+        head += [f"{title} nginx", f"{title} rproxy", f"{title} ratio"]
+    head += ["errors nginx", "errors rproxy"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join(["---", "---:"] + ["---:"] * (len(head) - 2)) + "|")
+    for path, conns in scen:
+        row = [path, str(conns)]
+        sel = {p: [r for r in runs if r["proxy"] == p and r["path"] == path and r["conns"] == conns]
+               for p in proxies}
+        for key, _, kind, _ in METRICS:
+            med = {p: (statistics.median(r[key] for r in sel[p]) if sel[p] else None) for p in proxies}
+            ratio = (med["rproxy"] / med["nginx"]) if (med["nginx"] and med["rproxy"] is not None) else None
+            row += [fmt(med["nginx"], kind), fmt(med["rproxy"], kind), fmt(ratio, "ratio")]
+        for p in proxies:
+            row.append(fmt(sum(r["non2xx"] + r["sock_err"] for r in sel[p]), "int") if sel[p] else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("errors = wrk's non-2xx/3xx responses + socket errors (connect, read, write, timeout), "
+                 "summed over all rounds.")
+    lines.append("")
+    worst = max(runs, key=lambda r: r["other_pct"])
+    noisy = [r for r in runs if r["other_pct"] > NOISY_PCT]
+    lines.append("Background load (CPU used by anything but proxy, origin and wrk, share of all %d CPUs): "
+                 "max %.1f%% (round %d, %s %s c=%d). %s" % (
+                     NCPU, worst["other_pct"], worst["round"], worst["proxy"], worst["path"], worst["conns"],
+                     ("%d of %d runs above %d%%: treat these numbers as disturbed and run again on a quiet "
+                      "machine." % (len(noisy), len(runs), NOISY_PCT)) if noisy else "Quiet enough."))
+    lines.append("")
+    lines.append("### Every run")
+    lines.append("")
+    lines.append("| round | proxy | path | conns | req/s | p50 µs | p75 µs | p90 µs | p99 µs | CPU µs/req | "
+                 "CPU s | RSS MiB | procs/threads | non-2xx | sock err | origin CPU s | wrk CPU s | other CPU % |")
+    lines.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in sorted(runs, key=lambda r: (r["round"], r["path"] != "/small", r["conns"], r["proxy"])):
+        lines.append("| %d | %s | %s | %d | %s | %s | %s | %s | %s | %s | %.2f | %s | %d/%d | %d | %d | %.2f | %.2f | %.1f |" % (
+            r["round"], r["proxy"], r["path"], r["conns"], fmt(r["rps"], "rps"), fmt(r["p50_us"], "us"),
+            fmt(r["p75_us"], "us"), fmt(r["p90_us"], "us"), fmt(r["p99_us"], "us"),
+            fmt(r["cpu_us_req"], "cpu"), r["cpu_s"], fmt(r["rss_mib"], "mib"), r["nprocs"], r["nthreads"],
+            r["non2xx"], r["sock_err"], r["origin_cpu_s"], r["wrk_cpu_s"], r["other_pct"]))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    cmd = argv[1]
+    if cmd == "snap" and len(argv) == 3:
+        cpu, rss, threads, pids = snap(int(argv[2]))
+        print(f"{cpu:.2f} {rss} {len(pids)} {threads} {','.join(map(str, pids))}")
+        return 0
+    if cmd == "machine" and len(argv) == 2:
+        print(f"{machine_busy():.2f}")
+        return 0
+    if cmd == "wrk" and len(argv) == 3:
+        for k, v in parse_wrk(argv[2]).items():
+            print(f"{k}\t{v}")
+        return 0
+    if cmd == "table" and len(argv) >= 4:
+        meta = [tuple(a.split("=", 1)) for a in argv[4:]]
+        text = build_table(load_runs(argv[2]), meta)
+        with open(argv[3], "w") as f:
+            f.write(text)
+        sys.stdout.write(text)
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,443 @@
+#!/usr/bin/env bash
+# rproxy vs nginx, side by side, as reverse proxies in front of the same nginx origin.
+# Everything listens on and talks to 127.0.0.1 only. See bench/README.md.
+#
+#   bash bench/run.sh [--workers N] [--duration S] [--rounds R]
+#                     [--only both|nginx|rproxy] [--warmup S] [--no-build] [--out FILE]
+set -euo pipefail
+
+WORKERS=1
+DURATION=10
+ROUNDS=3
+ONLY=both
+WARMUP=2
+BUILD=1
+OUT=""
+PATHS=(/small /big)
+CONNS=(64 256)
+WRK_THREADS=2
+ORIGIN_PORT=18081
+NGINX_PORT=18082
+RPROXY_PORT=18083
+BIG_BYTES=65536
+SMALL_BODY='hello world!'   # + "\n" = 13 bytes
+UP_TIMEOUT=10               # seconds to wait for each server to answer
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$BENCH_DIR")
+REPORT="$BENCH_DIR/report.py"
+
+usage() {
+    sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    cat <<'EOF'
+
+  --workers N     worker processes of both proxies (default 1)
+  --duration S    seconds of each wrk run (default 10)
+  --rounds R      rounds; the proxy that goes first alternates per round (default 3)
+  --only WHICH    both (default), nginx or rproxy: benchmark only one proxy
+  --warmup S      seconds of unmeasured load per proxy and path before round 1 (default 2, 0 = none)
+  --no-build      do not run cargo build --release (use target/release/rproxy as it is)
+  --out FILE      where to write the markdown table (default bench/results-latest.md, or
+                  bench/results-<which>-only.md with --only nginx|rproxy)
+EOF
+}
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+
+while (($#)); do
+    case $1 in
+        --workers) WORKERS=${2:?}; shift 2 ;;
+        --duration) DURATION=${2:?}; shift 2 ;;
+        --rounds) ROUNDS=${2:?}; shift 2 ;;
+        --only) ONLY=${2:?}; shift 2 ;;
+        --warmup) WARMUP=${2:?}; shift 2 ;;
+        --no-build) BUILD=0; shift ;;
+        --out) OUT=${2:?}; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+done
+is_uint "$WORKERS" && ((WORKERS >= 1 && WORKERS <= 64)) || die "--workers must be 1..64"
+is_uint "$DURATION" && ((DURATION >= 1 && DURATION <= 300)) || die "--duration must be 1..300"
+is_uint "$ROUNDS" && ((ROUNDS >= 1 && ROUNDS <= 20)) || die "--rounds must be 1..20"
+is_uint "$WARMUP" && ((WARMUP <= 60)) || die "--warmup must be 0..60"
+case $ONLY in
+    both) PROXIES=(nginx rproxy) ;;
+    nginx|rproxy) PROXIES=("$ONLY") ;;
+    *) die "--only must be both, nginx or rproxy" ;;
+esac
+if [[ -z $OUT ]]; then
+    if [[ $ONLY == both ]]; then OUT="$BENCH_DIR/results-latest.md"; else OUT="$BENCH_DIR/results-$ONLY-only.md"; fi
+fi
+want() { [[ " ${PROXIES[*]} " == *" $1 "* ]]; }
+
+# ------------------------------------------------------------------ cleanup: only what we started
+STARTED=()   # "pid:starttime" of every server master we started
+TMP=""
+
+proc_starttime() {   # field 22 of /proc/PID/stat; fails if the process is gone
+    local s
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    s=${s##*) }
+    set -- $s
+    echo "${20}"
+}
+proc_state() {
+    local s
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    s=${s##*) }
+    echo "${s%% *}"
+}
+alive() {   # alive PID STARTTIME: same process still there and not a zombie
+    local st
+    st=$(proc_starttime "$1") || return 1
+    [[ $st == "$2" ]] || return 1
+    [[ $(proc_state "$1" 2>/dev/null) != Z ]]
+}
+descendants() {   # PID:STARTTIME of every descendant of PID
+    local p c st
+    for c in $(pgrep -P "$1" 2>/dev/null || true); do
+        st=$(proc_starttime "$c") || continue
+        echo "$c:$st"
+        descendants "$c"
+    done
+}
+stop_tree() {   # stop_tree PID:STARTTIME -- TERM the master, wait <= 5 s, then KILL it and its children
+    local pid=${1%%:*} st=${1##*:} kids i k
+    alive "$pid" "$st" || { wait "$pid" 2>/dev/null || true; return 0; }
+    kids=$(descendants "$pid")
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        alive "$pid" "$st" || break
+        sleep 0.1
+    done
+    if alive "$pid" "$st"; then
+        log "pid $pid did not stop on TERM in 5 s: KILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    for k in $kids; do
+        alive "${k%%:*}" "${k##*:}" && kill -KILL "${k%%:*}" 2>/dev/null || true
+    done
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$? s
+    trap - EXIT INT TERM
+    for s in "${STARTED[@]}"; do stop_tree "$s"; done
+    [[ -n $TMP && -d $TMP ]] && rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------------ tools
+SUDO=""
+if ((EUID != 0)); then SUDO=sudo; fi
+APT_UPDATED=0
+apt_install() {   # apt_install PKG...: tries each package in turn until one installs
+    local p
+    if ((APT_UPDATED == 0)); then
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
+        APT_UPDATED=1
+    fi
+    for p in "$@"; do
+        if $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >&2; then
+            return 0
+        fi
+    done
+    die "could not install any of: $*"
+}
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || { log "installing nginx"; apt_install nginx-light nginx; }
+NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
+command -v wrk >/dev/null 2>&1 || { log "installing wrk"; apt_install wrk; }
+command -v curl >/dev/null 2>&1 || { log "installing curl"; apt_install curl; }
+command -v python3 >/dev/null 2>&1 || { log "installing python3"; apt_install python3; }
+command -v pgrep >/dev/null 2>&1 || { log "installing procps"; apt_install procps; }
+
+RPROXY="${CARGO_TARGET_DIR:-$ROOT/target}/release/rproxy"
+if want rproxy; then
+    if ((BUILD)); then
+        command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup) first"
+        log "cargo build --release (log: target/bench-build.log)"
+        mkdir -p "${CARGO_TARGET_DIR:-$ROOT/target}"
+        if ! (cd "$ROOT" && timeout 1800 cargo build --release) >"${CARGO_TARGET_DIR:-$ROOT/target}/bench-build.log" 2>&1; then
+            tail -n 40 "${CARGO_TARGET_DIR:-$ROOT/target}/bench-build.log" >&2
+            die "cargo build --release failed"
+        fi
+    fi
+    [[ -x $RPROXY ]] || die "no rproxy binary at $RPROXY"
+fi
+
+# ------------------------------------------------------------------ ports must be free
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$ORIGIN_PORT" "$NGINX_PORT" "$RPROXY_PORT"; do
+    port_busy "$p" && die "127.0.0.1:$p is already in use (another benchmark running?)"
+done
+
+TMP=$(mktemp -d /tmp/rproxy-bench.XXXXXX)
+chmod 755 "$TMP"   # nginx workers run as nobody and must read the origin's files
+
+# ------------------------------------------------------------------ configs
+nginx_common() {   # nginx_common DIR: the lines every nginx config here shares
+    local d=$1
+    cat <<EOF
+daemon off;
+master_process on;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+worker_rlimit_nofile 65536;
+EOF
+}
+nginx_http_common() {
+    local d=$1
+    cat <<EOF
+    access_log off;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    default_type application/octet-stream;
+    server_tokens off;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+EOF
+}
+
+ORIGIN_DIR=$TMP/origin
+mkdir -p "$ORIGIN_DIR/tmp" "$ORIGIN_DIR/www"
+head -c "$BIG_BYTES" /dev/urandom >"$ORIGIN_DIR/www/big"
+chmod 755 "$ORIGIN_DIR" "$ORIGIN_DIR/www"
+chmod 644 "$ORIGIN_DIR/www/big"
+{
+    nginx_common "$ORIGIN_DIR"
+    cat <<EOF
+worker_processes 1;
+events { worker_connections 16384; }
+http {
+$(nginx_http_common "$ORIGIN_DIR")
+    sendfile on;
+    tcp_nopush on;
+    server {
+        listen 127.0.0.1:$ORIGIN_PORT backlog=1024;
+        root $ORIGIN_DIR/www;
+        location = /small { default_type text/plain; return 200 "$SMALL_BODY\n"; }
+        location = /big { }
+        location / { return 404; }
+    }
+}
+EOF
+} >"$ORIGIN_DIR/nginx.conf"
+
+NGINX_DIR=$TMP/nginx-proxy
+mkdir -p "$NGINX_DIR/tmp"
+{
+    nginx_common "$NGINX_DIR"
+    cat <<EOF
+worker_processes $WORKERS;
+events { worker_connections 16384; }
+http {
+$(nginx_http_common "$NGINX_DIR")
+    upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT backlog=1024;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # the same work rproxy does by default: Host passed through, X-Forwarded-* added
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            # buffers big enough for /big (64 KiB) so nginx never spools it to a temp file
+            proxy_buffer_size 8k;
+            proxy_buffers 16 8k;
+        }
+    }
+}
+EOF
+} >"$NGINX_DIR/nginx.conf"
+
+RPROXY_DIR=$TMP/rproxy
+mkdir -p "$RPROXY_DIR"
+{
+    echo "workers = $WORKERS"
+    if ((EUID == 0)); then
+        echo 'user = "nobody"'
+        echo 'group = "nogroup"'
+    fi
+    cat <<EOF
+
+[[server]]
+addr = "127.0.0.1"
+port = $RPROXY_PORT
+# 256 clients on 64 downstream connections leave up to 192 requests waiting per worker:
+# more than the default max-pending (50), which would answer 503 instead of queueing.
+max-pending = 1024
+
+  [[server.downstream]]
+  addr = "127.0.0.1"
+  port = $ORIGIN_PORT
+  connections = 64
+EOF
+} >"$RPROXY_DIR/rproxy.toml"
+
+# ------------------------------------------------------------------ start servers
+declare -A MASTER PORT LOGF
+PORT[nginx]=$NGINX_PORT
+PORT[rproxy]=$RPROXY_PORT
+
+start_bg() {   # start_bg NAME LOGFILE CMD...: runs CMD in background, records its PID
+    local name=$1 logf=$2 pid st
+    shift 2
+    "$@" >"$logf" 2>&1 </dev/null &
+    pid=$!
+    st=$(proc_starttime "$pid") || { wait "$pid" || true; cat "$logf" >&2; die "$name exited at once"; }
+    STARTED+=("$pid:$st")
+    MASTER[$name]=$pid
+    LOGF[$name]=$logf
+    log "started $name: pid $pid"
+}
+
+wait_up() {   # wait_up NAME PORT PID LOG: until GET /small answers 200, at most UP_TIMEOUT s
+    local name=$1 port=$2 pid=$3 logf=$4 deadline=$((SECONDS + UP_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        if [[ $(proc_state "$pid" 2>/dev/null || echo gone) =~ ^(gone|Z)$ ]]; then
+            tail -n 40 "$logf" >&2 || true
+            die "$name (pid $pid) exited before answering on 127.0.0.1:$port; log above"
+        fi
+        if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/small" 2>/dev/null; then
+            log "$name answers on 127.0.0.1:$port"
+            return 0
+        fi
+        sleep 0.2
+    done
+    tail -n 40 "$logf" >&2 || true
+    curl -sS -i --max-time 2 "http://127.0.0.1:$port/small" >&2 || true
+    die "$name did not answer 200 on http://127.0.0.1:$port/small within ${UP_TIMEOUT} s; log above"
+}
+
+check_bodies() {   # check_bodies NAME PORT: /small and /big arrive intact
+    local name=$1 port=$2 got
+    got=$(curl -fsS --max-time 5 "http://127.0.0.1:$port/small" | od -An -c | tr -s ' \n' ' ') || true
+    [[ $got == " h e l l o w o r l d ! \n " ]] \
+        || die "$name: /small is not the 13-byte body 'hello world!\\n' (got:$got)"
+    curl -fsS --max-time 5 -o "$TMP/big.$name" "http://127.0.0.1:$port/big" \
+        || die "$name: GET /big failed"
+    cmp -s "$TMP/big.$name" "$ORIGIN_DIR/www/big" || die "$name: /big differs from the origin's file"
+}
+
+log "origin: nginx on 127.0.0.1:$ORIGIN_PORT"
+"$NGINX" -t -q -p "$ORIGIN_DIR/" -c "$ORIGIN_DIR/nginx.conf" -e "$ORIGIN_DIR/error.log" \
+    || die "origin nginx config invalid: $ORIGIN_DIR/nginx.conf"
+start_bg origin "$ORIGIN_DIR/stdout.log" "$NGINX" -p "$ORIGIN_DIR/" -c "$ORIGIN_DIR/nginx.conf" -e "$ORIGIN_DIR/error.log"
+wait_up origin "$ORIGIN_PORT" "${MASTER[origin]}" "$ORIGIN_DIR/error.log"
+check_bodies origin "$ORIGIN_PORT"
+
+if want nginx; then
+    "$NGINX" -t -q -p "$NGINX_DIR/" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/error.log" \
+        || die "proxy nginx config invalid: $NGINX_DIR/nginx.conf"
+    start_bg nginx "$NGINX_DIR/stdout.log" "$NGINX" -p "$NGINX_DIR/" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/error.log"
+    wait_up nginx "$NGINX_PORT" "${MASTER[nginx]}" "$NGINX_DIR/error.log"
+    check_bodies nginx "$NGINX_PORT"
+fi
+if want rproxy; then
+    if ! timeout 30 "$RPROXY" -t -c "$RPROXY_DIR/rproxy.toml" >"$RPROXY_DIR/test.log" 2>&1; then
+        cat "$RPROXY_DIR/test.log" >&2
+        log "config was:"; cat "$RPROXY_DIR/rproxy.toml" >&2
+        die "rproxy -t rejected the benchmark config"
+    fi
+    start_bg rproxy "$RPROXY_DIR/rproxy.log" "$RPROXY" -f -c "$RPROXY_DIR/rproxy.toml"
+    wait_up rproxy "$RPROXY_PORT" "${MASTER[rproxy]}" "$RPROXY_DIR/rproxy.log"
+    check_bodies rproxy "$RPROXY_PORT"
+fi
+
+# ------------------------------------------------------------------ load
+WRK_LIMIT=$((DURATION + 30))
+
+check_alive() {
+    local name=$1 pid=${MASTER[$1]}
+    if [[ $(proc_state "$pid" 2>/dev/null || echo gone) =~ ^(gone|Z)$ ]]; then
+        tail -n 40 "${LOGF[$name]}" >&2 2>/dev/null || true
+        die "$name (pid $pid) died during the benchmark"
+    fi
+}
+
+if ((WARMUP > 0)); then
+    for proxy in "${PROXIES[@]}"; do
+        for path in "${PATHS[@]}"; do
+            log "warm-up $proxy $path ${WARMUP}s"
+            timeout $((WARMUP + 30)) wrk -t"$WRK_THREADS" -c64 -d"${WARMUP}s" \
+                "http://127.0.0.1:${PORT[$proxy]}$path" >/dev/null 2>&1 || die "wrk warm-up failed on $proxy"
+        done
+    done
+fi
+
+delta() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", b - a }'; }
+children_cpu() {   # user+sys of the shell's reaped children, from the 2nd line of `times` output
+    tail -n 1 "$1" | awk '{ s = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); s += a[1] * 60 + a[2] }
+                           printf "%.3f\n", s }'
+}
+
+RUNS=$TMP/runs.tsv
+: >"$RUNS"
+total=$((ROUNDS * ${#PATHS[@]} * ${#CONNS[@]} * ${#PROXIES[@]}))
+n=0
+for ((round = 1; round <= ROUNDS; round++)); do
+    order=("${PROXIES[@]}")
+    if ((${#PROXIES[@]} == 2 && round % 2 == 0)); then order=(rproxy nginx); fi
+    for path in "${PATHS[@]}"; do
+        for c in "${CONNS[@]}"; do
+            for proxy in "${order[@]}"; do
+                n=$((n + 1))
+                out="$TMP/wrk.$round.$proxy.${path#/}.$c.txt"
+                pid=${MASTER[$proxy]}
+                check_alive "$proxy"
+                busy0=$(python3 "$REPORT" machine)
+                read -r ocpu0 _ < <(python3 "$REPORT" snap "${MASTER[origin]}")
+                read -r cpu0 _ < <(python3 "$REPORT" snap "$pid")
+                wall0=$(date +%s.%N)
+                times >"$TMP/times0"
+                if ! timeout "$WRK_LIMIT" wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --latency \
+                        "http://127.0.0.1:${PORT[$proxy]}$path" >"$out" 2>&1; then
+                    cat "$out" >&2
+                    die "wrk failed against $proxy $path c=$c"
+                fi
+                times >"$TMP/times1"
+                wall1=$(date +%s.%N)
+                read -r cpu1 rss nprocs nthreads _ < <(python3 "$REPORT" snap "$pid")
+                read -r ocpu1 _ < <(python3 "$REPORT" snap "${MASTER[origin]}")
+                busy1=$(python3 "$REPORT" machine)
+                check_alive "$proxy"
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+                    "$round" "$proxy" "$path" "$c" "$out" "$cpu0" "$cpu1" "$rss" "$nprocs" "$nthreads" \
+                    "$(delta "$ocpu0" "$ocpu1")" "$(delta "$(children_cpu "$TMP/times0")" "$(children_cpu "$TMP/times1")")" \
+                    "$(delta "$busy0" "$busy1")" "$(delta "$wall0" "$wall1")" >>"$RUNS"
+                rps=$(sed -n 's/^Requests\/sec: *//p' "$out")
+                log "[$n/$total] round $round $proxy $path c=$c: ${rps:-?} req/s, proxy cpu $(delta "$cpu0" "$cpu1") s, rss $((rss / 1024)) MiB"
+                sleep 1
+            done
+        done
+    done
+done
+
+# ------------------------------------------------------------------ report
+conns_csv=$(IFS=,; echo "${CONNS[*]}")
+commit=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -qv '^??' && echo " (with uncommitted changes)" || true)
+python3 "$REPORT" table "$RUNS" "$OUT" \
+    "date=$(date -u '+%Y-%m-%d %H:%M UTC')" \
+    "rproxy commit=$commit$dirty" \
+    "command=bash bench/run.sh --workers $WORKERS --duration $DURATION --rounds $ROUNDS$([[ $ONLY == both ]] || echo " --only $ONLY")" \
+    "proxies=${PROXIES[*]}, $WORKERS worker process(es) each; origin: nginx, 1 worker" \
+    "load=wrk -t$WRK_THREADS -c{$conns_csv} -d${DURATION}s --latency, keep-alive, GET /small (13 B body) and /big (64 KiB)" \
+    "machine=$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), Linux $(uname -r); wrk, origin and proxy share them" \
+    "versions=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(wrk --version 2>&1 | head -n1 | awk '{print "wrk " $2}')"
+log "written: $OUT"

@@ -1,0 +1,88 @@
+//! Listening sockets. The master binds each address once and keeps it across reloads for as
+//! long as some configuration uses it, so every worker of every generation accepts from the
+//! same kernel queue and no SYN ever meets a closed port during a reload.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{
+    bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+    SockaddrStorage,
+};
+use rproxy_shared::config::Config;
+
+/// Every listener the master holds, by address.
+#[derive(Default)]
+pub struct Listeners {
+    by_addr: HashMap<SocketAddr, OwnedFd>,
+}
+
+impl Listeners {
+    /// Bind what `config` needs and is not bound yet. Nothing is closed here: listeners that a
+    /// new configuration dropped are closed by [`Listeners::retain`] once it serves.
+    pub fn bind_for(&mut self, config: &Config) -> Result<(), String> {
+        let mut fresh = Vec::new();
+        for s in &config.server {
+            if self.by_addr.contains_key(&s.listen) {
+                continue;
+            }
+            match bind_one(s.listen, s.backlog as i32) {
+                Ok(fd) => fresh.push((s.listen, fd)),
+                // The ones bound by this call are dropped (closed) with `fresh`.
+                Err(e) => return Err(format!("cannot listen on {}: {e}", s.listen)),
+            }
+        }
+        self.by_addr.extend(fresh);
+        Ok(())
+    }
+
+    /// `(server index, fd)` for each server of `config`, in order.
+    pub fn for_config(&self, config: &Config) -> Vec<(usize, RawFd)> {
+        config
+            .server
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| self.by_addr.get(&s.listen).map(|fd| (i, fd.as_raw_fd())))
+            .collect()
+    }
+
+    /// Close every listener not used by any of `configs`.
+    pub fn retain<'a>(&mut self, configs: impl Iterator<Item = &'a Config>) -> Vec<SocketAddr> {
+        let keep: Vec<SocketAddr> = configs
+            .flat_map(|c| c.server.iter().map(|s| s.listen))
+            .collect();
+        let gone: Vec<SocketAddr> = self
+            .by_addr
+            .keys()
+            .filter(|a| !keep.contains(a))
+            .copied()
+            .collect();
+        for a in &gone {
+            self.by_addr.remove(a);
+        }
+        gone
+    }
+}
+
+fn bind_one(addr: SocketAddr, backlog: i32) -> nix::Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if addr.is_ipv6() {
+        // `[::]` means IPv6 only, as nginx's default: an IPv4 server is configured on its own.
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    listen(&fd, Backlog::new(backlog)?)?;
+    Ok(fd)
+}

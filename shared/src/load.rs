@@ -1,0 +1,147 @@
+//! Loading a configuration file: figment (TOML file, then `RPROXY_*` overrides of global keys),
+//! then validation. `rproxy -t`, start-up and every reload use this same function, so what `-t`
+//! accepts is exactly what a reload accepts.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+
+use crate::config::Config;
+
+/// Global keys that `RPROXY_<KEY>` may override (`-` written as `_`). Figment's Env provider
+/// cannot address array elements, so per-server keys are file-only.
+pub const GLOBAL_KEYS: &[&str] = &[
+    "daemonize",
+    "user",
+    "group",
+    "max-nofile",
+    "memtrim-sz",
+    "workers",
+    "pid-file",
+    "shutdown-timeout",
+    "heartbeat-timeout",
+    "error-log",
+    "log-level",
+];
+
+/// One problem in a configuration: where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, or `environment` for an `RPROXY_*` variable.
+    pub file: String,
+    /// Key path such as `server[0].downstream[1].port`; empty for file-level problems.
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.reason)
+        }
+    }
+}
+
+/// Every problem found; a configuration is used only when this is empty.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Load, override from the environment, and validate `path`. Validation resolves downstream
+/// host names, compiles regexes and log formats, and checks that TLS and log files are usable.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let figment = Figment::new()
+        .merge(Toml::file_exact(path))
+        .merge(Env::prefixed("RPROXY_").filter_map(|k| {
+            let key = k.as_str().to_ascii_lowercase().replace('_', "-");
+            GLOBAL_KEYS.contains(&key.as_str()).then(|| key.into())
+        }));
+    let mut config: Config = figment
+        .extract()
+        .map_err(|e| ConfigErrors(figment_errors(&file, e)))?;
+    config.source = PathBuf::from(path);
+    let errors = crate::validate::validate(&mut config);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn figment_errors(file: &str, err: figment::Error) -> Vec<ConfigError> {
+    err.into_iter()
+        .map(|e| {
+            let origin = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                Some(figment::Source::File(p)) => p.display().to_string(),
+                Some(_) => "environment".to_string(),
+                None => file.to_string(),
+            };
+            let mut key = key_path(&e.path);
+            let reason = match &e.kind {
+                figment::error::Kind::UnknownField(name, _) => {
+                    key = if key.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{key}.{name}")
+                    };
+                    "unknown key".to_string()
+                }
+                figment::error::Kind::MissingField(name) => {
+                    key = if key.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{key}.{name}")
+                    };
+                    "required key is missing".to_string()
+                }
+                kind => kind.to_string(),
+            };
+            let reason = if origin == "environment" {
+                format!("{reason} (from an RPROXY_ environment variable)")
+            } else {
+                reason
+            };
+            ConfigError {
+                file: origin,
+                key,
+                reason,
+            }
+        })
+        .collect()
+}
+
+/// `["server", "0", "port"]` -> `server[0].port`.
+pub(crate) fn key_path(parts: &[String]) -> String {
+    let mut out = String::new();
+    for p in parts {
+        if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() {
+            out.push('[');
+            out.push_str(p);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(p);
+        }
+    }
+    out
+}

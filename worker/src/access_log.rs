@@ -1,0 +1,250 @@
+//! Access log writers (DESIGN section 9).
+//!
+//! File logs: lines are rendered into a per-section buffer and written with one `write(2)`
+//! when the buffer passes 32 KiB, every 200 ms, before a log reopen and at exit, so a busy
+//! worker does not pay a syscall per request. The file is `O_APPEND` and each write holds whole
+//! lines, so workers sharing a file never interleave partial lines. The descriptor number is
+//! fixed for the worker's life: a reopen `dup2`s the new file onto it (see `state.rs`).
+//!
+//! Syslog: one RFC 3164 datagram per request to `syslog-socket`, reconnecting when the socket
+//! was recreated (the `syslog` crate cannot, and cannot take a socket path per section).
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use rproxy_shared::config::{Config, LogType, Logging};
+use rproxy_shared::logformat::{HeaderLookup, LogFormat, Record};
+
+use crate::state::WorkerState;
+
+const FLUSH_AT: usize = 32 * 1024;
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+pub struct AccessLog {
+    format: Arc<LogFormat>,
+    /// Request headers the format prints, kept from the request before it is forwarded.
+    req_names: Vec<HeaderName>,
+    sink: Sink,
+}
+
+enum Sink {
+    File { fd: RawFd, buf: RefCell<Vec<u8>> },
+    Syslog(RefCell<Syslog>),
+}
+
+struct Syslog {
+    path: PathBuf,
+    sock: Option<UnixDatagram>,
+    /// `<PRI>` for facility + severity info.
+    pri: u8,
+    line: Vec<u8>,
+}
+
+impl AccessLog {
+    /// The writer for one `logging` section, or `None` when it is absent or disabled.
+    pub fn new(config: &Config, logging: Option<&Logging>, state: &WorkerState) -> Option<Rc<AccessLog>> {
+        let l = logging.filter(|l| l.enabled)?;
+        let format = l.compiled.0.clone()?;
+        let req_names = format
+            .request_header_names()
+            .iter()
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        let sink = match l.kind {
+            LogType::File => {
+                let i = config.access_log_index(l)?;
+                let fd = state.log_files.get(i)?.as_raw_fd();
+                Sink::File {
+                    fd,
+                    buf: RefCell::new(Vec::with_capacity(FLUSH_AT + 4096)),
+                }
+            }
+            LogType::Syslog => Sink::Syslog(RefCell::new(Syslog {
+                path: l.syslog_socket.clone(),
+                sock: None,
+                pri: facility_code(&l.facility) * 8 + 6,
+                line: Vec::with_capacity(512),
+            })),
+        };
+        Some(Rc::new(AccessLog {
+            format,
+            req_names,
+            sink,
+        }))
+    }
+
+    /// Keep the request headers the format needs (cheap: header values are shared bytes).
+    pub fn snapshot(&self, h: &HeaderMap) -> Vec<Option<HeaderValue>> {
+        self.req_names.iter().map(|n| h.get(n).cloned()).collect()
+    }
+
+    /// Render and queue one line.
+    pub fn write(&self, rec: &Record<'_>) {
+        match &self.sink {
+            Sink::File { fd, buf } => {
+                let mut b = buf.borrow_mut();
+                self.format.render(rec, &mut b);
+                if b.len() >= FLUSH_AT {
+                    write_all(*fd, &mut b);
+                }
+            }
+            Sink::Syslog(s) => s.borrow_mut().send(&self.format, rec),
+        }
+    }
+
+    pub fn flush(&self) {
+        if let Sink::File { fd, buf } = &self.sink {
+            write_all(*fd, &mut buf.borrow_mut());
+        }
+    }
+
+    /// Request header lookup over a [`AccessLog::snapshot`].
+    pub fn lookup<'a>(&'a self, values: &'a [Option<HeaderValue>]) -> Snapshot<'a> {
+        Snapshot {
+            names: &self.req_names,
+            values,
+        }
+    }
+}
+
+/// Flush every access log of this worker (before a reopen and at exit).
+pub fn flush_all(state: &WorkerState) {
+    for l in state.access_logs.borrow().iter() {
+        l.flush();
+    }
+}
+
+/// The periodic flush task.
+pub async fn flusher(state: Rc<WorkerState>) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        tick.tick().await;
+        flush_all(&state);
+    }
+}
+
+fn write_all(fd: RawFd, buf: &mut Vec<u8>) {
+    let mut off = 0;
+    while off < buf.len() {
+        // SAFETY: writing our own buffer to a descriptor we hold. A regular file rarely takes
+        // a short write; when it does the rest follows at once.
+        let n = unsafe { libc::write(fd, buf[off..].as_ptr().cast(), buf.len() - off) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            rproxy_shared::error!("writing the access log: {e}");
+            break;
+        }
+        off += n as usize;
+    }
+    buf.clear();
+}
+
+impl Syslog {
+    fn send(&mut self, format: &LogFormat, rec: &Record<'_>) {
+        self.line.clear();
+        let _ = write!(self.line, "<{}>", self.pri);
+        syslog_time(rec.ts, &mut self.line);
+        let _ = write!(self.line, " rproxy[{}]: ", std::process::id());
+        format.render(rec, &mut self.line);
+        if self.line.last() == Some(&b'\n') {
+            self.line.pop();
+        }
+        for _ in 0..2 {
+            if self.sock.is_none() {
+                self.sock = UnixDatagram::unbound()
+                    .and_then(|s| s.connect(&self.path).map(|()| s))
+                    .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                    .ok();
+            }
+            match &self.sock {
+                Some(s) => match s.send(&self.line) {
+                    Ok(_) => return,
+                    // Full buffer: drop the line rather than block the worker.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Err(_) => self.sock = None,
+                },
+                None => return,
+            }
+        }
+    }
+}
+
+/// `Nov 28 17:30:00` (RFC 3164 TIMESTAMP, local time).
+fn syslog_time(ts: SystemTime, out: &mut Vec<u8>) {
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = ts
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as libc::time_t;
+    // SAFETY: localtime_r fills the zeroed tm we own.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&secs, &mut tm) };
+    let _ = write!(
+        out,
+        "{} {:>2} {:02}:{:02}:{:02}",
+        MON[tm.tm_mon.clamp(0, 11) as usize],
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    );
+}
+
+fn facility_code(name: &str) -> u8 {
+    match name {
+        "kern" => 0,
+        "user" => 1,
+        "mail" => 2,
+        "daemon" => 3,
+        "auth" => 4,
+        "syslog" => 5,
+        "lpr" => 6,
+        "news" => 7,
+        "uucp" => 8,
+        "cron" => 9,
+        "authpriv" => 10,
+        "ftp" => 11,
+        "local1" => 17,
+        "local2" => 18,
+        "local3" => 19,
+        "local4" => 20,
+        "local5" => 21,
+        "local6" => 22,
+        "local7" => 23,
+        // Validation admits only the names above and local0.
+        _ => 16,
+    }
+}
+
+/// Request headers kept for the log line.
+pub struct Snapshot<'a> {
+    names: &'a [HeaderName],
+    values: &'a [Option<HeaderValue>],
+}
+
+impl HeaderLookup for Snapshot<'_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        let i = self.names.iter().position(|n| n.as_str() == name)?;
+        self.values.get(i)?.as_ref().map(|v| v.as_bytes())
+    }
+}
+
+/// Response headers as the log format sees them.
+pub struct Headers<'a>(pub &'a HeaderMap);
+
+impl HeaderLookup for Headers<'_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0.get(name).map(|v| v.as_bytes())
+    }
+}

@@ -1,0 +1,189 @@
+//! Request and response header rules (DESIGN section 7): hop-by-hop headers never cross the
+//! proxy, and every header rproxy can produce is removed from what the client sent before
+//! rproxy adds its own, so a client cannot forge X-Forwarded-For, X-Forwarded-Proto or X-SSL-*.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use rproxy_shared::cidr::Cidr;
+use rproxy_shared::config::Headers;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Whether the request asks for a protocol switch (`Connection: upgrade` + `Upgrade`).
+pub fn wants_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(UPGRADE) && connection_has(h, "upgrade")
+}
+
+fn connection_has(h: &HeaderMap, token: &str) -> bool {
+    h.get_all(CONNECTION).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// Remove hop-by-hop headers (RFC 9110 7.6.1): the fixed set and whatever `Connection` names.
+/// With `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay for a protocol switch.
+pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    if h.contains_key(CONNECTION) {
+        // Rare path: names listed in Connection are removed too.
+        let listed: Vec<HeaderName> = h
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(keep_upgrade && n == UPGRADE))
+            .collect();
+        for n in listed {
+            h.remove(n);
+        }
+        h.remove(CONNECTION);
+    }
+    for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &TE, &TRAILER, &TRANSFER_ENCODING] {
+        h.remove(n);
+    }
+    if keep_upgrade {
+        h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(UPGRADE);
+    }
+}
+
+/// Remove every header rproxy may produce, then add the ones `cfg` turns on.
+/// `extension_names` are the configured x509-extension header names (lowercase).
+pub fn set_forwarding(
+    h: &mut HeaderMap,
+    cfg: &Headers,
+    peer: IpAddr,
+    trusted: &[Cidr],
+    proto: &'static str,
+    extension_names: &[HeaderName],
+) {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
+        v4 => v4,
+    };
+    let chain = if trusted.iter().any(|c| c.contains(peer)) {
+        // A proxy we trust: keep what it says and append the peer.
+        let prior: Vec<&str> = h
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if prior.is_empty() {
+            None
+        } else {
+            Some(format!("{}, {peer}", prior.join(", ")))
+        }
+    } else {
+        None
+    };
+    h.remove(&X_FORWARDED_FOR);
+    h.remove(&X_FORWARDED_PROTO);
+    for n in extension_names {
+        h.remove(n);
+    }
+    if h.keys().any(|k| k.as_str().starts_with("x-ssl-")) {
+        let ssl: Vec<HeaderName> = h
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-ssl-"))
+            .cloned()
+            .collect();
+        for n in ssl {
+            h.remove(n);
+        }
+    }
+    if cfg.x_forwarded_for {
+        let v = match chain {
+            Some(c) => HeaderValue::from_str(&c),
+            None => HeaderValue::from_str(&peer.to_string()),
+        };
+        if let Ok(v) = v {
+            h.insert(X_FORWARDED_FOR.clone(), v);
+        }
+    }
+    if cfg.x_forwarded_proto {
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("host", "a"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("host"));
+    }
+
+    #[test]
+    fn upgrade_kept_when_asked() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn forged_headers_replaced() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-ssl-subject", "/CN=admin"),
+            ("x-client-oid", "evil"),
+        ]);
+        let ext = [HeaderName::from_static("x-client-oid")];
+        set_forwarding(&mut h, &Headers::default(), "10.0.0.1".parse().unwrap(), &[], "http", &ext);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert!(!h.contains_key("x-ssl-subject"));
+        assert!(!h.contains_key("x-client-oid"));
+    }
+
+    #[test]
+    fn trusted_proxy_chain_appended() {
+        let mut h = map(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2")]);
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        set_forwarding(&mut h, &Headers::default(), "10.0.0.1".parse().unwrap(), &trusted, "http", &[]);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
+    }
+
+    #[test]
+    fn flags_off_still_strip() {
+        let mut h = map(&[("x-forwarded-for", "6.6.6.6")]);
+        let cfg = Headers {
+            x_forwarded_for: false,
+            x_forwarded_proto: false,
+            ..Headers::default()
+        };
+        set_forwarding(&mut h, &cfg, "::1".parse().unwrap(), &[], "http", &[]);
+        assert!(h.is_empty());
+    }
+}

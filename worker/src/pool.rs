@@ -1,0 +1,409 @@
+//! Per-worker pools of persistent connections to the downstreams of one server (RProxy's
+//! "always established" connections), the FIFO of requests waiting for one (`max-pending`,
+//! `pending-timeout`), and the choice among downstreams (see [`crate::lb`]).
+//!
+//! Each downstream has a maintenance task that keeps `connections` connections established,
+//! reconnecting every `retry` interval while the downstream is down. A connection the
+//! downstream closed while idle is noticed by hyper's connection task (it keeps reading the
+//! idle socket) and is never handed out: requests are only sent on connections that are open
+//! and idle, and a request that could not even be written is retried on another connection.
+//!
+//! A worker runs one thread, so the state is in `Cell`/`RefCell` and never locked.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rproxy_shared::config::{self, LbMethod};
+use rproxy_shared::{info, warn};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Notify};
+
+use crate::lb::{self, Rng, View};
+use crate::timed_io::TimedIo;
+
+/// How long one connection attempt to a downstream may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub type Sender = SendRequest<Incoming>;
+
+/// One established downstream connection.
+pub struct Conn {
+    pub sender: Sender,
+    /// Our source port on it (`{DS_SPORT}`).
+    pub local_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// No attempt finished yet: requests wait instead of failing.
+    Starting,
+    Up,
+    Down,
+}
+
+/// One downstream as this worker sees it.
+pub struct Downstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    target: usize,
+    retry: Duration,
+    write_timeout: Duration,
+    pub read_timeout: Option<Duration>,
+    idle: RefCell<Vec<Conn>>,
+    /// Established or being established.
+    open: Cell<usize>,
+    health: Cell<Health>,
+    srtt_us: Cell<Option<f64>>,
+    in_flight: Cell<u32>,
+    /// Wakes the maintenance task when a connection is lost.
+    lost: Notify,
+}
+
+impl Downstream {
+    /// `name (addr)`, or just the address when the name is the address.
+    fn label(&self) -> String {
+        let addr = self.addr.to_string();
+        if self.name == addr {
+            addr
+        } else {
+            format!("{} ({addr})", self.name)
+        }
+    }
+}
+
+/// The downstreams a request may go to, and how to choose among them.
+pub struct Route {
+    /// Indices into [`Pool::downstreams`].
+    pub members: Vec<usize>,
+    pub lb: LbMethod,
+    rr: Cell<usize>,
+}
+
+impl Route {
+    pub fn new(members: Vec<usize>, lb: LbMethod) -> Route {
+        Route {
+            members,
+            lb,
+            rr: Cell::new(0),
+        }
+    }
+}
+
+struct Waiter {
+    route: Rc<Route>,
+    tx: oneshot::Sender<Lease>,
+}
+
+/// Why no connection could be had; each is a 503 (DESIGN section 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoConnection {
+    /// Every downstream of the route is down: answered at once.
+    AllDown,
+    /// `max-pending` requests already wait in this worker.
+    QueueFull,
+    /// Waited `pending-timeout`.
+    Timeout,
+}
+
+pub struct Pool {
+    pub downstreams: Vec<Downstream>,
+    waiters: RefCell<VecDeque<Waiter>>,
+    max_pending: usize,
+    pending_timeout: Duration,
+    rng: RefCell<Rng>,
+    /// Reused for every choice, so choosing allocates nothing.
+    scratch: RefCell<Vec<View>>,
+}
+
+impl Pool {
+    /// The pool of `server`'s enabled downstreams; call [`Pool::start`] to connect.
+    pub fn new(server: &config::Server) -> Rc<Pool> {
+        let downstreams = server
+            .downstream
+            .iter()
+            .map(|d| Downstream {
+                name: d.display_name(),
+                addr: d.sockaddr,
+                target: if d.enabled { d.connections as usize } else { 0 },
+                retry: d.retry_interval(),
+                write_timeout: Duration::from_secs(d.write_timeout),
+                read_timeout: (d.read_timeout > 0).then(|| Duration::from_secs(d.read_timeout)),
+                idle: RefCell::new(Vec::with_capacity(d.connections as usize)),
+                open: Cell::new(0),
+                health: Cell::new(if d.enabled {
+                    Health::Starting
+                } else {
+                    Health::Down
+                }),
+                srtt_us: Cell::new(None),
+                in_flight: Cell::new(0),
+                lost: Notify::new(),
+            })
+            .collect();
+        let seed = u64::from(std::process::id())
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+        Rc::new(Pool {
+            downstreams,
+            waiters: RefCell::new(VecDeque::new()),
+            max_pending: server.max_pending as usize,
+            pending_timeout: Duration::from_secs(server.pending_timeout),
+            rng: RefCell::new(Rng::new(seed)),
+            scratch: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// Spawn one maintenance task per enabled downstream (on the current `LocalSet`).
+    pub fn start(self: &Rc<Self>) {
+        for (i, d) in self.downstreams.iter().enumerate() {
+            if d.target > 0 {
+                tokio::task::spawn_local(maintain(Rc::clone(self), i));
+            }
+        }
+    }
+
+    /// Downstreams with an established connection, and enabled ones (for heartbeats).
+    pub fn health_counts(&self) -> (u32, u32) {
+        let total = self.downstreams.iter().filter(|d| d.target > 0).count();
+        let up = self
+            .downstreams
+            .iter()
+            .filter(|d| d.health.get() == Health::Up)
+            .count();
+        (up as u32, total as u32)
+    }
+
+    /// An idle connection chosen by the route's balancer, or a place in the queue.
+    pub async fn acquire(self: &Rc<Self>, route: &Rc<Route>) -> Result<Lease, NoConnection> {
+        if let Some(l) = self.take_idle(route) {
+            return Ok(l);
+        }
+        if self.route_down(route) {
+            return Err(NoConnection::AllDown);
+        }
+        let rx = {
+            let mut q = self.waiters.borrow_mut();
+            if q.len() >= self.max_pending {
+                q.retain(|w| !w.tx.is_closed());
+                if q.len() >= self.max_pending {
+                    return Err(NoConnection::QueueFull);
+                }
+            }
+            if self.pending_timeout.is_zero() {
+                return Err(NoConnection::Timeout);
+            }
+            let (tx, rx) = oneshot::channel();
+            q.push_back(Waiter {
+                route: Rc::clone(route),
+                tx,
+            });
+            rx
+        };
+        match tokio::time::timeout(self.pending_timeout, rx).await {
+            Ok(Ok(lease)) => Ok(lease),
+            // Dropped by `fail_waiters`: the route went down while we waited.
+            Ok(Err(_)) => Err(NoConnection::AllDown),
+            Err(_) => Err(NoConnection::Timeout),
+        }
+    }
+
+    fn route_down(&self, route: &Route) -> bool {
+        route
+            .members
+            .iter()
+            .all(|&i| self.downstreams[i].health.get() == Health::Down)
+    }
+
+    fn take_idle(self: &Rc<Self>, route: &Route) -> Option<Lease> {
+        loop {
+            let pick = {
+                let mut views = self.scratch.borrow_mut();
+                views.clear();
+                views.extend(route.members.iter().map(|&i| {
+                    let d = &self.downstreams[i];
+                    View {
+                        idle: d.idle.borrow().len(),
+                        in_flight: d.in_flight.get(),
+                        srtt_us: d.srtt_us.get(),
+                    }
+                }));
+                let mut rr = route.rr.get();
+                let pick = lb::choose(route.lb, &views, &mut rr, &mut self.rng.borrow_mut());
+                route.rr.set(rr);
+                pick
+            }?;
+            let i = route.members[pick];
+            // Most recently used first: its socket and our caches are warm.
+            let conn = self.downstreams[i].idle.borrow_mut().pop()?;
+            if conn.sender.is_closed() {
+                continue;
+            }
+            return Some(Lease::new(Rc::clone(self), i, conn));
+        }
+    }
+
+    /// A connection became free: the first waiter that may use it gets it, else it idles.
+    fn put(self: &Rc<Self>, i: usize, conn: Conn) {
+        let mut conn = conn;
+        loop {
+            let waiter = {
+                let mut q = self.waiters.borrow_mut();
+                q.retain(|w| !w.tx.is_closed());
+                let pos = q.iter().position(|w| w.route.members.contains(&i));
+                pos.and_then(|p| q.remove(p))
+            };
+            let Some(w) = waiter else { break };
+            match w.tx.send(Lease::new(Rc::clone(self), i, conn)) {
+                Ok(()) => return,
+                Err(mut lease) => match lease.conn.take() {
+                    // It timed out just now; undo its accounting and try the next one.
+                    Some(c) => {
+                        self.downstreams[i].in_flight.set(self.downstreams[i].in_flight.get() - 1);
+                        conn = c;
+                    }
+                    None => return,
+                },
+            }
+        }
+        self.downstreams[i].idle.borrow_mut().push(conn);
+    }
+
+    /// Requests waiting on a route whose downstreams are all down get their 503 now.
+    fn fail_waiters(&self) {
+        let mut q = self.waiters.borrow_mut();
+        q.retain(|w| !w.tx.is_closed() && !self.route_down(&w.route));
+    }
+}
+
+/// A connection lent to one request. Dropped: the connection is closed (it may be in any
+/// state); [`Lease::release`] after a complete response returns it to the pool.
+pub struct Lease {
+    pool: Rc<Pool>,
+    pub index: usize,
+    conn: Option<Conn>,
+    sent_at: Instant,
+}
+
+impl Lease {
+    fn new(pool: Rc<Pool>, index: usize, conn: Conn) -> Lease {
+        let d = &pool.downstreams[index];
+        d.in_flight.set(d.in_flight.get() + 1);
+        Lease {
+            pool,
+            index,
+            conn: Some(conn),
+            sent_at: Instant::now(),
+        }
+    }
+
+    pub fn downstream(&self) -> &Downstream {
+        &self.pool.downstreams[self.index]
+    }
+
+    /// The connection's request handle. `None` only after release.
+    pub fn sender(&mut self) -> Option<&mut Sender> {
+        self.conn.as_mut().map(|c| &mut c.sender)
+    }
+
+    pub fn local_port(&self) -> Option<u16> {
+        self.conn.as_ref().map(|c| c.local_port)
+    }
+
+    /// Mark the moment the request goes out, for the response-time average.
+    pub fn start_clock(&mut self) {
+        self.sent_at = Instant::now();
+    }
+
+    /// The response head arrived: feed the response time to the balancer.
+    pub fn record_response(&self) {
+        let d = self.downstream();
+        let us = self.sent_at.elapsed().as_secs_f64() * 1e6;
+        d.srtt_us.set(Some(lb::smooth(d.srtt_us.get(), us)));
+    }
+
+    /// The exchange completed cleanly: the connection can carry the next request.
+    pub fn release(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.uncount();
+            if !conn.sender.is_closed() {
+                self.pool.put(self.index, conn);
+            }
+        }
+    }
+
+    fn uncount(&self) {
+        let d = self.downstream();
+        d.in_flight.set(d.in_flight.get().saturating_sub(1));
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.conn.take().is_some() {
+            // Dropping the sender closes the connection; maintenance opens a new one.
+            self.uncount();
+        }
+    }
+}
+
+/// Keep `target` connections open to downstream `i`, forever.
+async fn maintain(pool: Rc<Pool>, i: usize) {
+    loop {
+        while pool.downstreams[i].open.get() < pool.downstreams[i].target {
+            let d = &pool.downstreams[i];
+            d.open.set(d.open.get() + 1);
+            match connect(&pool, i).await {
+                Ok(conn) => {
+                    if d.health.get() != Health::Up {
+                        if d.health.get() == Health::Down {
+                            info!("downstream {} is up", d.label());
+                        }
+                        d.health.set(Health::Up);
+                    }
+                    pool.put(i, conn);
+                }
+                Err(e) => {
+                    d.open.set(d.open.get() - 1);
+                    if d.health.get() != Health::Down {
+                        warn!("downstream {} is down: {e}", d.label());
+                        d.health.set(Health::Down);
+                        pool.fail_waiters();
+                    }
+                    tokio::time::sleep(d.retry).await;
+                }
+            }
+        }
+        pool.downstreams[i].lost.notified().await;
+    }
+}
+
+async fn connect(pool: &Rc<Pool>, i: usize) -> Result<Conn, String> {
+    let d = &pool.downstreams[i];
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(d.addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+    let io = TokioIo::new(TimedIo::new(stream, d.write_timeout));
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pool = Rc::clone(pool);
+    tokio::task::spawn_local(async move {
+        // Ends when either side closes, or after an upgrade hands the socket to a tunnel.
+        let _ = conn.with_upgrades().await;
+        let d = &pool.downstreams[i];
+        d.open.set(d.open.get() - 1);
+        d.lost.notify_one();
+    });
+    Ok(Conn { sender, local_port })
+}

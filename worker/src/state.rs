@@ -1,0 +1,123 @@
+//! Worker-wide state: counters for heartbeats, the drain switch, and when to exit.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rproxy_shared::config::Config;
+use tokio::sync::{watch, Notify};
+
+use crate::access_log::AccessLog;
+use crate::pool::Pool;
+
+pub struct WorkerState {
+    pub config: Arc<Config>,
+    /// Client connections open now.
+    pub conns: Cell<u64>,
+    /// Requests received since start.
+    pub requests: Cell<u64>,
+    draining: Cell<bool>,
+    drain_tx: watch::Sender<bool>,
+    done: Notify,
+    pub pools: RefCell<Vec<Rc<Pool>>>,
+    pub access_logs: RefCell<Vec<Rc<AccessLog>>>,
+    /// The inherited access-log descriptors; a reopen `dup2`s new files onto these numbers.
+    pub log_files: Vec<OwnedFd>,
+}
+
+impl WorkerState {
+    pub fn new(config: Arc<Config>, log_files: Vec<OwnedFd>) -> Rc<WorkerState> {
+        let (drain_tx, _) = watch::channel(false);
+        Rc::new(WorkerState {
+            config,
+            conns: Cell::new(0),
+            requests: Cell::new(0),
+            draining: Cell::new(false),
+            drain_tx,
+            done: Notify::new(),
+            pools: RefCell::new(Vec::new()),
+            access_logs: RefCell::new(Vec::new()),
+            log_files,
+        })
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Resolves when draining starts (for the accept loops).
+    pub fn drain_signal(&self) -> watch::Receiver<bool> {
+        self.drain_tx.subscribe()
+    }
+
+    /// Stop accepting; keep-alive connections close after their next response; exit when
+    /// the last connection is gone or at `shutdown-timeout`.
+    pub fn start_drain(self: &Rc<Self>) {
+        if self.draining.replace(true) {
+            return;
+        }
+        let _ = self.drain_tx.send(true);
+        if self.conns.get() == 0 {
+            self.done.notify_one();
+        }
+        let me = Rc::clone(self);
+        let limit = Duration::from_secs(self.config.shutdown_timeout);
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(limit).await;
+            rproxy_shared::warn!(
+                "shutdown-timeout: closing {} connections still open",
+                me.conns.get()
+            );
+            me.done.notify_one();
+        });
+    }
+
+    /// Exit now (fast stop).
+    pub fn stop(&self) {
+        self.done.notify_one();
+    }
+
+    pub async fn wait_done(&self) {
+        self.done.notified().await;
+    }
+
+    pub fn conn_opened(self: &Rc<Self>) -> ConnGuard {
+        self.conns.set(self.conns.get() + 1);
+        ConnGuard(Rc::clone(self))
+    }
+
+    /// Put freshly opened log files in place of the old ones (same descriptor numbers, so
+    /// every writer follows). The last extra descriptor, if any, is the error log (fd 2).
+    pub fn reopen_logs(&self, fds: Vec<OwnedFd>) {
+        let n = self.log_files.len();
+        for (i, fd) in fds.iter().enumerate() {
+            let target: RawFd = if i < n {
+                self.log_files[i].as_raw_fd()
+            } else {
+                2
+            };
+            // SAFETY: dup2 atomically replaces a descriptor this process owns.
+            if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+                rproxy_shared::error!(
+                    "reopening log descriptor {target}: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
+/// Counts a client connection for as long as it lives.
+pub struct ConnGuard(Rc<WorkerState>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let s = &self.0;
+        s.conns.set(s.conns.get() - 1);
+        if s.draining.get() && s.conns.get() == 0 {
+            s.done.notify_one();
+        }
+    }
+}

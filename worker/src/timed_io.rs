@@ -1,0 +1,113 @@
+//! A socket whose writes fail with `TimedOut` once they have been blocked for longer than the
+//! write timeout: RProxy's `write-timeout` on both sides. hyper has no write timeout, so it
+//! lives at the I/O layer; the timer is allocated once per connection and only re-armed.
+
+use std::io;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+pub struct TimedIo {
+    inner: TcpStream,
+    write_timeout: Option<Duration>,
+    /// Armed while a write is blocked.
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl TimedIo {
+    /// `write_timeout` of zero means none.
+    pub fn new(inner: TcpStream, write_timeout: Duration) -> TimedIo {
+        TimedIo {
+            inner,
+            write_timeout: (!write_timeout.is_zero()).then_some(write_timeout),
+            timer: None,
+            armed: false,
+        }
+    }
+
+    fn blocked(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let Some(limit) = self.write_timeout else {
+            return Poll::Pending;
+        };
+        let deadline = Instant::now() + limit;
+        if !self.armed {
+            self.armed = true;
+            match &mut self.timer {
+                Some(t) => t.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let expired = match &mut self.timer {
+            Some(t) => t.as_mut().poll(cx).is_ready(),
+            None => false,
+        };
+        if expired {
+            self.armed = false;
+            Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "write timed out"))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn progressed(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl AsyncRead for TimedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TimedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.blocked(cx).map(Err),
+            r => {
+                self.progressed();
+                r
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.blocked(cx).map(Err),
+            r => {
+                self.progressed();
+                r
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
