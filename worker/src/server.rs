@@ -11,6 +11,7 @@ use rproxy_shared::{error, warn};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::proxy::{handle, ConnCtx, ServerCtx};
+use crate::state::ConnGuard;
 use crate::timed_io::TimedIo;
 
 /// Accept until draining starts, then close this worker's copy of the listener (the socket
@@ -35,8 +36,11 @@ pub async fn accept_loop(listener: OwnedFd, server: Rc<ServerCtx>) {
             _ = drain.wait_for(|d| *d) => return,
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
+                    // Counted from the accept, so a drain starting before the task first runs
+                    // still waits for this connection.
+                    let guard = server.state.conn_opened();
                     let ctx = Rc::new(ConnCtx { server: Rc::clone(&server), peer });
-                    tokio::task::spawn_local(serve(stream, ctx, http.clone()));
+                    tokio::task::spawn_local(serve(stream, ctx, http.clone(), guard));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -60,8 +64,7 @@ fn builder(server: &ServerCtx) -> http1::Builder {
     b
 }
 
-async fn serve(stream: TcpStream, ctx: Rc<ConnCtx>, http: http1::Builder) {
-    let _guard = ctx.server.state.conn_opened();
+async fn serve(stream: TcpStream, ctx: Rc<ConnCtx>, http: http1::Builder, _guard: ConnGuard) {
     let _ = stream.set_nodelay(true);
     let write_timeout = Duration::from_secs(ctx.server.cfg().write_timeout);
     let io = TokioIo::new(TimedIo::new(stream, write_timeout));

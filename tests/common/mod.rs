@@ -1,0 +1,464 @@
+//! Test harness: starts the real `rproxy` binary (master + forked workers) on a generated
+//! configuration, real HTTP backends on 127.0.0.1, and gives clients and process helpers.
+//! Every process a test starts is ended by PID when its handle drops.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rproxy");
+
+/// A fresh directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "rproxy-test-{}-{}-{}",
+        name,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    // Workers run as nobody and may need to read here.
+    let _ = Command::new("chmod").arg("755").arg(&d).status();
+    d
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `user`/`group` lines for test configs: workers drop to nobody when we are root.
+pub fn identity() -> &'static str {
+    "user = \"nobody\"\ngroup = \"nogroup\"\n"
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+/// A local HTTP/1.1 origin. Paths:
+/// - `/echo` returns the request body;
+/// - `/big/N` returns N bytes (pattern `i % 251`);
+/// - `/sleep/MS` answers after MS milliseconds;
+/// - `/headers` returns the request head as text (`name: value` lines);
+/// - anything else returns `name` of the backend.
+pub struct Backend {
+    pub port: u16,
+    pub hits: Arc<AtomicU64>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Backend {
+    pub fn start(name: &str) -> Backend {
+        Self::start_on(name, 0, Duration::ZERO)
+    }
+
+    /// A backend that waits `delay` before every answer.
+    pub fn slow(name: &str, delay: Duration) -> Backend {
+        Self::start_on(name, 0, delay)
+    }
+
+    pub fn start_on(name: &str, port: u16, delay: Duration) -> Backend {
+        let listener = StdListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let name: Arc<str> = Arc::from(name);
+        let h = hits.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let mut rx = rx;
+                loop {
+                    tokio::select! {
+                        _ = &mut rx => return,
+                        r = listener.accept() => {
+                            let Ok((s, _)) = r else { continue };
+                            let name = name.clone();
+                            let h = h.clone();
+                            tokio::spawn(async move {
+                                let svc = hyper::service::service_fn(move |req| {
+                                    h.fetch_add(1, Ordering::Relaxed);
+                                    origin(req, name.clone(), delay)
+                                });
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                                    .with_upgrades()
+                                    .await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        Backend {
+            port,
+            hits,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+type OriginBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn origin(
+    req: Request<Incoming>,
+    name: Arc<str>,
+    delay: Duration,
+) -> Result<Response<OriginBody>, Infallible> {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let path = req.uri().path().to_string();
+    let full = |b: Bytes| Full::new(b).boxed();
+    if path == "/echo" {
+        let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        return Ok(Response::new(full(body)));
+    }
+    if let Some(n) = path.strip_prefix("/big/") {
+        let n: usize = n.parse().unwrap_or(0);
+        // Streamed in 64 KiB chunks, so a slow reader pushes back on us.
+        let chunks = (0..n).step_by(65536).map(move |start| {
+            let end = (start + 65536).min(n);
+            let v: Vec<u8> = (start..end).map(|i| (i % 251) as u8).collect();
+            Ok::<_, Infallible>(Frame::data(Bytes::from(v)))
+        });
+        let stream = futures_util::stream::iter(chunks);
+        let mut r = Response::new(StreamBody::new(stream).boxed());
+        r.headers_mut()
+            .insert("content-length", n.to_string().parse().unwrap());
+        return Ok(r);
+    }
+    if let Some(ms) = path.strip_prefix("/sleep/") {
+        let ms: u64 = ms.parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return Ok(Response::new(full(Bytes::from(format!("slept {ms}")))));
+    }
+    if path == "/headers" {
+        let mut s = format!("{} {}\n", req.method(), req.uri());
+        for (k, v) in req.headers() {
+            s.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
+        }
+        return Ok(Response::new(full(Bytes::from(s))));
+    }
+    Ok(Response::new(full(Bytes::from(name.to_string()))))
+}
+
+/// The pattern `/big/N` serves, for comparisons.
+pub fn big_body(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy
+
+pub struct Proxy {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub port: u16,
+    stderr: PathBuf,
+}
+
+impl Proxy {
+    /// Start `rproxy -f` on `config` (written to a fresh directory) and wait until it says its
+    /// workers are ready and `port` accepts.
+    pub fn start(name: &str, config: &str, port: u16) -> Proxy {
+        Self::start_with_env(name, config, port, &[])
+    }
+
+    pub fn start_with_env(name: &str, config: &str, port: u16, env: &[(&str, &str)]) -> Proxy {
+        let dir = temp_dir(name);
+        let path = dir.join("rproxy.toml");
+        std::fs::write(&path, config).unwrap();
+        let stderr = dir.join("stderr.log");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("-f")
+            .arg("-c")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .env_remove("NOTIFY_SOCKET");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let p = Proxy {
+            child,
+            dir,
+            config: path,
+            port,
+            stderr,
+        };
+        p.wait_log("workers ready", Duration::from_secs(10));
+        wait_port(port, Duration::from_secs(5));
+        p
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Wait until the error log contains `needle` (panics with the log after `timeout`).
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        self.wait_log_count(needle, 1, timeout)
+    }
+
+    pub fn wait_log_count(&self, needle: &str, count: usize, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.matches(needle).count() >= count {
+                return;
+            }
+            if Instant::now() > end {
+                panic!("no {count}x {needle:?} in the log after {timeout:?}:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling the process this test started.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Replace the configuration file (for a reload).
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(&self.config, config).unwrap();
+    }
+
+    /// The master's worker processes (children by PPID).
+    pub fn workers(&self) -> Vec<i32> {
+        children_of(self.pid())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// Wait for the master to exit, returning its status code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let workers = self.workers();
+        // SAFETY: killing the processes this test started (master, then its workers).
+        unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+        let _ = self.child.wait();
+        for w in workers {
+            unsafe { libc::kill(w, libc::SIGKILL) };
+        }
+        if std::thread::panicking() {
+            eprintln!("--- rproxy error log ({}) ---\n{}", self.stderr.display(), self.log());
+        }
+    }
+}
+
+/// PIDs whose parent is `ppid`, from /proc.
+pub fn children_of(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Some((pp, state)) = ppid_of(pid) {
+            if pp == ppid && state != 'Z' {
+                out.push(pid);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// `(ppid, state)` of a live process.
+pub fn ppid_of(pid: i32) -> Option<(i32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut it = rest.split_whitespace();
+    let state = it.next()?.chars().next()?;
+    let ppid = it.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+pub fn alive(pid: i32) -> bool {
+    matches!(ppid_of(pid), Some((_, s)) if s != 'Z')
+}
+
+pub fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Real UID of a process.
+pub fn uid_of(pid: i32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// Total RSS in KiB of `pids`.
+pub fn rss_kib(pids: &[i32]) -> u64 {
+    pids.iter()
+        .map(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+pub fn wait_port(port: u16, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > end {
+            panic!("port {port} never accepted");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !f() {
+        if Instant::now() > end {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// One blocking GET on a new connection: `(status, body)`.
+pub fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
+    raw(port, format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+}
+
+/// Write raw bytes on a fresh connection and read the whole answer; `(status, body)`.
+pub fn raw(port: u16, bytes: &[u8]) -> (u16, Vec<u8>) {
+    let text = raw_response(port, bytes);
+    parse_response(&text)
+}
+
+pub fn raw_response(port: u16, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+pub fn parse_response(text: &[u8]) -> (u16, Vec<u8>) {
+    let status = std::str::from_utf8(text.get(9..12).unwrap_or(b"000"))
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = match text.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(i) => text[i + 4..].to_vec(),
+        None => Vec::new(),
+    };
+    (status, body)
+}
+
+/// A flat-form configuration: one server on `port` forwarding to `backends`.
+pub fn flat_config(port: u16, backends: &[u16], extra_server: &str, extra_global: &str) -> String {
+    let mut c = format!("{}{}\n[[server]]\naddr = \"127.0.0.1\"\nport = {port}\n{extra_server}\n", identity(), extra_global);
+    for b in backends {
+        c.push_str(&format!(
+            "[[server.downstream]]\naddr = \"127.0.0.1\"\nport = {b}\nconnections = 4\n[server.downstream.retry]\nseconds = 0\nuseconds = 100000\n"
+        ));
+    }
+    c
+}
+
+pub fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}

@@ -1,0 +1,262 @@
+//! The process model through the real binary: workers, privileges, crash replacement and
+//! back-off, reloads under load, graceful and fast stop, orphaned workers, sd-notify.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn three_unprivileged_workers_named_rproxy_worker() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let p = Proxy::start("names", &flat_config(port, &[b.port], "", "workers = 3"), port);
+    let workers = p.workers();
+    assert_eq!(workers.len(), 3, "workers: {workers:?}");
+    let root = unsafe { libc::geteuid() } == 0;
+    for w in &workers {
+        assert_eq!(comm(*w), "rproxy-worker");
+        if root {
+            assert_eq!(uid_of(*w), 65534, "worker {w} should run as nobody");
+        }
+    }
+    if root {
+        assert_eq!(uid_of(p.pid()), 0, "the master stays root");
+    }
+    assert_eq!(get(port, "/").0, 200);
+}
+
+#[test]
+fn killed_worker_is_replaced_quickly() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let p = Proxy::start("replace", &flat_config(port, &[b.port], "", "workers = 2"), port);
+    let before = p.workers();
+    let victim = before[0];
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    let t0 = Instant::now();
+    wait_until("a replacement worker", Duration::from_secs(2), || {
+        let now = p.workers();
+        now.len() == 2 && !now.contains(&victim)
+    });
+    // The replacement is serving (its Ready reached the master) within the 2 s.
+    wait_until("requests served", Duration::from_secs(2) - t0.elapsed().min(Duration::from_secs(2)), || get(port, "/").0 == 200);
+    assert!(t0.elapsed() < Duration::from_secs(2), "took {:?}", t0.elapsed());
+    p.wait_log("killed by signal SIGKILL", Duration::from_secs(1));
+}
+
+#[test]
+fn crash_loop_backs_off_and_recovers() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("fault");
+    let fault = dir.join("fail-workers");
+    let p = Proxy::start_with_env(
+        "crashloop",
+        &flat_config(port, &[b.port], "", "workers = 1"),
+        port,
+        &[("RPROXY_TEST_FAULT_FILE", fault.to_str().unwrap())],
+    );
+    std::fs::write(&fault, b"").unwrap();
+    let victim = p.workers()[0];
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_secs(3));
+    let deaths = p.log().matches("exited with status 3").count();
+    // Immediate, 200, 400, 800, 1600 ms: about five in three seconds, never a fork loop.
+    assert!(deaths >= 2, "the replacement was never retried: {deaths}");
+    assert!(deaths <= 8, "{deaths} start-up crashes in 3 s: no back-off");
+    assert!(alive(p.pid()));
+    std::fs::remove_file(&fault).unwrap();
+    // Back-off is capped at 10 s; the next attempt starts a healthy worker.
+    wait_until("recovery", Duration::from_secs(12), || {
+        p.workers().len() == 1 && get(port, "/").0 == 200
+    });
+}
+
+/// Continuous load from keep-alive and new-connection clients while the master reloads 20
+/// times: every request must succeed and no connection may be refused.
+#[test]
+fn twenty_reloads_under_load_lose_nothing() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let config = flat_config(port, &[b.port], "", "workers = 2");
+    let p = Proxy::start("reloads", &config, port);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let url = p.url("/");
+        tasks.push(rt.spawn(async move {
+            // Even tasks keep one connection alive; odd ones open a new one per request.
+            let client = if i % 2 == 0 {
+                reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+            } else {
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .unwrap()
+            };
+            let end = Instant::now() + Duration::from_secs(40);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                let result = match client.get(&url).send().await {
+                    Ok(r) => {
+                        let status = r.status();
+                        r.bytes().await.map(|b| (status, b))
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok((status, body)) if status == 200 && &body[..] == b"b" => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok((status, _)) => {
+                        eprintln!("bad response: {status}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("request failed: {e:?}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 1..=20 {
+        p.signal(libc::SIGHUP);
+        p.wait_log_count("reload complete", i, Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(failed, 0, "{failed} failed requests out of {}", ok + failed);
+    assert!(ok > 200, "only {ok} requests were made");
+    // Old generations drained away; only the last one remains.
+    wait_until("old generations gone", Duration::from_secs(10), || p.workers().len() == 2);
+}
+
+#[test]
+fn invalid_reload_keeps_the_old_config() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let p = Proxy::start("badreload", &flat_config(port, &[b.port], "", "workers = 1"), port);
+    p.write_config(&flat_config(port, &[b.port], "lb-method = \"fastest\"", "workers = 1"));
+    p.signal(libc::SIGHUP);
+    p.wait_log("reload failed", Duration::from_secs(5));
+    assert!(p.log().contains("lb-method"), "the error names the key:\n{}", p.log());
+    assert_eq!(get(port, "/"), (200, b"b".to_vec()));
+    assert_eq!(p.workers().len(), 1);
+}
+
+#[test]
+fn reload_moves_the_port() {
+    let b = Backend::start("b");
+    let (old, new) = (free_port(), free_port());
+    let p = Proxy::start("moveport", &flat_config(old, &[b.port], "", "workers = 1"), old);
+    p.write_config(&flat_config(new, &[b.port], "", "workers = 1"));
+    p.signal(libc::SIGHUP);
+    p.wait_log("reload complete", Duration::from_secs(10));
+    assert_eq!(get(new, "/").0, 200);
+    wait_until("old port closed", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.1", old)).is_err()
+    });
+}
+
+#[test]
+fn sigquit_finishes_the_request_in_flight() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let mut p = Proxy::start("quit", &flat_config(port, &[b.port], "", "workers = 2"), port);
+    let t = std::thread::spawn(move || get(port, "/sleep/2000"));
+    std::thread::sleep(Duration::from_millis(400));
+    p.signal(libc::SIGQUIT);
+    let (status, body) = t.join().unwrap();
+    assert_eq!((status, body), (200, b"slept 2000".to_vec()));
+    assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(0));
+}
+
+#[test]
+fn sigterm_ends_everything_within_two_seconds() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let mut p = Proxy::start("term", &flat_config(port, &[b.port], "", "workers = 2"), port);
+    let workers = p.workers();
+    // A request in flight does not hold a fast stop.
+    std::thread::spawn(move || get(port, "/sleep/10000"));
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait_exit(Duration::from_secs(2)), Some(0));
+    wait_until("workers gone", Duration::from_secs(2) - t0.elapsed().min(Duration::from_secs(2)), || {
+        workers.iter().all(|w| !alive(*w))
+    });
+}
+
+#[test]
+fn workers_leave_when_the_master_is_killed() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let mut p = Proxy::start("orphans", &flat_config(port, &[b.port], "", "workers = 2"), port);
+    let workers = p.workers();
+    p.signal(libc::SIGKILL);
+    let _ = p.child.wait();
+    wait_until("orphaned workers exit", Duration::from_secs(5), || {
+        workers.iter().all(|w| !alive(*w))
+    });
+}
+
+#[test]
+fn notifies_systemd() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("notify");
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut p = Proxy::start_with_env(
+        "notify",
+        &flat_config(port, &[b.port], "", "workers = 1"),
+        port,
+        &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
+    );
+    let mut seen = String::new();
+    let read_until = |needle: &str, seen: &mut String| {
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 4096];
+        while !seen.contains(needle) {
+            assert!(Instant::now() < end, "no {needle} in {seen:?}");
+            let n = sock.recv(&mut buf).unwrap();
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+    };
+    read_until("READY=1", &mut seen);
+    seen.clear();
+    p.signal(libc::SIGHUP);
+    read_until("READY=1", &mut seen);
+    let reloading = seen.find("RELOADING=1").expect("RELOADING=1 before READY=1");
+    assert!(seen.contains("MONOTONIC_USEC="), "{seen}");
+    assert!(reloading < seen.find("READY=1").unwrap());
+    seen.clear();
+    p.signal(libc::SIGQUIT);
+    read_until("STOPPING=1", &mut seen);
+    assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(0));
+}
