@@ -361,12 +361,13 @@ backend_pid=$!
 say "  backend: python3 -m http.server 8081, pid $backend_pid"
 
 wait_backend() {
-	local i
-	for i in $(seq 1 100); do
-		curl -sf --max-time 2 http://127.0.0.1:8081/ping && return 0
+	local deadline=$((SECONDS + 15))
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		curl -sf --max-time 1 http://127.0.0.1:8081/ping && return 0
 		kill -0 "$backend_pid" 2>/dev/null || { echo "backend exited"; return 1; }
 		sleep 0.1
 	done
+	echo "backend did not answer within 15 s"
 	return 1
 }
 require "backend answers on 127.0.0.1:8081" wait_backend
@@ -377,18 +378,18 @@ rproxy_pid=$!
 say "  rproxy master: pid $rproxy_pid"
 
 wait_proxied() {
-	local i body
-	for i in $(seq 1 150); do
-		body=$(curl -s --max-time 2 http://127.0.0.1:8080/ || true)
+	local body="" deadline=$((SECONDS + 30))
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		body=$(curl -s --max-time 1 http://127.0.0.1:8080/ || true)
 		if [ "$body" = "$token" ]; then
 			echo "proxied response: $body"
 			return 0
 		fi
-		kill -0 "$rproxy_pid" 2>/dev/null || { echo "rproxy exited"; cat "$work/rproxy.stderr"; return 1; }
+		kill -0 "$rproxy_pid" 2>/dev/null || { echo "rproxy exited"; tail -n 30 "$work/rproxy.stderr"; return 1; }
 		sleep 0.1
 	done
-	echo "last body: $body"
-	cat "$work/rproxy.stderr"
+	echo "no proxied response within 30 s; last body: $body"
+	tail -n 30 "$work/rproxy.stderr"
 	return 1
 }
 require "installed rproxy -f proxies 127.0.0.1:8080 -> backend :8081" wait_proxied
@@ -420,9 +421,9 @@ check "pid file /run/rproxy.pid names the master" check_pid_file
 access_log=/var/log/rproxy/access.log
 # wait_logged FILE MARKER...: every marker appears in FILE within 10 s.
 wait_logged() {
-	local file=$1 i m missing
+	local file=$1 m missing deadline=$((SECONDS + 10))
 	shift
-	for i in $(seq 1 100); do
+	while [ "$SECONDS" -lt "$deadline" ]; do
 		missing=0
 		for m in "$@"; do
 			grep -qF -- "$m" "$file" 2>/dev/null || { missing=1; break; }
@@ -436,7 +437,7 @@ wait_logged() {
 
 before="/before-rotate-$token"
 check_access_log() {
-	curl -s -o /dev/null --max-time 5 "http://127.0.0.1:8080$before" || true
+	curl -s -o /dev/null --max-time 3 "http://127.0.0.1:8080$before" || true
 	wait_logged "$access_log" "$before" || return 1
 	ls -l /var/log/rproxy
 	grep -F -- "$before" "$access_log"
@@ -457,7 +458,7 @@ check_rotation() {
 	local i markers=()
 	for i in 1 2 3 4 5 6 7 8; do
 		markers+=("/after-rotate-$i-$token")
-		curl -s -o /dev/null --max-time 5 "http://127.0.0.1:8080/after-rotate-$i-$token" || true
+		curl -s -o /dev/null --max-time 3 "http://127.0.0.1:8080/after-rotate-$i-$token" || true
 	done
 	wait_logged "$access_log" "${markers[@]}" || { echo "--- $access_log:"; cat "$access_log" 2>/dev/null; echo "--- $access_log.1 tail:"; tail -n 5 "$access_log.1"; return 1; }
 	sleep 0.5

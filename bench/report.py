@@ -9,7 +9,7 @@
   report.py table RUNS.tsv OUT.md [key=value ...]
                                   medians over rounds -> markdown table on stdout and in OUT.md
 
-RUNS.tsv columns (no header): round proxy path conns wrk_output cpu_before_s cpu_after_s rss_kib nprocs
+RUNS.tsv columns (no header): round proxy path conns wrk_output (relative to RUNS.tsv's directory) cpu_before_s cpu_after_s rss_kib nprocs
     nthreads origin_cpu_s wrk_cpu_s machine_busy_s wall_s   (the last four are deltas over the run)
 """
 import os
@@ -135,7 +135,7 @@ def load_runs(tsv):
                 continue
             (rnd, proxy, path, conns, out, c0, c1, rss, nprocs, nthreads,
              origin_cpu, wrk_cpu, busy, wall) = line.rstrip("\n").split("\t")
-            r = parse_wrk(out)
+            r = parse_wrk(os.path.join(os.path.dirname(os.path.abspath(tsv)), out))
             r.update(round=int(rnd), proxy=proxy, path=path, conns=int(conns),
                      cpu_s=float(c1) - float(c0), rss_kib=int(rss), nprocs=int(nprocs), nthreads=int(nthreads),
                      origin_cpu_s=float(origin_cpu), wrk_cpu_s=float(wrk_cpu))
@@ -178,6 +178,28 @@ METRICS = [  # key, column title, format, which way is better
 ]
 
 
+def summary_table(runs, scen, proxies, count_label="runs"):
+    head = ["path", "conns"]
+    for _, title, _, _ in METRICS:
+        head += [f"{title} nginx", f"{title} rproxy", f"{title} ratio"]
+    head += ["errors nginx", "errors rproxy", f"{count_label} nginx/rproxy"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---", "---:"] + ["---:"] * (len(head) - 2)) + "|"]
+    for path, conns in scen:
+        row = [path, str(conns)]
+        sel = {p: [r for r in runs if r["proxy"] == p and r["path"] == path and r["conns"] == conns]
+               for p in proxies}
+        for key, _, kind, _ in METRICS:
+            med = {p: (statistics.median(r[key] for r in sel[p]) if sel[p] else None) for p in proxies}
+            ratio = (med["rproxy"] / med["nginx"]) if (med["nginx"] and med["rproxy"] is not None) else None
+            row += [fmt(med["nginx"], kind), fmt(med["rproxy"], kind), fmt(ratio, "ratio")]
+        for p in proxies:
+            row.append(fmt(sum(r["non2xx"] + r["sock_err"] for r in sel[p]), "int") if sel[p] else "-")
+        row.append("%d/%d" % (len(sel["nginx"]), len(sel["rproxy"])))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def build_table(runs, meta):
     proxies = ("nginx", "rproxy")
     scen = sorted({(r["path"], r["conns"]) for r in runs},
@@ -197,23 +219,7 @@ def build_table(runs, meta):
     lines.append("Ratio = rproxy / nginx. req/s: above 1 is better for rproxy; "
                  "p50, p99, CPU µs/req, RSS: below 1 is better for rproxy.")
     lines.append("")
-    head = ["path", "conns"]
-    for _, title, _, _ in METRICS:
-        head += [f"{title} nginx", f"{title} rproxy", f"{title} ratio"]
-    head += ["errors nginx", "errors rproxy"]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "|".join(["---", "---:"] + ["---:"] * (len(head) - 2)) + "|")
-    for path, conns in scen:
-        row = [path, str(conns)]
-        sel = {p: [r for r in runs if r["proxy"] == p and r["path"] == path and r["conns"] == conns]
-               for p in proxies}
-        for key, _, kind, _ in METRICS:
-            med = {p: (statistics.median(r[key] for r in sel[p]) if sel[p] else None) for p in proxies}
-            ratio = (med["rproxy"] / med["nginx"]) if (med["nginx"] and med["rproxy"] is not None) else None
-            row += [fmt(med["nginx"], kind), fmt(med["rproxy"], kind), fmt(ratio, "ratio")]
-        for p in proxies:
-            row.append(fmt(sum(r["non2xx"] + r["sock_err"] for r in sel[p]), "int") if sel[p] else "-")
-        lines.append("| " + " | ".join(row) + " |")
+    lines += summary_table(runs, scen, proxies)
     lines.append("")
     lines.append("errors = wrk's non-2xx/3xx responses + socket errors (connect, read, write, timeout), "
                  "summed over all rounds.")
@@ -226,6 +232,14 @@ def build_table(runs, meta):
                      ("%d of %d runs above %d%%: treat these numbers as disturbed and run again on a quiet "
                       "machine." % (len(noisy), len(runs), NOISY_PCT)) if noisy else "Quiet enough."))
     lines.append("")
+    quiet = [r for r in runs if r["other_pct"] <= NOISY_PCT]
+    if noisy and quiet:
+        lines.append("### Medians over the quiet runs only (other CPU <= %d%%)" % NOISY_PCT)
+        lines.append("")
+        lines.append("Fewer runs, and no longer paired by round: a hint, not a replacement for a quiet re-run.")
+        lines.append("")
+        lines += summary_table(quiet, scen, proxies, "quiet runs")
+        lines.append("")
     lines.append("### Every run")
     lines.append("")
     lines.append("| round | proxy | path | conns | req/s | p50 µs | p75 µs | p90 µs | p99 µs | CPU µs/req | "

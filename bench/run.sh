@@ -4,6 +4,7 @@
 #
 #   bash bench/run.sh [--workers N] [--duration S] [--rounds R]
 #                     [--only both|nginx|rproxy] [--warmup S] [--no-build] [--out FILE]
+#                     [--keep-raw DIR]
 set -euo pipefail
 
 WORKERS=1
@@ -13,6 +14,7 @@ ONLY=both
 WARMUP=2
 BUILD=1
 OUT=""
+KEEP_RAW=""
 PATHS=(/small /big)
 CONNS=(64 256)
 WRK_THREADS=2
@@ -39,6 +41,7 @@ usage() {
   --no-build      do not run cargo build --release (use target/release/rproxy as it is)
   --out FILE      where to write the markdown table (default bench/results-latest.md, or
                   bench/results-<which>-only.md with --only nginx|rproxy)
+  --keep-raw DIR  keep the raw wrk outputs, runs.tsv and the generated configs in DIR
 EOF
 }
 
@@ -55,6 +58,7 @@ while (($#)); do
         --warmup) WARMUP=${2:?}; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --out) OUT=${2:?}; shift 2 ;;
+        --keep-raw) KEEP_RAW=${2:?}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -105,7 +109,7 @@ descendants() {   # PID:STARTTIME of every descendant of PID
     done
 }
 stop_tree() {   # stop_tree PID:STARTTIME -- TERM the master, wait <= 5 s, then KILL it and its children
-    local pid=${1%%:*} st=${1##*:} kids i k
+    local pid=${1%%:*} st=${1##*:} kids i k left=""
     alive "$pid" "$st" || { wait "$pid" 2>/dev/null || true; return 0; }
     kids=$(descendants "$pid")
     kill -TERM "$pid" 2>/dev/null || true
@@ -117,15 +121,24 @@ stop_tree() {   # stop_tree PID:STARTTIME -- TERM the master, wait <= 5 s, then 
         log "pid $pid did not stop on TERM in 5 s: KILL"
         kill -KILL "$pid" 2>/dev/null || true
     fi
-    for k in $kids; do
-        alive "${k%%:*}" "${k##*:}" && kill -KILL "${k%%:*}" 2>/dev/null || true
+    for ((i = 0; i < 20; i++)); do   # children (workers) get 2 s more to exit by themselves
+        left=""
+        for k in $kids; do alive "${k%%:*}" "${k##*:}" && left+=" ${k%%:*}"; done
+        [[ -z $left ]] && break
+        sleep 0.1
     done
+    if [[ -n $left ]]; then
+        log "children of $pid still running 2 s after it exited:$left: KILL"
+        for k in $kids; do
+            alive "${k%%:*}" "${k##*:}" && kill -KILL "${k%%:*}" 2>/dev/null || true
+        done
+    fi
     wait "$pid" 2>/dev/null || true
 }
 cleanup() {
-    local rc=$? s
+    local rc=$? i
     trap - EXIT INT TERM
-    for s in "${STARTED[@]}"; do stop_tree "$s"; done
+    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do stop_tree "${STARTED[i]}"; done   # proxies first
     [[ -n $TMP && -d $TMP ]] && rm -rf "$TMP"
     exit "$rc"
 }
@@ -386,7 +399,9 @@ children_cpu() {   # user+sys of the shell's reaped children, from the 2nd line 
                            printf "%.3f\n", s }'
 }
 
-RUNS=$TMP/runs.tsv
+RAW=$TMP/raw
+mkdir -p "$RAW"
+RUNS=$RAW/runs.tsv
 : >"$RUNS"
 total=$((ROUNDS * ${#PATHS[@]} * ${#CONNS[@]} * ${#PROXIES[@]}))
 n=0
@@ -397,7 +412,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
         for c in "${CONNS[@]}"; do
             for proxy in "${order[@]}"; do
                 n=$((n + 1))
-                out="$TMP/wrk.$round.$proxy.${path#/}.$c.txt"
+                outname="wrk.$round.$proxy.${path#/}.$c.txt"
+                out="$RAW/$outname"
                 pid=${MASTER[$proxy]}
                 check_alive "$proxy"
                 busy0=$(python3 "$REPORT" machine)
@@ -417,7 +433,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 busy1=$(python3 "$REPORT" machine)
                 check_alive "$proxy"
                 printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-                    "$round" "$proxy" "$path" "$c" "$out" "$cpu0" "$cpu1" "$rss" "$nprocs" "$nthreads" \
+                    "$round" "$proxy" "$path" "$c" "$outname" "$cpu0" "$cpu1" "$rss" "$nprocs" "$nthreads" \
                     "$(delta "$ocpu0" "$ocpu1")" "$(delta "$(children_cpu "$TMP/times0")" "$(children_cpu "$TMP/times1")")" \
                     "$(delta "$busy0" "$busy1")" "$(delta "$wall0" "$wall1")" >>"$RUNS"
                 rps=$(sed -n 's/^Requests\/sec: *//p' "$out")
@@ -441,3 +457,11 @@ python3 "$REPORT" table "$RUNS" "$OUT" \
     "machine=$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), Linux $(uname -r); wrk, origin and proxy share them" \
     "versions=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(wrk --version 2>&1 | head -n1 | awk '{print "wrk " $2}')"
 log "written: $OUT"
+if [[ -n $KEEP_RAW ]]; then
+    mkdir -p "$KEEP_RAW"
+    cp "$RAW"/* "$KEEP_RAW"/
+    cp "$TMP"/origin/nginx.conf "$KEEP_RAW/origin-nginx.conf"
+    [[ -f $NGINX_DIR/nginx.conf ]] && cp "$NGINX_DIR/nginx.conf" "$KEEP_RAW/proxy-nginx.conf"
+    [[ -f $RPROXY_DIR/rproxy.toml ]] && cp "$RPROXY_DIR/rproxy.toml" "$KEEP_RAW/rproxy.toml"
+    log "raw wrk outputs, runs.tsv and configs kept in $KEEP_RAW (python3 bench/report.py table $KEEP_RAW/runs.tsv OUT.md)"
+fi

@@ -31,10 +31,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let unsupported = config.unsupported();
     if cli.test {
+        for u in &unsupported {
+            eprintln!("rproxy: {}: warning: {u}; rproxy will refuse to start with it", cli.config.display());
+        }
         println!("rproxy: configuration {} ok", cli.config.display());
         println!("configuration ok");
         return ExitCode::SUCCESS;
+    }
+    if !unsupported.is_empty() {
+        for u in &unsupported {
+            eprintln!("rproxy: {}: {u}", cli.config.display());
+        }
+        return ExitCode::from(1);
     }
     match start(cli, config) {
         Ok(()) => ExitCode::SUCCESS,

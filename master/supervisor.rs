@@ -537,6 +537,12 @@ impl Master {
                 return;
             }
         };
+        if let Some(u) = config.unsupported().first() {
+            error!("reload failed: {}: {u}; the previous configuration keeps serving", self.config_path.display());
+            notify::status("reload failed: previous configuration serving");
+            notify::ready("serving");
+            return;
+        }
         if let Err(e) = self.apply_globals(&config) {
             error!("reload failed: {e}; the previous configuration keeps serving");
             notify::status("reload failed: previous configuration serving");

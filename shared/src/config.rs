@@ -496,3 +496,25 @@ impl Config {
         self.access_log_paths().iter().position(|p| p == f)
     }
 }
+
+impl Config {
+    /// Sections this version validates but cannot serve yet. `-t` reports them as warnings;
+    /// start-up and reload refuse them, so a TLS port never silently serves plain HTTP and a
+    /// routed configuration never silently becomes a flat one.
+    pub fn unsupported(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, s) in self.server.iter().enumerate() {
+            if s.ssl.as_ref().is_some_and(|t| t.enabled) {
+                out.push(format!(
+                    "server[{i}].ssl.enabled: TLS serving is not implemented in this version"
+                ));
+            }
+            if !s.vhost.is_empty() {
+                out.push(format!(
+                    "server[{i}].vhost: vhost routing is not implemented in this version"
+                ));
+            }
+        }
+        out
+    }
+}

@@ -112,6 +112,9 @@ fn figment_errors(file: &str, err: figment::Error) -> Vec<ConfigError> {
                     };
                     "required key is missing".to_string()
                 }
+                figment::error::Kind::UnknownVariant(found, expected) => {
+                    format!("unknown value `{found}` (expected one of: {})", expected.join(", "))
+                }
                 kind => kind.to_string(),
             };
             let reason = if origin == "environment" {

@@ -1,0 +1,200 @@
+//! `rproxy -t`: accepts the shipped configuration and every example, and refuses broken ones
+//! with exit status 1 and a message naming the file and the key.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn check(path: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("-t").arg("-c").arg(path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn check_text(name: &str, text: &str) -> (i32, String, String) {
+    let dir = temp_dir(name);
+    let p = dir.join("rproxy.toml");
+    std::fs::write(&p, text).unwrap();
+    check(&p, &[])
+}
+
+const GOOD: &str = r#"
+user = "nobody"
+group = "nogroup"
+[[server]]
+addr = "127.0.0.1"
+port = 8080
+  [[server.downstream]]
+  addr = "127.0.0.1"
+  port = 8081
+"#;
+
+#[test]
+fn shipped_config_passes() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let shipped = Path::new(root).join("conf/rproxy.toml");
+    // As installed, the package has created the `rproxy` user and /var/log/rproxy.
+    let mut env = Vec::new();
+    if !Path::new("/var/log/rproxy").is_dir() {
+        std::fs::create_dir_all("/var/log/rproxy").expect("/var/log/rproxy (run as root)");
+    }
+    if nix_user_missing("rproxy") {
+        env.push(("RPROXY_USER", "nobody"));
+        env.push(("RPROXY_GROUP", "nogroup"));
+    }
+    let (code, out, err) = check(&shipped, &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration ok"), "{out}");
+}
+
+fn nix_user_missing(name: &str) -> bool {
+    !std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(':').next() == Some(name))
+}
+
+#[test]
+fn every_example_passes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let (code, out, err) = check(&p, &[]);
+            assert_eq!(code, 0, "{}: {err}", p.display());
+            assert!(out.contains("configuration ok"));
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "only {n} examples");
+}
+
+#[test]
+fn minimal_config_passes() {
+    let (code, out, _) = check_text("minimal", GOOD);
+    assert_eq!(code, 0);
+    assert!(out.contains("configuration ok"));
+}
+
+fn refused(name: &str, text: &str, key: &str, reason: &str) {
+    let (code, out, err) = check_text(name, text);
+    assert_eq!(code, 1, "accepted:\n{text}\nstdout: {out}");
+    let line = err
+        .lines()
+        .find(|l| l.contains(key))
+        .unwrap_or_else(|| panic!("no error naming {key}:\n{err}"));
+    assert!(line.contains("rproxy.toml"), "the file is named: {line}");
+    assert!(line.contains(reason), "reason {reason:?} missing: {line}");
+    assert!(!out.contains("configuration ok"));
+}
+
+#[test]
+fn unknown_key_is_refused() {
+    refused(
+        "unknown",
+        &GOOD.replace("port = 8080", "port = 8080\nlisten-backlog = 5"),
+        "server[0].listen-backlog",
+        "unknown key",
+    );
+    refused("unknown-global", &format!("wrokers = 2\n{GOOD}"), "wrokers", "unknown key");
+}
+
+#[test]
+fn bad_lb_method_is_refused() {
+    refused(
+        "lb",
+        &GOOD.replace("port = 8080", "port = 8080\nlb-method = \"fastest\""),
+        "server[0].lb-method",
+        "fastest",
+    );
+}
+
+#[test]
+fn bad_regex_is_refused() {
+    refused(
+        "regex",
+        &format!("{GOOD}\n  [[server.rewrite]]\n  src = \"^(/dir/\"\n  dst = \"/x/\"\n"),
+        "server[0].rewrite[0].src",
+        "regular expression",
+    );
+}
+
+#[test]
+fn port_out_of_range_is_refused() {
+    refused(
+        "port",
+        &GOOD.replace("port = 8081", "port = 70000"),
+        "server[0].downstream[0].port",
+        "out of range",
+    );
+    refused("port0", &GOOD.replace("port = 8080", "port = 0"), "server[0].port", "out of range");
+}
+
+#[test]
+fn missing_cert_is_refused() {
+    refused(
+        "cert",
+        &format!(
+            "{GOOD}\n  [server.ssl]\n  enabled = true\n  cert = \"/nonexistent/server.crt\"\n  key = \"/nonexistent/server.key\"\n"
+        ),
+        "server[0].ssl.cert",
+        "/nonexistent/server.crt",
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = GOOD
+        .replace("port = 8080", "port = 8080\nmax-header-size = 10")
+        .replace("port = 8081", "port = 99999")
+        + "\n  [server.logging]\n  format = \"{NOPE}\"\n  filename = \"/tmp/x.log\"\n";
+    let (code, _, err) = check_text("many", &text);
+    assert_eq!(code, 1);
+    for key in ["server[0].max-header-size", "server[0].downstream[0].port", "server[0].logging.format"] {
+        assert!(err.contains(key), "{key} not reported:\n{err}");
+    }
+}
+
+#[test]
+fn unknown_log_variable_and_facility_are_refused() {
+    refused(
+        "logvar",
+        &format!("{GOOD}\n  [server.logging]\n  type = \"syslog\"\n  facility = \"local9\"\n"),
+        "server[0].logging.facility",
+        "local9",
+    );
+}
+
+#[test]
+fn environment_overrides_globals() {
+    let dir = temp_dir("env");
+    let p = dir.join("rproxy.toml");
+    std::fs::write(&p, GOOD).unwrap();
+    let (code, _, err) = check(&p, &[("RPROXY_WORKERS", "0")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("workers"), "{err}");
+    let (code, _, _) = check(&p, &[("RPROXY_WORKERS", "3")]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn unresolvable_downstream_is_refused() {
+    refused(
+        "dns",
+        &GOOD.replace("addr = \"127.0.0.1\"\n  port = 8081", "addr = \"no-such-host.invalid\"\n  port = 8081"),
+        "server[0].downstream[0].addr",
+        "no-such-host.invalid",
+    );
+}
