@@ -4,13 +4,14 @@
   report.py snap PID              print "cpu_seconds rss_kib nprocs nthreads pids" for the process tree
                                   rooted at PID (the proxy master and all its descendants)
   report.py machine               print the machine's busy CPU seconds so far (user+nice+system, all
-                                  CPUs, from /proc/stat; irq/softirq/steal/idle/iowait left out)
+                                  CPUs, from /proc/stat; irq/softirq/idle/iowait left out) and its
+                                  steal seconds (vCPU time the hypervisor gave to someone else)
   report.py wrk FILE              print the parsed numbers of one wrk --latency output (debugging)
   report.py table RUNS.tsv OUT.md [key=value ...]
                                   medians over rounds -> markdown table on stdout and in OUT.md
 
 RUNS.tsv columns (no header): round proxy path conns wrk_output (relative to RUNS.tsv's directory) cpu_before_s cpu_after_s rss_kib nprocs
-    nthreads origin_cpu_s wrk_cpu_s machine_busy_s wall_s   (the last four are deltas over the run)
+    nthreads origin_cpu_s wrk_cpu_s machine_busy_s wall_s steal_s   (the last five are deltas over the run)
 """
 import os
 import re
@@ -81,11 +82,13 @@ def snap(root):
 
 
 def machine_busy():
+    """(user+nice+system, steal) CPU seconds of the whole machine so far."""
     with open("/proc/stat") as f:
         v = f.readline().split()
     assert v[0] == "cpu"
     user, nice, system = (int(x) for x in v[1:4])
-    return (user + nice + system) / CLK_TCK
+    steal = int(v[8]) if len(v) > 8 else 0
+    return (user + nice + system) / CLK_TCK, steal / CLK_TCK
 
 
 # ---------------------------------------------------------------- wrk output
@@ -134,7 +137,7 @@ def load_runs(tsv):
             if not line.strip():
                 continue
             (rnd, proxy, path, conns, out, c0, c1, rss, nprocs, nthreads,
-             origin_cpu, wrk_cpu, busy, wall) = line.rstrip("\n").split("\t")
+             origin_cpu, wrk_cpu, busy, wall, steal) = line.rstrip("\n").split("\t")
             r = parse_wrk(os.path.join(os.path.dirname(os.path.abspath(tsv)), out))
             r.update(round=int(rnd), proxy=proxy, path=path, conns=int(conns),
                      cpu_s=float(c1) - float(c0), rss_kib=int(rss), nprocs=int(nprocs), nthreads=int(nthreads),
@@ -143,6 +146,7 @@ def load_runs(tsv):
             # share of the machine's capacity: high values mean the run was disturbed
             other = float(busy) - r["cpu_s"] - r["origin_cpu_s"] - r["wrk_cpu_s"]
             r["other_pct"] = max(0.0, other) * 100.0 / (float(wall) * NCPU)
+            r["steal_pct"] = max(0.0, float(steal)) * 100.0 / (float(wall) * NCPU)
             r["cpu_us_req"] = r["cpu_s"] * 1e6 / r["requests"] if r["requests"] else float("nan")
             r["rss_mib"] = r["rss_kib"] / 1024.0
             runs.append(r)
@@ -176,6 +180,10 @@ METRICS = [  # key, column title, format, which way is better
     ("cpu_us_req", "CPU µs/req", "cpu", "lower"),
     ("rss_mib", "RSS MiB", "mib", "lower"),
 ]
+
+
+def disturbed(r):
+    return r["other_pct"] + r["steal_pct"] > NOISY_PCT
 
 
 def summary_table(runs, scen, proxies, count_label="runs"):
@@ -225,16 +233,19 @@ def build_table(runs, meta):
                  "summed over all rounds.")
     lines.append("")
     worst = max(runs, key=lambda r: r["other_pct"])
-    noisy = [r for r in runs if r["other_pct"] > NOISY_PCT]
+    worst_steal = max(runs, key=lambda r: r["steal_pct"])
+    noisy = [r for r in runs if disturbed(r)]
     lines.append("Background load (CPU used by anything but proxy, origin and wrk, share of all %d CPUs): "
-                 "max %.1f%% (round %d, %s %s c=%d). %s" % (
+                 "max %.1f%% (round %d, %s %s c=%d); hypervisor steal: max %.1f%%. %s" % (
                      NCPU, worst["other_pct"], worst["round"], worst["proxy"], worst["path"], worst["conns"],
-                     ("%d of %d runs above %d%%: treat these numbers as disturbed and run again on a quiet "
-                      "machine." % (len(noisy), len(runs), NOISY_PCT)) if noisy else "Quiet enough."))
+                     worst_steal["steal_pct"],
+                     ("%d of %d runs above %d%% (other + steal): treat these numbers as disturbed and run "
+                      "again on a quiet machine." % (len(noisy), len(runs), NOISY_PCT)) if noisy
+                     else "Quiet enough."))
     lines.append("")
-    quiet = [r for r in runs if r["other_pct"] <= NOISY_PCT]
+    quiet = [r for r in runs if not disturbed(r)]
     if noisy and quiet:
-        lines.append("### Medians over the quiet runs only (other CPU <= %d%%)" % NOISY_PCT)
+        lines.append("### Medians over the quiet runs only (other CPU + steal <= %d%%)" % NOISY_PCT)
         lines.append("")
         lines.append("Fewer runs, and no longer paired by round: a hint, not a replacement for a quiet re-run.")
         lines.append("")
@@ -243,14 +254,14 @@ def build_table(runs, meta):
     lines.append("### Every run")
     lines.append("")
     lines.append("| round | proxy | path | conns | req/s | p50 µs | p75 µs | p90 µs | p99 µs | CPU µs/req | "
-                 "CPU s | RSS MiB | procs/threads | non-2xx | sock err | origin CPU s | wrk CPU s | other CPU % |")
-    lines.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "CPU s | RSS MiB | procs/threads | non-2xx | sock err | origin CPU s | wrk CPU s | other CPU % | steal % |")
+    lines.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in sorted(runs, key=lambda r: (r["round"], r["path"] != "/small", r["conns"], r["proxy"])):
-        lines.append("| %d | %s | %s | %d | %s | %s | %s | %s | %s | %s | %.2f | %s | %d/%d | %d | %d | %.2f | %.2f | %.1f |" % (
+        lines.append("| %d | %s | %s | %d | %s | %s | %s | %s | %s | %s | %.2f | %s | %d/%d | %d | %d | %.2f | %.2f | %.1f | %.1f |" % (
             r["round"], r["proxy"], r["path"], r["conns"], fmt(r["rps"], "rps"), fmt(r["p50_us"], "us"),
             fmt(r["p75_us"], "us"), fmt(r["p90_us"], "us"), fmt(r["p99_us"], "us"),
             fmt(r["cpu_us_req"], "cpu"), r["cpu_s"], fmt(r["rss_mib"], "mib"), r["nprocs"], r["nthreads"],
-            r["non2xx"], r["sock_err"], r["origin_cpu_s"], r["wrk_cpu_s"], r["other_pct"]))
+            r["non2xx"], r["sock_err"], r["origin_cpu_s"], r["wrk_cpu_s"], r["other_pct"], r["steal_pct"]))
     return "\n".join(lines) + "\n"
 
 
@@ -264,7 +275,8 @@ def main(argv):
         print(f"{cpu:.2f} {rss} {len(pids)} {threads} {','.join(map(str, pids))}")
         return 0
     if cmd == "machine" and len(argv) == 2:
-        print(f"{machine_busy():.2f}")
+        busy, steal = machine_busy()
+        print(f"{busy:.2f} {steal:.2f}")
         return 0
     if cmd == "wrk" and len(argv) == 3:
         for k, v in parse_wrk(argv[2]).items():

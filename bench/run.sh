@@ -416,7 +416,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 out="$RAW/$outname"
                 pid=${MASTER[$proxy]}
                 check_alive "$proxy"
-                busy0=$(python3 "$REPORT" machine)
+                read -r busy0 steal0 < <(python3 "$REPORT" machine)
                 read -r ocpu0 _ < <(python3 "$REPORT" snap "${MASTER[origin]}")
                 read -r cpu0 _ < <(python3 "$REPORT" snap "$pid")
                 wall0=$(date +%s.%N)
@@ -430,12 +430,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 wall1=$(date +%s.%N)
                 read -r cpu1 rss nprocs nthreads _ < <(python3 "$REPORT" snap "$pid")
                 read -r ocpu1 _ < <(python3 "$REPORT" snap "${MASTER[origin]}")
-                busy1=$(python3 "$REPORT" machine)
+                read -r busy1 steal1 < <(python3 "$REPORT" machine)
                 check_alive "$proxy"
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
                     "$round" "$proxy" "$path" "$c" "$outname" "$cpu0" "$cpu1" "$rss" "$nprocs" "$nthreads" \
                     "$(delta "$ocpu0" "$ocpu1")" "$(delta "$(children_cpu "$TMP/times0")" "$(children_cpu "$TMP/times1")")" \
-                    "$(delta "$busy0" "$busy1")" "$(delta "$wall0" "$wall1")" >>"$RUNS"
+                    "$(delta "$busy0" "$busy1")" "$(delta "$wall0" "$wall1")" "$(delta "$steal0" "$steal1")" >>"$RUNS"
                 rps=$(sed -n 's/^Requests\/sec: *//p' "$out")
                 log "[$n/$total] round $round $proxy $path c=$c: ${rps:-?} req/s, proxy cpu $(delta "$cpu0" "$cpu1") s, rss $((rss / 1024)) MiB"
                 sleep 1

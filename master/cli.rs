@@ -10,7 +10,11 @@ use clap::Parser;
 #[command(name = "rproxy", version, disable_version_flag = true)]
 pub struct Cli {
     /// Configuration file.
-    #[arg(short = 'c', long = "config", default_value = "/etc/rproxy/rproxy.toml")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        default_value = "/etc/rproxy/rproxy.toml"
+    )]
     pub config: PathBuf,
     /// Full dry run of the configuration: print "configuration ok" (exit 0) or every error (exit 1).
     #[arg(short = 't', long = "test")]

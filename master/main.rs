@@ -34,7 +34,10 @@ fn main() -> ExitCode {
     let unsupported = config.unsupported();
     if cli.test {
         for u in &unsupported {
-            eprintln!("rproxy: {}: warning: {u}; rproxy will refuse to start with it", cli.config.display());
+            eprintln!(
+                "rproxy: {}: warning: {u}; rproxy will refuse to start with it",
+                cli.config.display()
+            );
         }
         println!("rproxy: configuration {} ok", cli.config.display());
         println!("configuration ok");

@@ -40,7 +40,9 @@ enum GenState {
     /// Forked by a reload, not all Ready yet; the previous generation still serves.
     Starting,
     Active,
-    Draining { deadline: Instant },
+    Draining {
+        deadline: Instant,
+    },
 }
 
 struct Slot {
@@ -108,7 +110,8 @@ impl Master {
         ] {
             mask.add(s);
         }
-        mask.thread_block().map_err(|e| format!("sigprocmask: {e}"))?;
+        mask.thread_block()
+            .map_err(|e| format!("sigprocmask: {e}"))?;
         let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| format!("signalfd: {e}"))?;
         Ok(Master {
@@ -259,7 +262,10 @@ impl Master {
             GenState::Active if !self.announced_ready => {
                 self.announced_ready = true;
                 let n = g.slots.len();
-                info!("rproxy {} started: {n} workers ready", env!("CARGO_PKG_VERSION"));
+                info!(
+                    "rproxy {} started: {n} workers ready",
+                    env!("CARGO_PKG_VERSION")
+                );
                 notify::ready(&format!("serving with {n} workers"));
             }
             _ => {}
@@ -338,8 +344,12 @@ impl Master {
     fn reap(&mut self) {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => self.on_exit(pid, format!("exited with status {code}"), code == 0),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => self.on_exit(pid, format!("killed by signal {sig}"), false),
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    self.on_exit(pid, format!("exited with status {code}"), code == 0)
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.on_exit(pid, format!("killed by signal {sig}"), false)
+                }
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
                 Ok(_) => continue,
                 Err(Errno::EINTR) => continue,
@@ -488,7 +498,9 @@ impl Master {
         for id in stuck {
             error!("reload failed: the workers of generation {id} did not become ready; the previous configuration keeps serving");
             self.abandon_generation(id);
-            notify::status("reload failed: new workers did not start; previous configuration serving");
+            notify::status(
+                "reload failed: new workers did not start; previous configuration serving",
+            );
             notify::ready("serving");
             self.after_reload();
         }
@@ -497,7 +509,11 @@ impl Master {
         for g in &self.gens {
             if let GenState::Draining { deadline } = g.state {
                 if now >= deadline {
-                    for w in self.workers.iter_mut().filter(|w| w.gen == g.id && !w.killed) {
+                    for w in self
+                        .workers
+                        .iter_mut()
+                        .filter(|w| w.gen == g.id && !w.killed)
+                    {
                         warn!(
                             "worker {} (generation {}) still draining at shutdown-timeout: killing it",
                             w.pid, w.gen
@@ -538,7 +554,10 @@ impl Master {
             }
         };
         if let Some(u) = config.unsupported().first() {
-            error!("reload failed: {}: {u}; the previous configuration keeps serving", self.config_path.display());
+            error!(
+                "reload failed: {}: {u}; the previous configuration keeps serving",
+                self.config_path.display()
+            );
             notify::status("reload failed: previous configuration serving");
             notify::ready("serving");
             return;
@@ -654,13 +673,19 @@ impl Master {
     fn reopen_logs(&mut self) {
         info!("reopening log files");
         if let Some(g) = self.gens.iter().find(|g| g.id == self.current) {
-            let owner = g.identity.switch.then_some((g.identity.uid, g.identity.gid));
+            let owner = g
+                .identity
+                .switch
+                .then_some((g.identity.uid, g.identity.gid));
             if let Err(e) = startup::open_error_log(&g.config.error_log, owner) {
                 error!("reopening the error log: {e}");
             }
         }
         for g in &mut self.gens {
-            let owner = g.identity.switch.then_some((g.identity.uid, g.identity.gid));
+            let owner = g
+                .identity
+                .switch
+                .then_some((g.identity.uid, g.identity.gid));
             let files: Result<Vec<OwnedFd>, String> = g
                 .config
                 .access_log_paths()
@@ -676,7 +701,9 @@ impl Master {
             };
             let raw: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
             for w in self.workers.iter().filter(|w| w.gen == g.id && w.chan_open) {
-                if let Err(e) = channel::send(w.chan.as_raw_fd(), &[ToWorker::ReopenLogs.encode()], &raw) {
+                if let Err(e) =
+                    channel::send(w.chan.as_raw_fd(), &[ToWorker::ReopenLogs.encode()], &raw)
+                {
                     error!("sending log files to worker {}: {e}", w.pid);
                 }
             }
@@ -686,7 +713,10 @@ impl Master {
     }
 
     fn graceful_stop(&mut self) {
-        if matches!(self.stop, Some(Stop::Graceful { .. }) | Some(Stop::Fast { .. })) {
+        if matches!(
+            self.stop,
+            Some(Stop::Graceful { .. }) | Some(Stop::Fast { .. })
+        ) {
             return;
         }
         notify::stopping();
@@ -696,7 +726,10 @@ impl Master {
             .map(|g| g.config.shutdown_timeout)
             .max()
             .unwrap_or(30);
-        info!("graceful stop: draining {} workers (up to {timeout} s)", self.workers.len());
+        info!(
+            "graceful stop: draining {} workers (up to {timeout} s)",
+            self.workers.len()
+        );
         self.stop = Some(Stop::Graceful {
             deadline: Instant::now() + Duration::from_secs(timeout) + Duration::from_secs(1),
         });

@@ -108,7 +108,12 @@ fn unknown_key_is_refused() {
         "server[0].listen-backlog",
         "unknown key",
     );
-    refused("unknown-global", &format!("wrokers = 2\n{GOOD}"), "wrokers", "unknown key");
+    refused(
+        "unknown-global",
+        &format!("wrokers = 2\n{GOOD}"),
+        "wrokers",
+        "unknown key",
+    );
 }
 
 #[test]
@@ -139,7 +144,12 @@ fn port_out_of_range_is_refused() {
         "server[0].downstream[0].port",
         "out of range",
     );
-    refused("port0", &GOOD.replace("port = 8080", "port = 0"), "server[0].port", "out of range");
+    refused(
+        "port0",
+        &GOOD.replace("port = 8080", "port = 0"),
+        "server[0].port",
+        "out of range",
+    );
 }
 
 #[test]
@@ -162,7 +172,11 @@ fn every_error_is_reported_at_once() {
         + "\n  [server.logging]\n  format = \"{NOPE}\"\n  filename = \"/tmp/x.log\"\n";
     let (code, _, err) = check_text("many", &text);
     assert_eq!(code, 1);
-    for key in ["server[0].max-header-size", "server[0].downstream[0].port", "server[0].logging.format"] {
+    for key in [
+        "server[0].max-header-size",
+        "server[0].downstream[0].port",
+        "server[0].logging.format",
+    ] {
         assert!(err.contains(key), "{key} not reported:\n{err}");
     }
 }
@@ -193,7 +207,10 @@ fn environment_overrides_globals() {
 fn unresolvable_downstream_is_refused() {
     refused(
         "dns",
-        &GOOD.replace("addr = \"127.0.0.1\"\n  port = 8081", "addr = \"no-such-host.invalid\"\n  port = 8081"),
+        &GOOD.replace(
+            "addr = \"127.0.0.1\"\n  port = 8081",
+            "addr = \"no-such-host.invalid\"\n  port = 8081",
+        ),
         "server[0].downstream[0].addr",
         "no-such-host.invalid",
     );

@@ -14,7 +14,11 @@ use common::*;
 fn three_unprivileged_workers_named_rproxy_worker() {
     let b = Backend::start("b");
     let port = free_port();
-    let p = Proxy::start("names", &flat_config(port, &[b.port], "", "workers = 3"), port);
+    let p = Proxy::start(
+        "names",
+        &flat_config(port, &[b.port], "", "workers = 3"),
+        port,
+    );
     let workers = p.workers();
     assert_eq!(workers.len(), 3, "workers: {workers:?}");
     let root = unsafe { libc::geteuid() } == 0;
@@ -34,7 +38,11 @@ fn three_unprivileged_workers_named_rproxy_worker() {
 fn killed_worker_is_replaced_quickly() {
     let b = Backend::start("b");
     let port = free_port();
-    let p = Proxy::start("replace", &flat_config(port, &[b.port], "", "workers = 2"), port);
+    let p = Proxy::start(
+        "replace",
+        &flat_config(port, &[b.port], "", "workers = 2"),
+        port,
+    );
     let before = p.workers();
     let victim = before[0];
     unsafe { libc::kill(victim, libc::SIGKILL) };
@@ -44,8 +52,16 @@ fn killed_worker_is_replaced_quickly() {
         now.len() == 2 && !now.contains(&victim)
     });
     // The replacement is serving (its Ready reached the master) within the 2 s.
-    wait_until("requests served", Duration::from_secs(2) - t0.elapsed().min(Duration::from_secs(2)), || get(port, "/").0 == 200);
-    assert!(t0.elapsed() < Duration::from_secs(2), "took {:?}", t0.elapsed());
+    wait_until(
+        "requests served",
+        Duration::from_secs(2) - t0.elapsed().min(Duration::from_secs(2)),
+        || get(port, "/").0 == 200,
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t0.elapsed()
+    );
     p.wait_log("killed by signal SIGKILL", Duration::from_secs(1));
 }
 
@@ -100,7 +116,10 @@ fn twenty_reloads_under_load_lose_nothing() {
         tasks.push(rt.spawn(async move {
             // Even tasks keep one connection alive; odd ones open a new one per request.
             let client = if i % 2 == 0 {
-                reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap()
             } else {
                 reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
@@ -150,18 +169,33 @@ fn twenty_reloads_under_load_lose_nothing() {
     assert_eq!(failed, 0, "{failed} failed requests out of {}", ok + failed);
     assert!(ok > 200, "only {ok} requests were made");
     // Old generations drained away; only the last one remains.
-    wait_until("old generations gone", Duration::from_secs(10), || p.workers().len() == 2);
+    wait_until("old generations gone", Duration::from_secs(10), || {
+        p.workers().len() == 2
+    });
 }
 
 #[test]
 fn invalid_reload_keeps_the_old_config() {
     let b = Backend::start("b");
     let port = free_port();
-    let p = Proxy::start("badreload", &flat_config(port, &[b.port], "", "workers = 1"), port);
-    p.write_config(&flat_config(port, &[b.port], "lb-method = \"fastest\"", "workers = 1"));
+    let p = Proxy::start(
+        "badreload",
+        &flat_config(port, &[b.port], "", "workers = 1"),
+        port,
+    );
+    p.write_config(&flat_config(
+        port,
+        &[b.port],
+        "lb-method = \"fastest\"",
+        "workers = 1",
+    ));
     p.signal(libc::SIGHUP);
     p.wait_log("reload failed", Duration::from_secs(5));
-    assert!(p.log().contains("lb-method"), "the error names the key:\n{}", p.log());
+    assert!(
+        p.log().contains("lb-method"),
+        "the error names the key:\n{}",
+        p.log()
+    );
     assert_eq!(get(port, "/"), (200, b"b".to_vec()));
     assert_eq!(p.workers().len(), 1);
 }
@@ -170,7 +204,11 @@ fn invalid_reload_keeps_the_old_config() {
 fn reload_moves_the_port() {
     let b = Backend::start("b");
     let (old, new) = (free_port(), free_port());
-    let p = Proxy::start("moveport", &flat_config(old, &[b.port], "", "workers = 1"), old);
+    let p = Proxy::start(
+        "moveport",
+        &flat_config(old, &[b.port], "", "workers = 1"),
+        old,
+    );
     p.write_config(&flat_config(new, &[b.port], "", "workers = 1"));
     p.signal(libc::SIGHUP);
     p.wait_log("reload complete", Duration::from_secs(10));
@@ -184,7 +222,11 @@ fn reload_moves_the_port() {
 fn sigquit_finishes_the_request_in_flight() {
     let b = Backend::start("b");
     let port = free_port();
-    let mut p = Proxy::start("quit", &flat_config(port, &[b.port], "", "workers = 2"), port);
+    let mut p = Proxy::start(
+        "quit",
+        &flat_config(port, &[b.port], "", "workers = 2"),
+        port,
+    );
     let t = std::thread::spawn(move || get(port, "/sleep/2000"));
     std::thread::sleep(Duration::from_millis(400));
     p.signal(libc::SIGQUIT);
@@ -197,7 +239,11 @@ fn sigquit_finishes_the_request_in_flight() {
 fn sigterm_ends_everything_within_two_seconds() {
     let b = Backend::start("b");
     let port = free_port();
-    let mut p = Proxy::start("term", &flat_config(port, &[b.port], "", "workers = 2"), port);
+    let mut p = Proxy::start(
+        "term",
+        &flat_config(port, &[b.port], "", "workers = 2"),
+        port,
+    );
     let workers = p.workers();
     // A request in flight does not hold a fast stop.
     std::thread::spawn(move || get(port, "/sleep/10000"));
@@ -205,16 +251,22 @@ fn sigterm_ends_everything_within_two_seconds() {
     let t0 = Instant::now();
     p.signal(libc::SIGTERM);
     assert_eq!(p.wait_exit(Duration::from_secs(2)), Some(0));
-    wait_until("workers gone", Duration::from_secs(2) - t0.elapsed().min(Duration::from_secs(2)), || {
-        workers.iter().all(|w| !alive(*w))
-    });
+    wait_until(
+        "workers gone",
+        Duration::from_secs(2) - t0.elapsed().min(Duration::from_secs(2)),
+        || workers.iter().all(|w| !alive(*w)),
+    );
 }
 
 #[test]
 fn workers_leave_when_the_master_is_killed() {
     let b = Backend::start("b");
     let port = free_port();
-    let mut p = Proxy::start("orphans", &flat_config(port, &[b.port], "", "workers = 2"), port);
+    let mut p = Proxy::start(
+        "orphans",
+        &flat_config(port, &[b.port], "", "workers = 2"),
+        port,
+    );
     let workers = p.workers();
     p.signal(libc::SIGKILL);
     let _ = p.child.wait();
@@ -230,7 +282,8 @@ fn notifies_systemd() {
     let dir = temp_dir("notify");
     let sock_path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut p = Proxy::start_with_env(
         "notify",
         &flat_config(port, &[b.port], "", "workers = 1"),
@@ -252,7 +305,9 @@ fn notifies_systemd() {
     seen.clear();
     p.signal(libc::SIGHUP);
     read_until("READY=1", &mut seen);
-    let reloading = seen.find("RELOADING=1").expect("RELOADING=1 before READY=1");
+    let reloading = seen
+        .find("RELOADING=1")
+        .expect("RELOADING=1 before READY=1");
     assert!(seen.contains("MONOTONIC_USEC="), "{seen}");
     assert!(reloading < seen.find("READY=1").unwrap());
     seen.clear();

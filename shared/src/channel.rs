@@ -156,12 +156,7 @@ pub fn recv(fd: RawFd, buf: &mut [u8; MAX_MSG], fds: &mut Vec<OwnedFd>) -> nix::
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = loop {
-        match recvmsg::<()>(
-            fd,
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
+        match recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
             Err(nix::errno::Errno::EINTR) => continue,
             r => break r?,
         }

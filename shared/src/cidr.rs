@@ -18,12 +18,8 @@ impl Cidr {
             v4 => v4,
         };
         match (self.net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                mask_eq(&n.octets(), &a.octets(), self.prefix)
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                mask_eq(&n.octets(), &a.octets(), self.prefix)
-            }
+            (IpAddr::V4(n), IpAddr::V4(a)) => mask_eq(&n.octets(), &a.octets(), self.prefix),
+            (IpAddr::V6(n), IpAddr::V6(a)) => mask_eq(&n.octets(), &a.octets(), self.prefix),
             _ => false,
         }
     }

@@ -25,7 +25,11 @@ impl<T> Default for Compiled<T> {
 
 impl<T> fmt::Debug for Compiled<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "<compiled>" } else { "<none>" })
+        f.write_str(if self.0.is_some() {
+            "<compiled>"
+        } else {
+            "<none>"
+        })
     }
 }
 

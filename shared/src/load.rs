@@ -68,12 +68,13 @@ impl std::error::Error for ConfigErrors {}
 /// host names, compiles regexes and log formats, and checks that TLS and log files are usable.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
-    let figment = Figment::new()
-        .merge(Toml::file_exact(path))
-        .merge(Env::prefixed("RPROXY_").filter_map(|k| {
-            let key = k.as_str().to_ascii_lowercase().replace('_', "-");
-            GLOBAL_KEYS.contains(&key.as_str()).then(|| key.into())
-        }));
+    let figment =
+        Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("RPROXY_").filter_map(|k| {
+                let key = k.as_str().to_ascii_lowercase().replace('_', "-");
+                GLOBAL_KEYS.contains(&key.as_str()).then(|| key.into())
+            }));
     let mut config: Config = figment
         .extract()
         .map_err(|e| ConfigErrors(figment_errors(&file, e)))?;
@@ -113,7 +114,10 @@ fn figment_errors(file: &str, err: figment::Error) -> Vec<ConfigError> {
                     "required key is missing".to_string()
                 }
                 figment::error::Kind::UnknownVariant(found, expected) => {
-                    format!("unknown value `{found}` (expected one of: {})", expected.join(", "))
+                    format!(
+                        "unknown value `{found}` (expected one of: {})",
+                        expected.join(", ")
+                    )
                 }
                 kind => kind.to_string(),
             };

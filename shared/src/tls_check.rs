@@ -121,7 +121,10 @@ pub(crate) fn check(ssl: &Ssl) -> Vec<(&'static str, String)> {
                 "ticket-key-file",
                 format!("{} is {} bytes; it must be 48 or 80", p.display(), m.len()),
             )),
-            Err(e) => out.push(("ticket-key-file", format!("cannot read {}: {e}", p.display()))),
+            Err(e) => out.push((
+                "ticket-key-file",
+                format!("cannot read {}: {e}", p.display()),
+            )),
         }
     }
     out

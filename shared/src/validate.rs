@@ -113,13 +113,19 @@ pub(crate) fn validate(c: &mut Config) -> Vec<ConfigError> {
             e.range(format!("{dk}.port"), d.port, 1, 65535);
             e.range(format!("{dk}.connections"), d.connections, 1, 10_000);
             if d.high_watermark < 4096 {
-                e.push(format!("{dk}.high-watermark"), "must be at least 4096 bytes");
+                e.push(
+                    format!("{dk}.high-watermark"),
+                    "must be at least 4096 bytes",
+                );
             }
             if d.retry.useconds >= 1_000_000 {
                 e.push(format!("{dk}.retry.useconds"), "must be below 1000000");
             }
             if d.retry.seconds == 0 && d.retry.useconds == 0 {
-                e.push(format!("{dk}.retry"), "the retry interval must be above zero");
+                e.push(
+                    format!("{dk}.retry"),
+                    "the retry interval must be above zero",
+                );
             }
             if let Some(n) = &d.name {
                 if n.is_empty() {
@@ -206,7 +212,10 @@ pub(crate) fn validate(c: &mut Config) -> Vec<ConfigError> {
 
 fn globals(c: &Config, e: &mut Errs) {
     if c.max_nofile < 64 || c.max_nofile > u64::from(u32::MAX) {
-        e.push("max-nofile", format!("{} is out of range (64..)", c.max_nofile));
+        e.push(
+            "max-nofile",
+            format!("{} is out of range (64..)", c.max_nofile),
+        );
     }
     if c.heartbeat_timeout == 0 {
         e.push("heartbeat-timeout", "must be at least 1 second");
@@ -234,7 +243,10 @@ fn globals(c: &Config, e: &mut Errs) {
         let p = Path::new(&c.pid_file);
         match p.parent() {
             Some(d) if d.as_os_str().is_empty() || d.is_dir() => {}
-            _ => e.push("pid-file", format!("directory of {} does not exist", p.display())),
+            _ => e.push(
+                "pid-file",
+                format!("directory of {} does not exist", p.display()),
+            ),
         }
     }
 }
@@ -358,7 +370,6 @@ fn writable(k: &str, p: &Path, e: &mut Errs) {
 /// RFC 9110 token characters: what a header name may contain.
 pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

@@ -156,7 +156,12 @@ async fn origin(
     let path = req.uri().path().to_string();
     let full = |b: Bytes| Full::new(b).boxed();
     if path == "/echo" {
-        let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         return Ok(Response::new(full(body)));
     }
     if let Some(n) = path.strip_prefix("/big/") {
@@ -309,7 +314,11 @@ impl Drop for Proxy {
             unsafe { libc::kill(w, libc::SIGKILL) };
         }
         if std::thread::panicking() {
-            eprintln!("--- rproxy error log ({}) ---\n{}", self.stderr.display(), self.log());
+            eprintln!(
+                "--- rproxy error log ({}) ---\n{}",
+                self.stderr.display(),
+                self.log()
+            );
         }
     }
 }
@@ -414,7 +423,10 @@ pub fn client() -> reqwest::Client {
 
 /// One blocking GET on a new connection: `(status, body)`.
 pub fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
-    raw(port, format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+    raw(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
 }
 
 /// Write raw bytes on a fresh connection and read the whole answer; `(status, body)`.
@@ -446,7 +458,11 @@ pub fn parse_response(text: &[u8]) -> (u16, Vec<u8>) {
 
 /// A flat-form configuration: one server on `port` forwarding to `backends`.
 pub fn flat_config(port: u16, backends: &[u16], extra_server: &str, extra_global: &str) -> String {
-    let mut c = format!("{}{}\n[[server]]\naddr = \"127.0.0.1\"\nport = {port}\n{extra_server}\n", identity(), extra_global);
+    let mut c = format!(
+        "{}{}\n[[server]]\naddr = \"127.0.0.1\"\nport = {port}\n{extra_server}\n",
+        identity(),
+        extra_global
+    );
     for b in backends {
         c.push_str(&format!(
             "[[server.downstream]]\naddr = \"127.0.0.1\"\nport = {b}\nconnections = 4\n[server.downstream.retry]\nseconds = 0\nuseconds = 100000\n"

@@ -49,7 +49,11 @@ struct Syslog {
 
 impl AccessLog {
     /// The writer for one `logging` section, or `None` when it is absent or disabled.
-    pub fn new(config: &Config, logging: Option<&Logging>, state: &WorkerState) -> Option<Rc<AccessLog>> {
+    pub fn new(
+        config: &Config,
+        logging: Option<&Logging>,
+        state: &WorkerState,
+    ) -> Option<Rc<AccessLog>> {
         let l = logging.filter(|l| l.enabled)?;
         let format = l.compiled.0.clone()?;
         let req_names = format

@@ -4,7 +4,9 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 use rproxy_shared::cidr::Cidr;
 use rproxy_shared::config::Headers;
 
@@ -44,7 +46,13 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         }
         h.remove(CONNECTION);
     }
-    for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &TE, &TRAILER, &TRANSFER_ENCODING] {
+    for n in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+    ] {
         h.remove(n);
     }
     if keep_upgrade {
@@ -121,7 +129,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -160,7 +171,14 @@ mod tests {
             ("x-client-oid", "evil"),
         ]);
         let ext = [HeaderName::from_static("x-client-oid")];
-        set_forwarding(&mut h, &Headers::default(), "10.0.0.1".parse().unwrap(), &[], "http", &ext);
+        set_forwarding(
+            &mut h,
+            &Headers::default(),
+            "10.0.0.1".parse().unwrap(),
+            &[],
+            "http",
+            &ext,
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert!(!h.contains_key("x-ssl-subject"));
@@ -169,9 +187,19 @@ mod tests {
 
     #[test]
     fn trusted_proxy_chain_appended() {
-        let mut h = map(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2")]);
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
         let trusted = ["10.0.0.0/8".parse().unwrap()];
-        set_forwarding(&mut h, &Headers::default(), "10.0.0.1".parse().unwrap(), &trusted, "http", &[]);
+        set_forwarding(
+            &mut h,
+            &Headers::default(),
+            "10.0.0.1".parse().unwrap(),
+            &trusted,
+            "http",
+            &[],
+        );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
     }
 

@@ -29,12 +29,17 @@ pub fn choose(method: LbMethod, views: &[View], rr: &mut usize, rng: &mut Rng) -
         LbMethod::None => views.iter().position(|v| v.idle > 0),
         LbMethod::Roundrobin => {
             let start = *rr % n;
-            let pick = (0..n).map(|k| (start + k) % n).find(|&i| views[i].idle > 0)?;
+            let pick = (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&i| views[i].idle > 0)?;
             *rr = pick + 1;
             Some(pick)
         }
         LbMethod::MostIdle => {
-            let (i, v) = views.iter().enumerate().max_by_key(|(i, v)| (v.idle, n - i))?;
+            let (i, v) = views
+                .iter()
+                .enumerate()
+                .max_by_key(|(i, v)| (v.idle, n - i))?;
             (v.idle > 0).then_some(i)
         }
         LbMethod::Random => {
@@ -42,7 +47,7 @@ pub fn choose(method: LbMethod, views: &[View], rr: &mut usize, rng: &mut Rng) -
             if count == 0 {
                 return None;
             }
-            let k = (rng.next() % count as u64) as usize;
+            let k = (rng.next_u64() % count as u64) as usize;
             views
                 .iter()
                 .enumerate()
@@ -95,7 +100,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -105,7 +110,7 @@ impl Rng {
     }
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -149,27 +154,52 @@ mod tests {
 
     #[test]
     fn none_takes_first_with_idle() {
-        assert_eq!(share(LbMethod::None, &[v(0, None), v(2, None), v(5, None)], 10), [0, 10, 0]);
+        assert_eq!(
+            share(LbMethod::None, &[v(0, None), v(2, None), v(5, None)], 10),
+            [0, 10, 0]
+        );
     }
 
     #[test]
     fn most_idle() {
-        assert_eq!(share(LbMethod::MostIdle, &[v(1, None), v(7, None), v(5, None)], 10), [0, 10, 0]);
-        assert_eq!(choose(LbMethod::MostIdle, &[v(0, None)], &mut 0, &mut Rng::new(3)), None);
+        assert_eq!(
+            share(
+                LbMethod::MostIdle,
+                &[v(1, None), v(7, None), v(5, None)],
+                10
+            ),
+            [0, 10, 0]
+        );
+        assert_eq!(
+            choose(LbMethod::MostIdle, &[v(0, None)], &mut 0, &mut Rng::new(3)),
+            None
+        );
     }
 
     #[test]
     fn random_is_spread_over_idle_ones() {
-        let h = share(LbMethod::Random, &[v(1, None), v(0, None), v(1, None)], 10_000);
+        let h = share(
+            LbMethod::Random,
+            &[v(1, None), v(0, None), v(1, None)],
+            10_000,
+        );
         assert_eq!(h[1], 0);
         assert!(h[0] > 4000 && h[2] > 4000, "{h:?}");
     }
 
     #[test]
     fn rtt_shares_equal_and_favours_fast() {
-        let h = share(LbMethod::Rtt, &[v(1, Some(500.0)), v(1, Some(500.0))], 10_000);
+        let h = share(
+            LbMethod::Rtt,
+            &[v(1, Some(500.0)), v(1, Some(500.0))],
+            10_000,
+        );
         assert!(h[0] > 4000 && h[1] > 4000, "{h:?}");
-        let h = share(LbMethod::Rtt, &[v(1, Some(500.0)), v(1, Some(5000.0))], 10_000);
+        let h = share(
+            LbMethod::Rtt,
+            &[v(1, Some(500.0)), v(1, Some(5000.0))],
+            10_000,
+        );
         assert!(h[0] > 9500, "{h:?}");
         // Unmeasured ones are tried.
         let h = share(LbMethod::Rtt, &[v(1, Some(500.0)), v(1, None)], 1000);
@@ -178,8 +208,17 @@ mod tests {
 
     #[test]
     fn nothing_idle_means_wait() {
-        for m in [LbMethod::Rtt, LbMethod::Roundrobin, LbMethod::MostIdle, LbMethod::None, LbMethod::Random] {
-            assert_eq!(choose(m, &[v(0, None), v(0, Some(1.0))], &mut 0, &mut Rng::new(9)), None);
+        for m in [
+            LbMethod::Rtt,
+            LbMethod::Roundrobin,
+            LbMethod::MostIdle,
+            LbMethod::None,
+            LbMethod::Random,
+        ] {
+            assert_eq!(
+                choose(m, &[v(0, None), v(0, Some(1.0))], &mut 0, &mut Rng::new(9)),
+                None
+            );
         }
     }
 

@@ -54,6 +54,7 @@ pub struct Downstream {
     target: usize,
     retry: Duration,
     write_timeout: Duration,
+    high_watermark: usize,
     pub read_timeout: Option<Duration>,
     idle: RefCell<Vec<Conn>>,
     /// Established or being established.
@@ -133,6 +134,7 @@ impl Pool {
                 target: if d.enabled { d.connections as usize } else { 0 },
                 retry: d.retry_interval(),
                 write_timeout: Duration::from_secs(d.write_timeout),
+                high_watermark: (d.high_watermark as usize).max(8192),
                 read_timeout: (d.read_timeout > 0).then(|| Duration::from_secs(d.read_timeout)),
                 idle: RefCell::new(Vec::with_capacity(d.connections as usize)),
                 open: Cell::new(0),
@@ -265,7 +267,9 @@ impl Pool {
                 Err(mut lease) => match lease.conn.take() {
                     // It timed out just now; undo its accounting and try the next one.
                     Some(c) => {
-                        self.downstreams[i].in_flight.set(self.downstreams[i].in_flight.get() - 1);
+                        self.downstreams[i]
+                            .in_flight
+                            .set(self.downstreams[i].in_flight.get() - 1);
                         conn = c;
                     }
                     None => return,
@@ -394,6 +398,8 @@ async fn connect(pool: &Rc<Pool>, i: usize) -> Result<Conn, String> {
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
     let io = TokioIo::new(TimedIo::new(stream, d.write_timeout));
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        // high-watermark: the most we buffer from the downstream before we stop reading it.
+        .max_buf_size(d.high_watermark)
         .handshake(io)
         .await
         .map_err(|e| e.to_string())?;

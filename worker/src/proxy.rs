@@ -81,7 +81,11 @@ pub async fn handle(
             proxy: used.map(|u| u.addr),
             ts: SystemTime::now(),
             method: Some(method.as_str()),
-            uri: Some(uri.path_and_query().map_or(uri.path(), |p| p.as_str()).as_bytes()),
+            uri: Some(
+                uri.path_and_query()
+                    .map_or(uri.path(), |p| p.as_str())
+                    .as_bytes(),
+            ),
             proto: Some(version_str(*version)),
             status: Some(resp.status().as_u16()),
             ds_sport: used.and_then(|u| u.local_port),

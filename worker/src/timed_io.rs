@@ -2,8 +2,8 @@
 //! write timeout: RProxy's `write-timeout` on both sides. hyper has no write timeout, so it
 //! lives at the I/O layer; the timer is allocated once per connection and only re-armed.
 
-use std::io;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
