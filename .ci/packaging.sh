@@ -117,7 +117,7 @@ say "systemd running as init: $([ $systemd_running = 1 ] && echo yes || echo no)
 # ---------------------------------------------------------------- tools
 install_tools() {
 	local pkgs=(lintian rpm rpmlint logrotate curl man-db systemd adduser
-		dpkg-dev binutils init-system-helpers procps)
+		dpkg-dev binutils init-system-helpers procps systemd-container)
 	command -v python3 >/dev/null || pkgs+=(python3)
 	local missing=() p
 	for p in "${pkgs[@]}"; do
@@ -493,6 +493,118 @@ stop_group "$rproxy_pid"
 rproxy_pid=""
 stop_group "$backend_pid"
 backend_pid=""
+
+# ---------------------------------------------------------------- under systemd
+# CI has no systemd as PID 1, so boot one in a container: systemd-nspawn with
+# this machine's /usr (read-only: the installed /usr/sbin/rproxy and unit), a
+# copy of its /etc (rproxy user, /etc/rproxy, logrotate.d), its own /var, /run
+# and loopback. Inside, a oneshot unit starts rproxy.service (Type=notify, the
+# whole sandbox of the unit), reloads it, rotates its log through systemctl
+# kill, stops it, writes PASS/FAIL lines to a shared directory and powers off.
+# SKIP (not FAIL) when the container cannot boot on this machine.
+ns="$work/nspawn"
+make_nspawn_root() {
+	local r="$ns/root"
+	mkdir -p "$r"/{usr,var/log,var/tmp,var/lib,tmp,root,proc,sys,dev,run,home} "$ns/shared/backend"
+	ln -sfn usr/bin "$r/bin"; ln -sfn usr/sbin "$r/sbin"
+	ln -sfn usr/lib "$r/lib"; ln -sfn usr/lib64 "$r/lib64"
+	cp -a /etc "$r/etc"
+	rm -f "$r/etc/machine-id" "$r/etc/os-release"
+	cp /usr/lib/os-release "$r/etc/os-release"
+	install -d -o root -g adm -m 0750 "$r/var/log/rproxy"
+	printf '%s\n' "$token" >"$ns/shared/backend/index.html"
+	cat >"$r/etc/systemd/system/rproxy-pkgtest.service" <<'UNIT'
+[Unit]
+Description=rproxy packaging test under systemd
+After=basic.target
+[Service]
+Type=oneshot
+ExecStart=/bin/bash /shared/test.sh
+ExecStopPost=/bin/systemctl --no-block poweroff
+UNIT
+	cat >"$ns/shared/test.sh" <<'TEST'
+#!/bin/bash
+# Runs inside the container as a systemd unit; results in /shared/results.
+set -u
+out=/shared/results
+: >"$out"
+ok() { echo "PASS: $*" >>"$out"; }
+ko() { echo "FAIL: $*" >>"$out"; }
+echo booted >/shared/booted
+token=$(cat /shared/backend/index.html)
+log=/var/log/rproxy/access.log
+systemd-run --quiet --unit=pkgtest-backend --property=WorkingDirectory=/shared/backend \
+	/usr/bin/python3 -m http.server 8081 --bind 127.0.0.1
+for i in $(seq 1 50); do curl -sf --max-time 1 -o /dev/null http://127.0.0.1:8081/ && break; sleep 0.2; done
+
+if systemctl start rproxy.service; then ok "systemctl start rproxy (ExecStartPre -t, Type=notify READY=1)"; else ko "systemctl start rproxy"; fi
+main=$(systemctl show -p MainPID --value rproxy.service)
+body=""
+for i in $(seq 1 50); do body=$(curl -s --max-time 1 http://127.0.0.1:8080/); [ "$body" = "$token" ] && break; sleep 0.2; done
+if [ "$body" = "$token" ]; then ok "proxied response under the unit's sandbox"; else ko "proxied response under the unit's sandbox (got '$body')"; fi
+workers=$(ps -o user= --ppid "$main" | sort -u | tr -d ' ' | tr '\n' ' ')
+if [ "$workers" = "rproxy " ]; then ok "workers run as rproxy under the unit"; else ko "workers run as '$workers' under the unit"; fi
+
+if systemctl reload rproxy.service && [ "$(systemctl is-active rproxy.service)" = active ] &&
+	[ "$(systemctl show -p MainPID --value rproxy.service)" = "$main" ]; then
+	ok "systemctl reload (rproxy -t, then SIGHUP; same MainPID, still active)"
+else
+	ko "systemctl reload"
+fi
+sleep 1
+body=$(curl -s --max-time 2 http://127.0.0.1:8080/)
+if [ "$body" = "$token" ]; then ok "proxied response after reload"; else ko "proxied response after reload (got '$body')"; fi
+
+curl -s -o /dev/null --max-time 2 "http://127.0.0.1:8080/ns-before-$token"
+sleep 1
+if logrotate -f --state /tmp/logrotate.state /etc/logrotate.d/rproxy && [ -f "$log.1" ]; then
+	sleep 1
+	for i in 1 2 3 4 5 6; do curl -s -o /dev/null --max-time 2 "http://127.0.0.1:8080/ns-after-$i-$token"; done
+	got=0
+	for i in $(seq 1 50); do got=$(grep -c "ns-after-.-$token" "$log" 2>/dev/null); [ "$got" = 6 ] && break; sleep 0.2; done
+	if [ "$got" = 6 ] && ! grep -q "ns-after-" "$log.1"; then
+		ok "logrotate under systemd: systemctl kill -s USR1 --kill-who=main, reopen"
+	else
+		ko "logrotate under systemd: $got of 6 requests in the new access.log"
+	fi
+else
+	ko "logrotate -f under systemd"
+fi
+
+if systemctl stop rproxy.service && [ "$(systemctl show -p Result --value rproxy.service)" = success ]; then
+	ok "systemctl stop (SIGQUIT, KillMode=mixed): Result=success"
+else
+	ko "systemctl stop: Result=$(systemctl show -p Result --value rproxy.service)"
+fi
+left=$(systemctl show -p TasksCurrent --value rproxy.service 2>/dev/null)
+systemctl show rproxy.service -p ActiveState -p SubState -p Result -p ExecMainStatus -p NRestarts >/shared/state
+journalctl -b --no-pager -u rproxy.service >/shared/journal 2>&1
+systemctl stop pkgtest-backend.service
+echo done >>/shared/booted
+TEST
+}
+run_nspawn() {
+	make_nspawn_root || return 1
+	# In the foreground under timeout: the container and everything in it end
+	# with this command (SIGTERM makes it halt cleanly).
+	timeout --kill-after=20 240 systemd-nspawn --quiet --register=no --keep-unit \
+		--private-network --directory="$ns/root" --bind-ro=/usr \
+		--bind="$ns/shared:/shared" --boot -- systemd.unit=rproxy-pkgtest.service \
+		>"$ns/boot.log" 2>&1 </dev/null || true
+	if [ ! -f "$ns/shared/booted" ]; then
+		echo "SKIP: the container did not boot here"
+		tail -n 20 "$ns/boot.log"
+		return 0
+	fi
+	cat "$ns/shared/results"
+	cat "$ns/shared/state" 2>/dev/null
+	echo "--- journal of rproxy.service in the container:"
+	tail -n 40 "$ns/shared/journal" 2>/dev/null
+	grep -q '^done$' "$ns/shared/booted" || { echo "the test in the container did not finish"; return 1; }
+	! grep -q '^FAIL' "$ns/shared/results"
+}
+check "rproxy.service under systemd in a container (start, reload, logrotate, stop)" run_nspawn
+if [ -f "$ns/shared/results" ]; then sed 's/^/  systemd: /' "$ns/shared/results"; fi
 
 check_purge() {
 	dpkg --purge rproxy || return 1

@@ -6,6 +6,10 @@
   report.py machine               print the machine's busy CPU seconds so far (user+nice+system, all
                                   CPUs, from /proc/stat; irq/softirq/idle/iowait left out) and its
                                   steal seconds (vCPU time the hypervisor gave to someone else)
+  report.py window PROXYPID ORIGINPID before|after
+                                  print "proxy_cpu_s proxy_rss_kib nprocs nthreads origin_cpu_s
+                                  machine_busy_s steal_s wall_s", the machine's numbers read last
+                                  (before) or first (after)
   report.py wrk FILE              print the parsed numbers of one wrk --latency output (debugging)
   report.py table RUNS.tsv OUT.md [key=value ...]
                                   medians over rounds -> markdown table on stdout and in OUT.md
@@ -17,6 +21,7 @@ import os
 import re
 import statistics
 import sys
+import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
@@ -273,6 +278,20 @@ def main(argv):
     if cmd == "snap" and len(argv) == 3:
         cpu, rss, threads, pids = snap(int(argv[2]))
         print(f"{cpu:.2f} {rss} {len(pids)} {threads} {','.join(map(str, pids))}")
+        return 0
+    if cmd == "window" and len(argv) == 5 and argv[4] in ("before", "after"):
+        # one call per side of a run, so that the machine-wide numbers and the wall clock cover
+        # the run and as little else as possible: read last before it, first after it
+        def machine():
+            busy, steal = machine_busy()
+            return busy, steal, time.time()
+        if argv[4] == "after":
+            busy, steal, wall = machine()
+        cpu, rss, threads, pids = snap(int(argv[2]))
+        ocpu = snap(int(argv[3]))[0]
+        if argv[4] == "before":
+            busy, steal, wall = machine()
+        print(f"{cpu:.2f} {rss} {len(pids)} {threads} {ocpu:.2f} {busy:.2f} {steal:.2f} {wall:.3f}")
         return 0
     if cmd == "machine" and len(argv) == 2:
         busy, steal = machine_busy()

@@ -153,11 +153,11 @@ APT_UPDATED=0
 apt_install() {   # apt_install PKG...: tries each package in turn until one installs
     local p
     if ((APT_UPDATED == 0)); then
-        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
+        timeout 600 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
         APT_UPDATED=1
     fi
     for p in "$@"; do
-        if $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >&2; then
+        if timeout 900 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >&2; then
             return 0
         fi
     done
@@ -416,10 +416,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 out="$RAW/$outname"
                 pid=${MASTER[$proxy]}
                 check_alive "$proxy"
-                read -r busy0 steal0 < <(python3 "$REPORT" machine)
-                read -r ocpu0 _ < <(python3 "$REPORT" snap "${MASTER[origin]}")
-                read -r cpu0 _ < <(python3 "$REPORT" snap "$pid")
-                wall0=$(date +%s.%N)
+                read -r cpu0 _ _ _ ocpu0 busy0 steal0 wall0 < <(python3 "$REPORT" window "$pid" "${MASTER[origin]}" before)
                 times >"$TMP/times0"
                 if ! timeout "$WRK_LIMIT" wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --latency \
                         "http://127.0.0.1:${PORT[$proxy]}$path" >"$out" 2>&1; then
@@ -427,10 +424,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
                     die "wrk failed against $proxy $path c=$c"
                 fi
                 times >"$TMP/times1"
-                wall1=$(date +%s.%N)
-                read -r cpu1 rss nprocs nthreads _ < <(python3 "$REPORT" snap "$pid")
-                read -r ocpu1 _ < <(python3 "$REPORT" snap "${MASTER[origin]}")
-                read -r busy1 steal1 < <(python3 "$REPORT" machine)
+                read -r cpu1 rss nprocs nthreads ocpu1 busy1 steal1 wall1 < <(python3 "$REPORT" window "$pid" "${MASTER[origin]}" after)
                 check_alive "$proxy"
                 printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
                     "$round" "$proxy" "$path" "$c" "$outname" "$cpu0" "$cpu1" "$rss" "$nprocs" "$nthreads" \

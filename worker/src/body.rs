@@ -134,3 +134,44 @@ impl Body for ProxyBody {
         }
     }
 }
+
+/// The request body sent to a downstream: the client's, possibly with its first frame already
+/// read (a chunked body is checked up to its first chunk before anything is forwarded, so a
+/// malformed chunk size gets a 400 instead of reaching the downstream).
+pub enum RequestBody {
+    Direct(Incoming),
+    Peeked(Option<Frame<Bytes>>, Incoming),
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Direct(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Peeked(first, rest) => match first.take() {
+                Some(f) => Poll::Ready(Some(Ok(f))),
+                None => Pin::new(rest).poll_frame(cx),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Direct(b) => b.is_end_stream(),
+            RequestBody::Peeked(first, rest) => first.is_none() && rest.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Direct(b) => b.size_hint(),
+            RequestBody::Peeked(None, rest) => rest.size_hint(),
+            RequestBody::Peeked(Some(_), _) => SizeHint::default(),
+        }
+    }
+}

@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rproxy_shared::config::{self, LbMethod};
@@ -24,13 +23,14 @@ use rproxy_shared::{info, warn};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
+use crate::body::RequestBody;
 use crate::lb::{self, Rng, View};
 use crate::timed_io::TimedIo;
 
 /// How long one connection attempt to a downstream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub type Sender = SendRequest<Incoming>;
+pub type Sender = SendRequest<RequestBody>;
 
 /// One established downstream connection.
 pub struct Conn {

@@ -11,13 +11,14 @@ use std::time::SystemTime;
 
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rproxy_shared::config::{Config, Server};
 use rproxy_shared::logformat::Record;
 
 use crate::access_log::{AccessLog, Headers};
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, RequestBody};
 use crate::headers;
 use crate::pool::{NoConnection, Pool, Route};
 use crate::rewrite::rewrite;
@@ -103,19 +104,28 @@ pub async fn handle(
     Ok(resp)
 }
 
-async fn forward(
-    mut req: Request<Incoming>,
-    conn: &ConnCtx,
-) -> (Response<ProxyBody>, Option<Used>) {
+async fn forward(req: Request<Incoming>, conn: &ConnCtx) -> (Response<ProxyBody>, Option<Used>) {
     let s = &*conn.server;
     let cfg = s.cfg();
     if let Err(why) = check_framing(&req) {
         rproxy_shared::debug!("400 for {}: {why}", conn.peer);
-        let mut r = status(StatusCode::BAD_REQUEST);
-        r.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-        return (r, None);
+        return (bad_request(), None);
     }
+    let chunked = req.headers().contains_key(TRANSFER_ENCODING);
+    let (parts, mut body) = req.into_parts();
+    let body = if chunked {
+        // Nothing is forwarded before the first chunk proved well-formed.
+        match body.frame().await {
+            Some(Err(e)) => {
+                rproxy_shared::debug!("400 for {}: {e}", conn.peer);
+                return (bad_request(), None);
+            }
+            first => RequestBody::Peeked(first.and_then(Result::ok), body),
+        }
+    } else {
+        RequestBody::Direct(body)
+    };
+    let mut req = Request::from_parts(parts, body);
 
     // Origin-form for the downstream, rewritten by the first matching rule.
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -272,6 +282,14 @@ fn classify(e: &hyper::Error) -> StatusCode {
         src = s.source();
     }
     StatusCode::BAD_GATEWAY
+}
+
+/// 400 for a request we will not forward; the connection closes after it.
+fn bad_request() -> Response<ProxyBody> {
+    let mut r = status(StatusCode::BAD_REQUEST);
+    r.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// A response of rproxy's own.
