@@ -93,6 +93,8 @@ pub struct Master {
     stop: Option<Stop>,
     announced_ready: bool,
     killed_all: bool,
+    /// Workers that have not yet confirmed the last log reopen.
+    reopen_pending: usize,
     sigfd: SignalFd,
 }
 
@@ -125,6 +127,7 @@ impl Master {
             stop: None,
             announced_ready: false,
             killed_all: false,
+            reopen_pending: 0,
             sigfd,
         })
     }
@@ -236,6 +239,10 @@ impl Master {
             }
             ToMaster::LogsReopened => {
                 rproxy_shared::debug!("worker {} reopened its logs", w.pid);
+                self.reopen_pending = self.reopen_pending.saturating_sub(1);
+                if self.reopen_pending == 0 {
+                    info!("log files reopened by every worker");
+                }
             }
             ToMaster::Exiting => {
                 rproxy_shared::debug!("worker {} exiting", w.pid);
@@ -672,6 +679,7 @@ impl Master {
 
     fn reopen_logs(&mut self) {
         info!("reopening log files");
+        self.reopen_pending = 0;
         if let Some(g) = self.gens.iter().find(|g| g.id == self.current) {
             let owner = g
                 .identity
@@ -699,12 +707,26 @@ impl Master {
                     continue;
                 }
             };
-            let raw: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+            let mut raw: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+            // The error log goes last; the worker dup2s it onto its descriptor 2.
+            let error_log = if g.config.error_log.is_empty() {
+                None
+            } else {
+                match startup::open_log(std::path::Path::new(&g.config.error_log), owner) {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        error!("reopening the error log for generation {}: {e}", g.id);
+                        None
+                    }
+                }
+            };
+            if let Some(f) = &error_log {
+                raw.push(f.as_raw_fd());
+            }
             for w in self.workers.iter().filter(|w| w.gen == g.id && w.chan_open) {
-                if let Err(e) =
-                    channel::send(w.chan.as_raw_fd(), &[ToWorker::ReopenLogs.encode()], &raw)
-                {
-                    error!("sending log files to worker {}: {e}", w.pid);
+                match channel::send(w.chan.as_raw_fd(), &[ToWorker::ReopenLogs.encode()], &raw) {
+                    Ok(()) => self.reopen_pending += 1,
+                    Err(e) => error!("sending log files to worker {}: {e}", w.pid),
                 }
             }
             // Workers forked from now on inherit the new files.

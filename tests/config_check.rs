@@ -102,6 +102,11 @@ fn refused(name: &str, text: &str, key: &str, reason: &str) {
 
 #[test]
 fn unknown_key_is_refused() {
+    let (_, _, err) = check_text(
+        "unknown-path",
+        &GOOD.replace("port = 8080", "port = 8080\nbogus = 1"),
+    );
+    assert!(err.contains("server[0].bogus: unknown key"), "{err}");
     refused(
         "unknown",
         &GOOD.replace("port = 8080", "port = 8080\nlisten-backlog = 5"),

@@ -21,7 +21,11 @@ fn rt() -> tokio::runtime::Runtime {
 fn small_and_multi_megabyte_bodies_both_ways() {
     let b = Backend::start("b");
     let port = free_port();
-    let p = Proxy::start("bodies", &flat_config(port, &[b.port], "", "workers = 2"), port);
+    let p = Proxy::start(
+        "bodies",
+        &flat_config(port, &[b.port], "", "workers = 2"),
+        port,
+    );
     rt().block_on(async {
         let c = client();
         let r = c.get(p.url("/")).send().await.unwrap();
@@ -29,20 +33,38 @@ fn small_and_multi_megabyte_bodies_both_ways() {
         assert_eq!(&r.bytes().await.unwrap()[..], b"b");
 
         let small = b"hello, downstream".to_vec();
-        let r = c.post(p.url("/echo")).body(small.clone()).send().await.unwrap();
+        let r = c
+            .post(p.url("/echo"))
+            .body(small.clone())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(&r.bytes().await.unwrap()[..], &small[..]);
 
         let up: Vec<u8> = (0..8 * 1024 * 1024).map(|i| (i * 7 % 256) as u8).collect();
-        let r = c.post(p.url("/echo")).body(up.clone()).send().await.unwrap();
+        let r = c
+            .post(p.url("/echo"))
+            .body(up.clone())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let got = r.bytes().await.unwrap();
-        assert!(got[..] == up[..], "8 MiB upload came back different ({} bytes)", got.len());
+        assert!(
+            got[..] == up[..],
+            "8 MiB upload came back different ({} bytes)",
+            got.len()
+        );
 
         let n = 12 * 1024 * 1024 + 17;
         let r = c.get(p.url(&format!("/big/{n}"))).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let got = r.bytes().await.unwrap();
-        assert!(got[..] == big_body(n)[..], "download differs ({} bytes)", got.len());
+        assert!(
+            got[..] == big_body(n)[..],
+            "download differs ({} bytes)",
+            got.len()
+        );
     });
 }
 
@@ -55,7 +77,10 @@ fn distribution(port: u16, n: usize, names: &[&str]) -> Vec<usize> {
     for _ in 0..n {
         s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         let body = read_one_response(&mut s);
-        let i = names.iter().position(|x| x.as_bytes() == &body[..]).unwrap();
+        let i = names
+            .iter()
+            .position(|x| x.as_bytes() == &body[..])
+            .unwrap();
         hits[i] += 1;
         order.push(i);
     }
@@ -67,7 +92,12 @@ fn read_one_response(s: &mut TcpStream) -> Vec<u8> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).unwrap(), 1, "connection closed: {:?}", String::from_utf8_lossy(&buf));
+        assert_eq!(
+            s.read(&mut byte).unwrap(),
+            1,
+            "connection closed: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
@@ -85,7 +115,16 @@ fn read_one_response(s: &mut TcpStream) -> Vec<u8> {
 fn roundrobin_alternates_exactly() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let port = free_port();
-    let p = Proxy::start("rr", &flat_config(port, &[a.port, b.port], "lb-method = \"roundrobin\"", "workers = 1"), port);
+    let p = Proxy::start(
+        "rr",
+        &flat_config(
+            port,
+            &[a.port, b.port],
+            "lb-method = \"roundrobin\"",
+            "workers = 1",
+        ),
+        port,
+    );
     let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
     let mut seq = Vec::new();
     for _ in 0..10 {
@@ -102,7 +141,16 @@ fn roundrobin_alternates_exactly() {
 fn none_takes_the_first_downstream() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let port = free_port();
-    let p = Proxy::start("none", &flat_config(port, &[a.port, b.port], "lb-method = \"none\"", "workers = 1"), port);
+    let p = Proxy::start(
+        "none",
+        &flat_config(
+            port,
+            &[a.port, b.port],
+            "lb-method = \"none\"",
+            "workers = 1",
+        ),
+        port,
+    );
     assert_eq!(distribution(p.port, 20, &["a", "b"]), [20, 0]);
 }
 
@@ -110,12 +158,30 @@ fn none_takes_the_first_downstream() {
 fn most_idle_and_random_use_every_downstream() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let port = free_port();
-    let p = Proxy::start("random", &flat_config(port, &[a.port, b.port], "lb-method = \"random\"", "workers = 1"), port);
+    let p = Proxy::start(
+        "random",
+        &flat_config(
+            port,
+            &[a.port, b.port],
+            "lb-method = \"random\"",
+            "workers = 1",
+        ),
+        port,
+    );
     let h = distribution(p.port, 200, &["a", "b"]);
     assert!(h[0] > 50 && h[1] > 50, "random: {h:?}");
     drop(p);
     let port = free_port();
-    let p = Proxy::start("mostidle", &flat_config(port, &[a.port, b.port], "lb-method = \"most-idle\"", "workers = 1"), port);
+    let p = Proxy::start(
+        "mostidle",
+        &flat_config(
+            port,
+            &[a.port, b.port],
+            "lb-method = \"most-idle\"",
+            "workers = 1",
+        ),
+        port,
+    );
     let h = distribution(p.port, 50, &["a", "b"]);
     // Sequential requests leave both with all connections idle: the tie goes to the first.
     assert_eq!(h[0] + h[1], 50);
@@ -126,24 +192,53 @@ fn most_idle_and_random_use_every_downstream() {
 fn rtt_shares_between_equals_and_favours_the_fast() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let port = free_port();
-    let p = Proxy::start("rtt-eq", &flat_config(port, &[a.port, b.port], "lb-method = \"rtt\"", "workers = 1"), port);
+    let p = Proxy::start(
+        "rtt-eq",
+        &flat_config(
+            port,
+            &[a.port, b.port],
+            "lb-method = \"rtt\"",
+            "workers = 1",
+        ),
+        port,
+    );
     let h = distribution(p.port, 400, &["a", "b"]);
-    assert!(h[0] >= 80 && h[1] >= 80, "equal downstreams should share: {h:?}");
+    assert!(
+        h[0] >= 80 && h[1] >= 80,
+        "equal downstreams should share: {h:?}"
+    );
     drop(p);
     let fast = Backend::slow("fast", Duration::from_millis(2));
     let slow = Backend::slow("slow", Duration::from_millis(20));
     let port = free_port();
-    let p = Proxy::start("rtt-slow", &flat_config(port, &[slow.port, fast.port], "lb-method = \"rtt\"", "workers = 1"), port);
+    let p = Proxy::start(
+        "rtt-slow",
+        &flat_config(
+            port,
+            &[slow.port, fast.port],
+            "lb-method = \"rtt\"",
+            "workers = 1",
+        ),
+        port,
+    );
     let h = distribution(p.port, 200, &["slow", "fast"]);
-    assert!(h[1] * 100 >= 80 * 200, "the fast one should get >= 80%: {h:?}");
+    assert!(
+        h[1] * 100 >= 80 * 200,
+        "the fast one should get >= 80%: {h:?}"
+    );
 }
 
 #[test]
 fn max_pending_and_pending_timeout_give_503() {
     let b = Backend::start("b");
     let port = free_port();
-    let cfg = flat_config(port, &[b.port], "max-pending = 1\npending-timeout = 1", "workers = 1")
-        .replace("connections = 4", "connections = 1");
+    let cfg = flat_config(
+        port,
+        &[b.port],
+        "max-pending = 1\npending-timeout = 1",
+        "workers = 1",
+    )
+    .replace("connections = 4", "connections = 1");
     let p = Proxy::start("pending", &cfg, port);
     // Occupies the only connection for 3 s.
     let busy = std::thread::spawn(move || get(port, "/sleep/3000"));
@@ -155,10 +250,17 @@ fn max_pending_and_pending_timeout_give_503() {
     // The queue is full: 503 at once.
     let t1 = Instant::now();
     assert_eq!(get(port, "/").0, 503);
-    assert!(t1.elapsed() < Duration::from_millis(500), "not at once: {:?}", t1.elapsed());
+    assert!(
+        t1.elapsed() < Duration::from_millis(500),
+        "not at once: {:?}",
+        t1.elapsed()
+    );
     let ((status, _), waited) = waiting.join().unwrap();
     assert_eq!(status, 503);
-    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500), "waited {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
+        "waited {waited:?}"
+    );
     assert_eq!(busy.join().unwrap().0, 200);
     drop(p);
 }
@@ -175,7 +277,8 @@ fn raw_backend(act: fn(&mut TcpStream)) -> (u16, std::thread::JoinHandle<()>) {
             match l.accept() {
                 Ok((mut s, _)) => {
                     s.set_nonblocking(false).unwrap();
-                    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                    s.set_read_timeout(Some(Duration::from_millis(100)))
+                        .unwrap();
                     let mut buf = [0u8; 4096];
                     // The pool connects ahead of requests: act only once a request arrives.
                     let mut s2 = s.try_clone().unwrap();
@@ -222,7 +325,8 @@ fn broken_downstreams_give_502() {
 fn downstream_read_timeout_gives_504() {
     let b = Backend::start("b");
     let port = free_port();
-    let cfg = flat_config(port, &[b.port], "", "workers = 1").replace("connections = 4", "connections = 4\nread-timeout = 1");
+    let cfg = flat_config(port, &[b.port], "", "workers = 1")
+        .replace("connections = 4", "connections = 4\nread-timeout = 1");
     let _p = Proxy::start("504", &cfg, port);
     let t0 = Instant::now();
     assert_eq!(get(port, "/sleep/3000").0, 504);
@@ -234,19 +338,30 @@ fn downstream_down_then_back() {
     let mut b = Backend::start("b");
     let bport = b.port;
     let port = free_port();
-    let p = Proxy::start("downup", &flat_config(port, &[bport], "", "workers = 1"), port);
+    let p = Proxy::start(
+        "downup",
+        &flat_config(port, &[bport], "", "workers = 1"),
+        port,
+    );
     assert_eq!(get(port, "/").0, 200);
     b.stop();
     drop(b);
     // Every downstream down: 503 at once (after the pool noticed).
-    wait_until("503 while down", Duration::from_secs(3), || get(port, "/").0 == 503);
+    wait_until("503 while down", Duration::from_secs(3), || {
+        get(port, "/").0 == 503
+    });
     let t0 = Instant::now();
     assert_eq!(get(port, "/").0, 503);
-    assert!(t0.elapsed() < Duration::from_millis(300), "answered at once");
+    assert!(
+        t0.elapsed() < Duration::from_millis(300),
+        "answered at once"
+    );
     let _b = Backend::start_on("b", bport, Duration::ZERO);
     let t0 = Instant::now();
     // retry is 100 ms in flat_config: served again within retry + 1 s.
-    wait_until("served again", Duration::from_millis(1100), || get(port, "/").0 == 200);
+    wait_until("served again", Duration::from_millis(1100), || {
+        get(port, "/").0 == 200
+    });
     eprintln!("back after {:?}", t0.elapsed());
     p.wait_log("is up", Duration::from_secs(1));
 }
@@ -255,7 +370,11 @@ fn downstream_down_then_back() {
 fn forged_forwarding_headers_never_reach_the_downstream() {
     let b = Backend::start("b");
     let port = free_port();
-    let _p = Proxy::start("xff", &flat_config(port, &[b.port], "", "workers = 1"), port);
+    let _p = Proxy::start(
+        "xff",
+        &flat_config(port, &[b.port], "", "workers = 1"),
+        port,
+    );
     let (status, body) = raw(
         port,
         b"GET /headers HTTP/1.1\r\nHost: example.test\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-SSL-Subject: /CN=admin\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\n\r\n",
@@ -268,17 +387,32 @@ fn forged_forwarding_headers_never_reach_the_downstream() {
     assert!(!text.contains("x-ssl-subject"), "{text}");
     assert!(!text.contains("x-secret"), "{text}");
     assert!(!text.contains("keep-alive"), "{text}");
-    assert!(text.contains("host: example.test\n"), "Host passes through: {text}");
+    assert!(
+        text.contains("host: example.test\n"),
+        "Host passes through: {text}"
+    );
 }
 
 #[test]
 fn trusted_proxy_chain_is_appended() {
     let b = Backend::start("b");
     let port = free_port();
-    let _p = Proxy::start("trusted", &flat_config(port, &[b.port], "trusted-proxies = [\"127.0.0.0/8\"]", "workers = 1"), port);
+    let _p = Proxy::start(
+        "trusted",
+        &flat_config(
+            port,
+            &[b.port],
+            "trusted-proxies = [\"127.0.0.0/8\"]",
+            "workers = 1",
+        ),
+        port,
+    );
     let (_, body) = raw(port, b"GET /headers HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 1.2.3.4\r\nConnection: close\r\n\r\n");
     let text = String::from_utf8(body).unwrap();
-    assert!(text.contains("x-forwarded-for: 1.2.3.4, 127.0.0.1\n"), "{text}");
+    assert!(
+        text.contains("x-forwarded-for: 1.2.3.4, 127.0.0.1\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -286,9 +420,16 @@ fn rewrite_keeps_the_query() {
     let b = Backend::start("b");
     let port = free_port();
     let extra = "[[server.rewrite]]\nsrc = \"^(/dir/)\"\ndst = \"/\"\n";
-    let _p = Proxy::start("rewrite", &flat_config(port, &[b.port], extra, "workers = 1"), port);
+    let _p = Proxy::start(
+        "rewrite",
+        &flat_config(port, &[b.port], extra, "workers = 1"),
+        port,
+    );
     // /headers echoes the request line the downstream saw.
-    let (_, body) = raw(port, b"GET /dir/headers?x=1&y=/dir/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let (_, body) = raw(
+        port,
+        b"GET /dir/headers?x=1&y=/dir/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
     let text = String::from_utf8(body).unwrap();
     assert!(text.starts_with("GET /headers?x=1&y=/dir/\n"), "{text}");
 }
@@ -298,7 +439,11 @@ fn rewrite_keeps_the_query() {
 fn ambiguous_framing_is_refused() {
     let b = Backend::start("b");
     let port = free_port();
-    let _p = Proxy::start("framing", &flat_config(port, &[b.port], "", "workers = 1"), port);
+    let _p = Proxy::start(
+        "framing",
+        &flat_config(port, &[b.port], "", "workers = 1"),
+        port,
+    );
     let attacks: &[(&str, &[u8])] = &[
         ("two content-lengths", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
         ("te not chunked", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\nxxxxx"),
@@ -322,7 +467,11 @@ fn ambiguous_framing_is_refused() {
 fn content_length_with_transfer_encoding_is_refused() {
     let b = Backend::start("b");
     let port = free_port();
-    let _p = Proxy::start("clte", &flat_config(port, &[b.port], "", "workers = 1"), port);
+    let _p = Proxy::start(
+        "clte",
+        &flat_config(port, &[b.port], "", "workers = 1"),
+        port,
+    );
     let before = b.hits();
     let text = raw_response(
         port,
@@ -337,8 +486,15 @@ fn content_length_with_transfer_encoding_is_refused() {
 fn oversized_headers_get_431() {
     let b = Backend::start("b");
     let port = free_port();
-    let _p = Proxy::start("431", &flat_config(port, &[b.port], "max-header-size = 8192", "workers = 1"), port);
-    let big = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let _p = Proxy::start(
+        "431",
+        &flat_config(port, &[b.port], "max-header-size = 8192", "workers = 1"),
+        port,
+    );
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
     let (status, _) = raw(port, big.as_bytes());
     assert_eq!(status, 431);
 }
@@ -347,8 +503,15 @@ fn oversized_headers_get_431() {
 fn head_chunked_and_expect_continue() {
     let b = Backend::start("b");
     let port = free_port();
-    let _p = Proxy::start("methods", &flat_config(port, &[b.port], "", "workers = 1"), port);
-    let text = raw_response(port, b"HEAD /big/1000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let _p = Proxy::start(
+        "methods",
+        &flat_config(port, &[b.port], "", "workers = 1"),
+        port,
+    );
+    let text = raw_response(
+        port,
+        b"HEAD /big/1000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
     let s = String::from_utf8_lossy(&text).to_ascii_lowercase();
     assert!(s.starts_with("http/1.1 200"), "{s}");
     assert!(s.contains("content-length: 1000"), "{s}");
@@ -366,7 +529,11 @@ fn head_chunked_and_expect_continue() {
     s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").unwrap();
     let mut buf = [0u8; 25];
     let n = s.read(&mut buf).unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 100 Continue"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 100 Continue"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     s.write_all(b"hello").unwrap();
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
@@ -378,7 +545,11 @@ fn head_chunked_and_expect_continue() {
 fn client_read_timeout_cuts_idle_and_slowloris() {
     let b = Backend::start("b");
     let port = free_port();
-    let _p = Proxy::start("slowloris", &flat_config(port, &[b.port], "read-timeout = 1", "workers = 1"), port);
+    let _p = Proxy::start(
+        "slowloris",
+        &flat_config(port, &[b.port], "read-timeout = 1", "workers = 1"),
+        port,
+    );
     // Idle keep-alive connection: closed after about read-timeout.
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -386,7 +557,11 @@ fn client_read_timeout_cuts_idle_and_slowloris() {
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0);
-    assert!(t0.elapsed() < Duration::from_secs(3), "idle for {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "idle for {:?}",
+        t0.elapsed()
+    );
     // Slowloris: a header byte every 300 ms never completes a request.
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -406,7 +581,11 @@ fn client_read_timeout_cuts_idle_and_slowloris() {
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
     }
-    assert!(t0.elapsed() < Duration::from_secs(5), "slowloris held the connection {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "slowloris held the connection {:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -442,17 +621,28 @@ fn websocket_style_upgrade_is_tunnelled() {
         }
     });
     let port = free_port();
-    let _p = Proxy::start("upgrade", &flat_config(port, &[bport], "", "workers = 1"), port);
+    let _p = Proxy::start(
+        "upgrade",
+        &flat_config(port, &[bport], "", "workers = 1"),
+        port,
+    );
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         assert_eq!(s.read(&mut byte).unwrap(), 1);
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     for msg in [&b"ping"[..], b"raw bytes \x00\x01 both ways"] {
         s.write_all(msg).unwrap();
         let mut got = vec![0u8; msg.len()];
@@ -465,7 +655,12 @@ fn websocket_style_upgrade_is_tunnelled() {
 fn disabled_downstream_leaves_rotation_on_reload() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let port = free_port();
-    let cfg = flat_config(port, &[a.port, b.port], "lb-method = \"roundrobin\"", "workers = 1");
+    let cfg = flat_config(
+        port,
+        &[a.port, b.port],
+        "lb-method = \"roundrobin\"",
+        "workers = 1",
+    );
     let p = Proxy::start("disable", &cfg, port);
     let h = distribution(port, 10, &["a", "b"]);
     assert_eq!(h, [5, 5]);

@@ -98,7 +98,10 @@ fn figment_errors(file: &str, err: figment::Error) -> Vec<ConfigError> {
             let mut key = key_path(&e.path);
             let reason = match &e.kind {
                 figment::error::Kind::UnknownField(name, _) => {
-                    key = if key.is_empty() {
+                    // figment's path usually ends with the unknown name already.
+                    key = if e.path.last() == Some(name) {
+                        key
+                    } else if key.is_empty() {
                         name.clone()
                     } else {
                         format!("{key}.{name}")

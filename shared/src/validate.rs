@@ -80,10 +80,11 @@ pub(crate) fn validate(c: &mut Config) -> Vec<ConfigError> {
         if s.max_pending > 1_000_000 {
             e.push(format!("{k}.max-pending"), "must be at most 1000000");
         }
-        if s.max_header_size < 1024 || s.max_header_size > 1024 * 1024 {
+        // hyper's smallest read buffer is 8 KiB.
+        if s.max_header_size < 8192 || s.max_header_size > 1024 * 1024 {
             e.push(
                 format!("{k}.max-header-size"),
-                format!("{} is out of range (1024..=1048576)", s.max_header_size),
+                format!("{} is out of range (8192..=1048576)", s.max_header_size),
             );
         }
         s.trusted.clear();
@@ -341,6 +342,12 @@ fn logging(l: &mut Logging, k: &str, e: &mut Errs) {
         Ok(f) => l.compiled = Compiled(Some(Arc::new(f))),
         Err(r) => e.push(format!("{k}.format"), r),
     }
+    if !FACILITIES.contains(&l.facility.as_str()) {
+        e.push(
+            format!("{k}.facility"),
+            format!("`{}` is not a syslog facility", l.facility),
+        );
+    }
     if !l.enabled {
         return;
     }
@@ -349,14 +356,7 @@ fn logging(l: &mut Logging, k: &str, e: &mut Errs) {
             Some(f) => writable(&format!("{k}.filename"), f, e),
             None => e.push(format!("{k}.filename"), "required when type = \"file\""),
         },
-        LogType::Syslog => {
-            if !FACILITIES.contains(&l.facility.as_str()) {
-                e.push(
-                    format!("{k}.facility"),
-                    format!("`{}` is not a syslog facility", l.facility),
-                );
-            }
-        }
+        LogType::Syslog => {}
     }
 }
 

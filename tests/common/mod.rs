@@ -217,6 +217,21 @@ impl Proxy {
     }
 
     pub fn start_with_env(name: &str, config: &str, port: u16, env: &[(&str, &str)]) -> Proxy {
+        Self::start_full(name, config, port, env, None)
+    }
+
+    /// Like `start`, for a configuration with `error-log` set: the daemon's messages go there.
+    pub fn start_error_log(name: &str, config: &str, port: u16, error_log: &Path) -> Proxy {
+        Self::start_full(name, config, port, &[], Some(error_log))
+    }
+
+    fn start_full(
+        name: &str,
+        config: &str,
+        port: u16,
+        env: &[(&str, &str)],
+        error_log: Option<&Path>,
+    ) -> Proxy {
         let dir = temp_dir(name);
         let path = dir.join("rproxy.toml");
         std::fs::write(&path, config).unwrap();
@@ -238,7 +253,7 @@ impl Proxy {
             dir,
             config: path,
             port,
-            stderr,
+            stderr: error_log.map_or(stderr, Path::to_path_buf),
         };
         p.wait_log("workers ready", Duration::from_secs(10));
         wait_port(port, Duration::from_secs(5));

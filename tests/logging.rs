@@ -1,0 +1,287 @@
+//! Access log and error log through the real binary: every variable, client text logged as
+//! data, SIGUSR1 reopen (also under load, counting lines), syslog to a test socket.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn logged_config(port: u16, backend: u16, log: &Path, format: &str, workers: usize) -> String {
+    format!(
+        "{}workers = {workers}\n[[server]]\naddr = \"127.0.0.1\"\nport = {port}\n[server.logging]\ntype = \"file\"\nfilename = \"{}\"\nformat = '''{format}'''\n[[server.downstream]]\naddr = \"127.0.0.1\"\nport = {backend}\nconnections = 4\n",
+        identity(),
+        log.display()
+    )
+}
+
+fn read_lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_lines(p: &Path, n: usize) -> Vec<String> {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let l = read_lines(p);
+        if l.len() >= n || Instant::now() > end {
+            return l;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_variable_is_logged() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("logvars");
+    let log = dir.join("access.log");
+    let format = "src={SRC} proxy={PROXY} ts=[{TS}] ua={UA} meth={METH} uri={URI} proto={PROTO} status={STATUS} ref={REF} host={HOST} dsport={DS_SPORT} usport={US_SPORT} rule={RULE} xh={US_HDR}:'X-Test' ct={DS_HDR}:'content-length' missing={US_HDR}:'X-None'";
+    let _p = Proxy::start(
+        "logvars",
+        &logged_config(port, b.port, &log, format, 1),
+        port,
+    );
+    let (status, _) = raw(
+        port,
+        b"GET /some/path?q=1 HTTP/1.1\r\nHost: example.test\r\nUser-Agent: tester/1.0\r\nReferer: http://ref.test/\r\nX-Test: hello\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    let lines = wait_lines(&log, 1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let l = &lines[0];
+    for want in [
+        "src=127.0.0.1 ",
+        &format!("proxy=127.0.0.1:{} ", b.port),
+        "ua=tester/1.0 ",
+        "meth=GET ",
+        "uri=/some/path?q=1 ",
+        "proto=HTTP/1.1 ",
+        "status=200 ",
+        "ref=http://ref.test/ ",
+        "host=example.test ",
+        "rule=- ",
+        "xh=hello ",
+        "ct=1 ",
+        "missing=-",
+    ] {
+        assert!(l.contains(want), "{want:?} not in {l}");
+    }
+    let ts = l.split("ts=[").nth(1).unwrap().split(']').next().unwrap();
+    // 28/Nov/2026:17:30:00 +0000
+    assert_eq!(ts.len(), 26, "{ts}");
+    assert_eq!(&ts[2..3], "/");
+    let dsport: u16 = l
+        .split("dsport=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let usport: u16 = l
+        .split("usport=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(dsport > 0 && usport > 0 && dsport != b.port);
+}
+
+#[test]
+fn client_text_is_data() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("loginject");
+    let log = dir.join("access.log");
+    let _p = Proxy::start(
+        "loginject",
+        &logged_config(
+            port,
+            b.port,
+            &log,
+            "{SRC} \"{URI}\" \"{HOST}\" \"{UA}\" {STATUS}",
+            1,
+        ),
+        port,
+    );
+    let req = b"GET /x%s{SRC}%0A%0D{TS}\"q HTTP/1.1\r\nHost: %s{SRC}evil\r\nUser-Agent: a\tb\"c\\d\xffe\r\nConnection: close\r\n\r\n";
+    let (status, _) = raw(port, req);
+    assert_eq!(status, 200);
+    let lines = wait_lines(&log, 1);
+    assert_eq!(lines.len(), 1, "one request, one line: {lines:?}");
+    let l = &lines[0];
+    assert!(l.contains(r#""/x%s{SRC}%0A%0D{TS}\x22q""#), "{l}");
+    assert!(l.contains(r#""%s{SRC}evil""#), "{l}");
+    assert!(l.contains(r#""a\x09b\x22c\x5Cd\xFFe""#), "{l}");
+    assert!(l.ends_with(" 200"), "{l}");
+}
+
+#[test]
+fn sigusr1_reopens_after_rotation() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("logrotate");
+    let log = dir.join("access.log");
+    let rotated = dir.join("access.log.1");
+    let p = Proxy::start(
+        "logrotate",
+        &logged_config(port, b.port, &log, "{URI} {STATUS}", 2),
+        port,
+    );
+    for i in 0..5 {
+        assert_eq!(get(port, &format!("/before/{i}")).0, 200);
+    }
+    assert_eq!(wait_lines(&log, 5).len(), 5);
+    std::fs::rename(&log, &rotated).unwrap();
+    p.signal(libc::SIGUSR1);
+    p.wait_log("log files reopened by every worker", Duration::from_secs(5));
+    // Created by the master, owned by the workers' user.
+    assert!(log.exists());
+    if unsafe { libc::geteuid() } == 0 {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&log).unwrap().uid(), 65534);
+    }
+    for i in 0..5 {
+        assert_eq!(get(port, &format!("/after/{i}")).0, 200);
+    }
+    let new = wait_lines(&log, 5);
+    std::thread::sleep(Duration::from_millis(400));
+    let old = read_lines(&rotated);
+    assert_eq!(old.len(), 5, "the rotated file got more lines: {old:?}");
+    assert!(old.iter().all(|l| l.starts_with("/before/")));
+    assert_eq!(new.len(), 5, "{new:?}");
+    assert!(new.iter().all(|l| l.starts_with("/after/")));
+}
+
+#[test]
+fn no_line_lost_when_reopening_under_load() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("logload");
+    let log = dir.join("access.log");
+    let p = Proxy::start(
+        "logload",
+        &logged_config(port, b.port, &log, "{URI} {STATUS}", 2),
+        port,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        let url = p.url("/load");
+        tasks.push(rt.spawn(async move {
+            let c = reqwest::Client::new();
+            let end = Instant::now() + Duration::from_secs(20);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                let r = c.get(&url).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap();
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for i in 1..=3 {
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::rename(&log, dir.join(format!("access.log.{i}"))).unwrap();
+        p.signal(libc::SIGUSR1);
+        p.wait_log_count(
+            "log files reopened by every worker",
+            i,
+            Duration::from_secs(5),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let sent = sent.load(Ordering::Relaxed) as usize;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut total = read_lines(&log).len();
+    for i in 1..=3 {
+        let l = read_lines(&dir.join(format!("access.log.{i}")));
+        assert!(!l.is_empty(), "access.log.{i} is empty");
+        assert!(
+            l.iter().all(|x| x == "/load 200"),
+            "partial or mixed lines in .{i}"
+        );
+        total += l.len();
+    }
+    assert_eq!(total, sent, "lines logged vs requests sent");
+    assert!(sent > 100, "only {sent} requests");
+}
+
+#[test]
+fn syslog_reaches_the_socket() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("syslog");
+    let sock_path = dir.join("log.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    // Workers run as nobody and must be able to send to it.
+    let _ = std::process::Command::new("chmod")
+        .arg("666")
+        .arg(&sock_path)
+        .status();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let cfg = format!(
+        "{}workers = 1\n[[server]]\naddr = \"127.0.0.1\"\nport = {port}\n[server.logging]\ntype = \"syslog\"\nfacility = \"local3\"\nsyslog-socket = \"{}\"\nformat = '{{METH}} {{URI}} {{STATUS}}'\n[[server.downstream]]\naddr = \"127.0.0.1\"\nport = {}\n",
+        identity(),
+        sock_path.display(),
+        b.port
+    );
+    let _p = Proxy::start("syslog", &cfg, port);
+    assert_eq!(get(port, "/via-syslog").0, 200);
+    let mut buf = [0u8; 2048];
+    let n = sock.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]);
+    // local3 (19) * 8 + info (6) = 158
+    assert!(msg.starts_with("<158>"), "{msg}");
+    assert!(msg.contains("rproxy["), "{msg}");
+    assert!(msg.ends_with("GET /via-syslog 200"), "{msg}");
+}
+
+#[test]
+fn error_log_file_and_reopen() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("errlog");
+    let err = dir.join("error.log");
+    let cfg = flat_config(
+        port,
+        &[b.port],
+        "",
+        &format!("workers = 1\nerror-log = \"{}\"", err.display()),
+    );
+    let p = Proxy::start_error_log("errlog-proxy", &cfg, port, &err);
+    let text = std::fs::read_to_string(&err).unwrap();
+    assert!(text.contains("workers ready"), "{text}");
+    std::fs::rename(&err, dir.join("error.log.1")).unwrap();
+    p.signal(libc::SIGUSR1);
+    wait_until("new error log", Duration::from_secs(5), || {
+        std::fs::read_to_string(&err)
+            .map(|t| t.contains("log files reopened"))
+            .unwrap_or(false)
+    });
+}
