@@ -275,7 +275,7 @@ fn raw_backend(act: fn(&mut TcpStream)) -> (u16, std::thread::JoinHandle<()>) {
         let mut socks = Vec::new();
         while Instant::now() < end {
             match l.accept() {
-                Ok((mut s, _)) => {
+                Ok((s, _)) => {
                     s.set_nonblocking(false).unwrap();
                     s.set_read_timeout(Some(Duration::from_millis(100)))
                         .unwrap();
