@@ -542,6 +542,7 @@ main=$(systemctl show -p MainPID --value rproxy.service)
 body=""
 for i in $(seq 1 50); do body=$(curl -s --max-time 1 http://127.0.0.1:8080/); [ "$body" = "$token" ] && break; sleep 0.2; done
 if [ "$body" = "$token" ]; then ok "proxied response under the unit's sandbox"; else ko "proxied response under the unit's sandbox (got '$body')"; fi
+ps -eo pid,ppid,user,group,stat,comm,args >/shared/ps.started
 workers=$(ps -o user= --ppid "$main" | sort -u | tr -d ' ' | tr '\n' ' ')
 if [ "$workers" = "rproxy " ]; then ok "workers run as rproxy under the unit"; else ko "workers run as '$workers' under the unit"; fi
 
@@ -571,12 +572,12 @@ else
 	ko "logrotate -f under systemd"
 fi
 
+ps -eo pid,ppid,user,group,stat,comm,args >/shared/ps.before-stop
 if systemctl stop rproxy.service && [ "$(systemctl show -p Result --value rproxy.service)" = success ]; then
 	ok "systemctl stop (SIGQUIT, KillMode=mixed): Result=success"
 else
 	ko "systemctl stop: Result=$(systemctl show -p Result --value rproxy.service)"
 fi
-left=$(systemctl show -p TasksCurrent --value rproxy.service 2>/dev/null)
 systemctl show rproxy.service -p ActiveState -p SubState -p Result -p ExecMainStatus -p NRestarts >/shared/state
 journalctl -b --no-pager -u rproxy.service >/shared/journal 2>&1
 systemctl stop pkgtest-backend.service

@@ -676,3 +676,83 @@ fn disabled_downstream_leaves_rotation_on_reload() {
     assert_eq!(h, [10, 0]);
     assert_eq!(b.hits(), before);
 }
+
+#[test]
+fn blocked_downstream_write_gives_503() {
+    // A downstream that accepts and never reads: our writes to it block.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let bport = l.local_addr().unwrap().port();
+    let holder = std::thread::spawn(move || {
+        l.set_nonblocking(true).unwrap();
+        let mut held = Vec::new();
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if let Ok((s, _)) = l.accept() {
+                held.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let port = free_port();
+    let cfg = flat_config(port, &[bport], "", "workers = 1")
+        .replace("connections = 4", "connections = 1\nwrite-timeout = 1");
+    let _p = Proxy::start("dswrite", &cfg, port);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let size = 256 * 1024 * 1024;
+    s.write_all(
+        format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    // Keep sending until rproxy stops reading us (it answers and closes).
+    let mut w = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let chunk = vec![b'x'; 65536];
+        for _ in 0..size / 65536 {
+            if w.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(
+        &head,
+        b"HTTP/1.1 503",
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    drop(holder);
+}
+
+#[test]
+fn client_write_timeout_closes_a_stuck_client() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let _p = Proxy::start(
+        "uswrite",
+        &flat_config(port, &[b.port], "write-timeout = 1", "workers = 1"),
+        port,
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let size = 512 * 1024 * 1024;
+    s.write_all(format!("GET /big/{size} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    // Never read for 3 s: rproxy's writes block for longer than write-timeout.
+    std::thread::sleep(Duration::from_secs(3));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+    }
+    assert!(
+        total < size / 2,
+        "the connection was not cut: {total} bytes"
+    );
+}

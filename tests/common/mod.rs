@@ -183,6 +183,27 @@ async fn origin(
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return Ok(Response::new(full(Bytes::from(format!("slept {ms}")))));
     }
+    if path == "/sink" {
+        // A slow reader: 2 ms pause per 256 KiB; answers "<bytes> <checksum>".
+        let mut body = req.into_body();
+        let (mut n, mut sum, mut since_pause) = (0u64, Checksum::default(), 0usize);
+        while let Some(f) = body.frame().await {
+            let Ok(f) = f else { break };
+            if let Ok(d) = f.into_data() {
+                n += d.len() as u64;
+                sum.update(&d);
+                since_pause += d.len();
+                if since_pause >= 256 * 1024 {
+                    since_pause = 0;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }
+        return Ok(Response::new(full(Bytes::from(format!(
+            "{n} {}",
+            sum.value()
+        )))));
+    }
     if path == "/headers" {
         let mut s = format!("{} {}\n", req.method(), req.uri());
         for (k, v) in req.headers() {
@@ -191,6 +212,25 @@ async fn origin(
         return Ok(Response::new(full(Bytes::from(s))));
     }
     Ok(Response::new(full(Bytes::from(name.to_string()))))
+}
+
+/// Order-sensitive checksum of a byte stream (Fletcher-style), for bodies too big to keep.
+#[derive(Default, Clone, Copy)]
+pub struct Checksum {
+    a: u64,
+    b: u64,
+}
+
+impl Checksum {
+    pub fn update(&mut self, data: &[u8]) {
+        for &x in data {
+            self.a = (self.a + u64::from(x)) % 65521;
+            self.b = (self.b + self.a) % 65521;
+        }
+    }
+    pub fn value(&self) -> u64 {
+        (self.b << 16) | self.a
+    }
 }
 
 /// The pattern `/big/N` serves, for comparisons.
