@@ -19,7 +19,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub enum ProxyBody {
     Full(Option<Bytes>),
-    Downstream(Box<Streamed>),
+    Downstream(Streamed),
 }
 
 impl ProxyBody {
@@ -34,11 +34,11 @@ impl ProxyBody {
     /// The downstream's body; the connection goes back to the pool when it has been read to
     /// the end, and is closed if the body is abandoned half-way.
     pub fn downstream(inner: Incoming, lease: Lease, read_timeout: Option<Duration>) -> ProxyBody {
-        ProxyBody::Downstream(Box::new(Streamed {
+        ProxyBody::Downstream(Streamed {
             inner,
             lease: Some(lease),
             read_timeout: read_timeout.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
-        }))
+        })
     }
 }
 

@@ -62,21 +62,42 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// What the forwarding headers need to know about a client connection, computed once when it
+/// is accepted (so the per-request work is a reference-count increment, not a format).
+pub struct Peer {
+    /// The client address (an IPv4-mapped IPv6 address as IPv4).
+    pub ip: IpAddr,
+    /// `ip` as a header value.
+    pub value: HeaderValue,
+    /// Whether `ip` is in `trusted-proxies`.
+    pub trusted: bool,
+}
+
+impl Peer {
+    pub fn new(ip: IpAddr, trusted: &[Cidr]) -> Peer {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        Peer {
+            ip,
+            value: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("-")),
+            trusted: trusted.iter().any(|c| c.contains(ip)),
+        }
+    }
+}
+
 /// Remove every header rproxy may produce, then add the ones `cfg` turns on.
 /// `extension_names` are the configured x509-extension header names (lowercase).
 pub fn set_forwarding(
     h: &mut HeaderMap,
     cfg: &Headers,
-    peer: IpAddr,
-    trusted: &[Cidr],
+    peer: &Peer,
     proto: &'static str,
     extension_names: &[HeaderName],
 ) {
-    let peer = match peer {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
-        v4 => v4,
-    };
-    let chain = if trusted.iter().any(|c| c.contains(peer)) {
+    let chain = if peer.trusted && h.contains_key(&X_FORWARDED_FOR) {
         // A proxy we trust: keep what it says and append the peer.
         let prior: Vec<&str> = h
             .get_all(&X_FORWARDED_FOR)
@@ -88,7 +109,7 @@ pub fn set_forwarding(
         if prior.is_empty() {
             None
         } else {
-            Some(format!("{}, {peer}", prior.join(", ")))
+            HeaderValue::from_str(&format!("{}, {}", prior.join(", "), peer.ip)).ok()
         }
     } else {
         None
@@ -109,13 +130,8 @@ pub fn set_forwarding(
         }
     }
     if cfg.x_forwarded_for {
-        let v = match chain {
-            Some(c) => HeaderValue::from_str(&c),
-            None => HeaderValue::from_str(&peer.to_string()),
-        };
-        if let Ok(v) = v {
-            h.insert(X_FORWARDED_FOR.clone(), v);
-        }
+        let v = chain.unwrap_or_else(|| peer.value.clone());
+        h.insert(X_FORWARDED_FOR.clone(), v);
     }
     if cfg.x_forwarded_proto {
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
@@ -174,8 +190,7 @@ mod tests {
         set_forwarding(
             &mut h,
             &Headers::default(),
-            "10.0.0.1".parse().unwrap(),
-            &[],
+            &Peer::new("10.0.0.1".parse().unwrap(), &[]),
             "http",
             &ext,
         );
@@ -195,8 +210,7 @@ mod tests {
         set_forwarding(
             &mut h,
             &Headers::default(),
-            "10.0.0.1".parse().unwrap(),
-            &trusted,
+            &Peer::new("10.0.0.1".parse().unwrap(), &trusted),
             "http",
             &[],
         );
@@ -211,7 +225,13 @@ mod tests {
             x_forwarded_proto: false,
             ..Headers::default()
         };
-        set_forwarding(&mut h, &cfg, "::1".parse().unwrap(), &[], "http", &[]);
+        set_forwarding(
+            &mut h,
+            &cfg,
+            &Peer::new("::1".parse().unwrap(), &[]),
+            "http",
+            &[],
+        );
         assert!(h.is_empty());
     }
 }

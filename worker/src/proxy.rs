@@ -50,6 +50,7 @@ impl ServerCtx {
 pub struct ConnCtx {
     pub server: Rc<ServerCtx>,
     pub peer: SocketAddr,
+    pub forwarded: headers::Peer,
 }
 
 /// The downstream side of an exchange, for the log.
@@ -159,8 +160,7 @@ async fn forward(req: Request<Incoming>, conn: &ConnCtx) -> (Response<ProxyBody>
     headers::set_forwarding(
         req.headers_mut(),
         &cfg.headers,
-        conn.peer.ip(),
-        &cfg.trusted,
+        &conn.forwarded,
         "http",
         &s.extension_names,
     );

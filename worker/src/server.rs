@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use rproxy_shared::{error, warn};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::headers::Peer;
 use crate::proxy::{handle, ConnCtx, ServerCtx};
 use crate::state::ConnGuard;
 use crate::timed_io::TimedIo;
@@ -39,7 +40,8 @@ pub async fn accept_loop(listener: OwnedFd, server: Rc<ServerCtx>) {
                     // Counted from the accept, so a drain starting before the task first runs
                     // still waits for this connection.
                     let guard = server.state.conn_opened();
-                    let ctx = Rc::new(ConnCtx { server: Rc::clone(&server), peer });
+                    let forwarded = Peer::new(peer.ip(), &server.cfg().trusted);
+                    let ctx = Rc::new(ConnCtx { server: Rc::clone(&server), peer, forwarded });
                     tokio::task::spawn_local(serve(stream, ctx, http.clone(), guard));
                 }
                 Err(e) => {
