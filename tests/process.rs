@@ -315,3 +315,31 @@ fn notifies_systemd() {
     read_until("STOPPING=1", &mut seen);
     assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(0));
 }
+
+#[test]
+fn hung_worker_is_replaced() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let p = Proxy::start(
+        "hung",
+        &flat_config(port, &[b.port], "", "workers = 1\nheartbeat-timeout = 2"),
+        port,
+    );
+    let victim = p.workers()[0];
+    // A stopped process sends no heartbeat: the master must kill and replace it.
+    unsafe { libc::kill(victim, libc::SIGSTOP) };
+    let t0 = Instant::now();
+    p.wait_log("sent no heartbeat", Duration::from_secs(6));
+    wait_until("a new worker", Duration::from_secs(3), || {
+        let w = p.workers();
+        w.len() == 1 && w[0] != victim
+    });
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "killed too early: {:?}",
+        t0.elapsed()
+    );
+    wait_until("served again", Duration::from_secs(3), || {
+        get(port, "/").0 == 200
+    });
+}

@@ -756,3 +756,42 @@ fn client_write_timeout_closes_a_stuck_client() {
         "the connection was not cut: {total} bytes"
     );
 }
+
+#[test]
+fn connections_closed_by_the_downstream_are_never_reused() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let _p = Proxy::start(
+        "reuse",
+        &flat_config(port, &[b.port], "", "workers = 1"),
+        port,
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Every answer closes its downstream connection; none of the next requests may fail.
+    for i in 0..50 {
+        s.write_all(b"GET /close HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let body = read_one_response(&mut s);
+        assert_eq!(body, b"closing", "request {i}");
+    }
+}
+
+#[test]
+fn chunked_response_streams_through() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let _p = Proxy::start(
+        "chunkedresp",
+        &flat_config(port, &[b.port], "", "workers = 1"),
+        port,
+    );
+    let text = raw_response(
+        port,
+        b"GET /chunked/3 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let s = String::from_utf8_lossy(&text).to_ascii_lowercase();
+    assert!(s.contains("transfer-encoding: chunked"), "{s}");
+    assert!(s.contains("part0;") && s.contains("part2;"), "{s}");
+    assert!(s.ends_with("0\r\n\r\n"), "{s}");
+}

@@ -204,6 +204,22 @@ async fn origin(
             sum.value()
         )))));
     }
+    if path == "/close" {
+        // Answer, then close the connection (the pool must not reuse it).
+        let mut r = Response::new(full(Bytes::from_static(b"closing")));
+        r.headers_mut()
+            .insert("connection", "close".parse().unwrap());
+        return Ok(r);
+    }
+    if let Some(n) = path.strip_prefix("/chunked/") {
+        // A body without Content-Length: sent chunked.
+        let n: usize = n.parse().unwrap_or(0);
+        let parts =
+            (0..n).map(|i| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("part{i};")))));
+        return Ok(Response::new(
+            StreamBody::new(futures_util::stream::iter(parts)).boxed(),
+        ));
+    }
     if path == "/headers" {
         let mut s = format!("{} {}\n", req.method(), req.uri());
         for (k, v) in req.headers() {
