@@ -7,7 +7,7 @@
 mod access_log;
 mod body;
 mod control;
-pub mod framing;
+mod framing;
 mod headers;
 pub mod lb;
 mod pool;

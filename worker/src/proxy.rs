@@ -9,8 +9,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -74,6 +74,11 @@ pub async fn handle(
             l.snapshot(req.headers()),
         )
     });
+    // hyper keeps reading after a request it could have upgraded (CONNECT, or Upgrade on
+    // HTTP/1.1) without 101; the framing guard stopped watching at that request, so the
+    // connection ends with this response.
+    let upgrade_asked = req.method() == Method::CONNECT
+        || (req.version() == Version::HTTP_11 && req.headers().contains_key(UPGRADE));
     let (mut resp, used) = forward(req, &conn).await;
     if let (Some(l), Some((method, uri, version, snap))) = (&s.log, &logged) {
         let lookup = l.lookup(snap);
@@ -97,8 +102,8 @@ pub async fn handle(
             resp_headers: Some(&resp_headers),
         });
     }
-    if s.state.draining() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // Draining: this connection's next response is its last (DESIGN section 3).
+    if (s.state.draining() || upgrade_asked) && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Draining (DESIGN section 3) or an unanswered upgrade: this response is the last.
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }

@@ -12,8 +12,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use crate::framing::FramingGuard;
+
 pub struct TimedIo {
     inner: TcpStream,
+    /// Client side only: spoils request heads hyper would accept but we must refuse.
+    guard: Option<FramingGuard>,
     write_timeout: Option<Duration>,
     /// Armed while a write is blocked.
     timer: Option<Pin<Box<Sleep>>>,
@@ -25,10 +29,17 @@ impl TimedIo {
     pub fn new(inner: TcpStream, write_timeout: Duration) -> TimedIo {
         TimedIo {
             inner,
+            guard: None,
             write_timeout: (!write_timeout.is_zero()).then_some(write_timeout),
             timer: None,
             armed: false,
         }
+    }
+
+    /// Watch the request framing of what is read (client connections).
+    pub fn with_framing_guard(mut self, max_head: usize) -> TimedIo {
+        self.guard = Some(FramingGuard::new(max_head));
+        self
     }
 
     fn blocked(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
@@ -66,7 +77,12 @@ impl AsyncRead for TimedIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Some(g) = &mut self.guard {
+            g.inspect(&mut buf.filled_mut()[before..]);
+        }
+        r
     }
 }
 
