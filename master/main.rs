@@ -11,11 +11,6 @@ mod supervisor;
 
 use std::process::ExitCode;
 
-/// mimalloc: the request path allocates small, short-lived buffers (header maps, hyper's
-/// per-request channels) that glibc malloc serves more slowly; measured with bench/.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 use rproxy_shared::errlog::{self, Level};
 use rproxy_shared::{error, info};
