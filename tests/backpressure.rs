@@ -28,14 +28,6 @@ fn watch_rss(master: i32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64>
     })
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn upload_200_mib_to_a_slow_downstream() {
     let b = Backend::start("b");
@@ -52,7 +44,7 @@ fn upload_200_mib_to_a_slow_downstream() {
     for _ in 0..SIZE / chunk.len() {
         expect.update(&chunk);
     }
-    let body = rt().block_on(async {
+    let body = runtime().block_on(async {
         let chunk = Bytes::from(chunk);
         let stream = futures_util::stream::iter(
             (0..SIZE / chunk.len()).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
@@ -90,7 +82,7 @@ fn download_200_mib_by_a_slow_client() {
     let stop = Arc::new(AtomicBool::new(false));
     let rss = watch_rss(p.pid(), stop.clone());
     let received = Arc::new(AtomicU64::new(0));
-    let mismatch = rt().block_on(async {
+    let mismatch = runtime().block_on(async {
         let c = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()

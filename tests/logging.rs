@@ -5,8 +5,6 @@ mod common;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -177,28 +175,7 @@ fn no_line_lost_when_reopening_under_load() {
         &logged_config(port, b.port, &log, "{URI} {STATUS}", 2),
         port,
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let (stop, sent) = (stop.clone(), sent.clone());
-        let url = p.url("/load");
-        tasks.push(rt.spawn(async move {
-            let c = reqwest::Client::new();
-            let end = Instant::now() + Duration::from_secs(20);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                let r = c.get(&url).send().await.unwrap();
-                assert_eq!(r.status(), 200);
-                r.bytes().await.unwrap();
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
+    let load = Load::start(p.url("/load"), 4, b"b");
     for i in 1..=3 {
         std::thread::sleep(Duration::from_millis(300));
         std::fs::rename(&log, dir.join(format!("access.log.{i}"))).unwrap();
@@ -210,13 +187,9 @@ fn no_line_lost_when_reopening_under_load() {
         );
     }
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    rt.block_on(async {
-        for t in tasks {
-            t.await.unwrap();
-        }
-    });
-    let sent = sent.load(Ordering::Relaxed) as usize;
+    let (ok, failed) = load.finish();
+    assert_eq!(failed, 0);
+    let sent = ok as usize;
     std::thread::sleep(Duration::from_millis(500));
     let mut total = read_lines(&log).len();
     for i in 1..=3 {

@@ -4,8 +4,6 @@
 mod common;
 
 use std::os::unix::net::UnixDatagram;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -101,57 +99,7 @@ fn twenty_reloads_under_load_lose_nothing() {
     let port = free_port();
     let config = flat_config(port, &[b.port], "", "workers = 2");
     let p = Proxy::start("reloads", &config, port);
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-        let url = p.url("/");
-        tasks.push(rt.spawn(async move {
-            // Even tasks keep one connection alive; odd ones open a new one per request.
-            let client = if i % 2 == 0 {
-                reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .unwrap()
-            } else {
-                reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .pool_max_idle_per_host(0)
-                    .build()
-                    .unwrap()
-            };
-            let end = Instant::now() + Duration::from_secs(40);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                let result = match client.get(&url).send().await {
-                    Ok(r) => {
-                        let status = r.status();
-                        r.bytes().await.map(|b| (status, b))
-                    }
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok((status, body)) if status == 200 && &body[..] == b"b" => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok((status, _)) => {
-                        eprintln!("bad response: {status}");
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        eprintln!("request failed: {e:?}");
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }));
-    }
+    let load = Load::start(p.url("/"), 8, b"b");
     std::thread::sleep(Duration::from_millis(300));
     for i in 1..=20 {
         p.signal(libc::SIGHUP);
@@ -159,13 +107,7 @@ fn twenty_reloads_under_load_lose_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    rt.block_on(async {
-        for t in tasks {
-            t.await.unwrap();
-        }
-    });
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = load.finish();
     assert_eq!(failed, 0, "{failed} failed requests out of {}", ok + failed);
     assert!(ok > 200, "only {ok} requests were made");
     // Old generations drained away; only the last one remains.

@@ -9,14 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn small_and_multi_megabyte_bodies_both_ways() {
     let b = Backend::start("b");
@@ -26,7 +18,7 @@ fn small_and_multi_megabyte_bodies_both_ways() {
         &flat_config(port, &[b.port], "", "workers = 2"),
         port,
     );
-    rt().block_on(async {
+    runtime().block_on(async {
         let c = client();
         let r = c.get(p.url("/")).send().await.unwrap();
         assert_eq!(r.status(), 200);

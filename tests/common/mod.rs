@@ -549,3 +549,89 @@ pub fn addr(port: u16) -> SocketAddr {
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Load
+
+/// A multi-threaded runtime for test clients.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Continuous GETs of `url` from `clients` tasks until [`Load::finish`] (40 s at most): even
+/// tasks keep one connection alive, odd ones open a new connection per request. A request
+/// counts as ok when it gets 200 and `expect` as its body.
+pub struct Load {
+    rt: tokio::runtime::Runtime,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(url: String, clients: usize, expect: &'static [u8]) -> Load {
+        let rt = runtime();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let tasks = (0..clients)
+            .map(|i| {
+                let (stop, ok, failed, url) =
+                    (stop.clone(), ok.clone(), failed.clone(), url.clone());
+                rt.spawn(async move {
+                    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
+                    if i % 2 == 1 {
+                        b = b.pool_max_idle_per_host(0);
+                    }
+                    let client = b.build().unwrap();
+                    let end = Instant::now() + Duration::from_secs(40);
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                        let result = match client.get(&url).send().await {
+                            Ok(r) => {
+                                let status = r.status();
+                                r.bytes().await.map(|b| (status, b))
+                            }
+                            Err(e) => Err(e),
+                        };
+                        match result {
+                            Ok((status, body)) if status == 200 && &body[..] == expect => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => {
+                                eprintln!("failed request: {other:?}");
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            rt,
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Stop the clients and return `(ok, failed)`.
+    pub fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let tasks = self.tasks;
+        self.rt.block_on(async {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
