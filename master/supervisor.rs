@@ -503,12 +503,10 @@ impl Master {
             .map(|g| g.id)
             .collect();
         for id in stuck {
-            error!("reload failed: the workers of generation {id} did not become ready; the previous configuration keeps serving");
             self.abandon_generation(id);
-            notify::status(
-                "reload failed: new workers did not start; previous configuration serving",
-            );
-            notify::ready("serving");
+            self.reload_failed(&format!(
+                "the workers of generation {id} did not become ready"
+            ));
             self.after_reload();
         }
 
@@ -551,42 +549,35 @@ impl Master {
                 for e in &errs.0 {
                     error!("reload failed: {e}");
                 }
-                error!("reload failed: the previous configuration keeps serving");
-                notify::status(&format!(
-                    "reload failed ({} errors): previous configuration serving",
-                    errs.0.len()
-                ));
-                notify::ready("serving");
+                self.reload_failed(&format!("{} error(s) in the configuration", errs.0.len()));
                 return;
             }
         };
         if let Some(u) = config.unsupported().first() {
-            error!(
-                "reload failed: {}: {u}; the previous configuration keeps serving",
-                self.config_path.display()
-            );
-            notify::status("reload failed: previous configuration serving");
-            notify::ready("serving");
-            return;
-        }
-        if let Err(e) = self.apply_globals(&config) {
-            error!("reload failed: {e}; the previous configuration keeps serving");
-            notify::status("reload failed: previous configuration serving");
-            notify::ready("serving");
+            self.reload_failed(&format!("{}: {u}", self.config_path.display()));
             return;
         }
         let config = Arc::new(config);
         let result = self
             .listeners
             .bind_for(&config)
-            .and_then(|()| self.start_generation(config, GenState::Starting));
+            .and_then(|()| self.start_generation(Arc::clone(&config), GenState::Starting));
         if let Err(e) = result {
-            error!("reload failed: {e}; the previous configuration keeps serving");
             // Listeners bound for the failed configuration alone are closed again.
             self.close_unused_listeners();
-            notify::status("reload failed: previous configuration serving");
-            notify::ready("serving");
+            self.reload_failed(&e);
+            return;
         }
+        // Only once the new generation exists: a failed reload leaves the master as it was.
+        if let Err(e) = self.apply_globals(&config) {
+            warn!("reload: {e}");
+        }
+    }
+
+    fn reload_failed(&self, why: &str) {
+        error!("reload failed: {why}; the previous configuration keeps serving");
+        notify::status("reload failed: previous configuration serving");
+        notify::ready("serving");
     }
 
     /// Global settings that take effect in the master itself.
