@@ -398,10 +398,11 @@ async fn connect(pool: &Rc<Pool>, i: usize) -> Result<Conn, String> {
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
     let io = TokioIo::new(TimedIo::new(stream, d.write_timeout));
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        // What we read ahead of a slow client: never more than high-watermark, and never
-        // more than 64 KiB, which keeps pace on loopback (bench/: same req/s on 64 KiB
-        // responses) at a third less worker RSS than letting hyper grow toward 5 MiB.
-        .max_buf_size(d.high_watermark.min(64 * 1024))
+        // What we read ahead of a slow client: never more than high-watermark, and never more
+        // than 256 KiB per connection (64 connections x 5 MiB would be 320 MiB). Measured on
+        // 64 KiB responses: 256 KiB costs the same CPU as 5 MiB; 64 KiB saved 5 MiB of worker
+        // RSS but cost 25% more CPU per request (more, smaller reads).
+        .max_buf_size(d.high_watermark.min(256 * 1024))
         .handshake(io)
         .await
         .map_err(|e| e.to_string())?;
