@@ -245,8 +245,9 @@ impl Master {
                 }
             }
             ToMaster::Exiting => {
+                // Informational: whether the exit is replaced depends on why it happened
+                // (drain or stop asked by us, or not), decided when it is reaped.
                 rproxy_shared::debug!("worker {} exiting", w.pid);
-                w.draining = true;
             }
         }
     }

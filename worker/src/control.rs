@@ -28,6 +28,7 @@ pub async fn run(state: Rc<WorkerState>, chan: OwnedFd) {
             return;
         }
     };
+    state.channel.set(Some(chan.get_ref().as_raw_fd()));
     send(&chan, ToMaster::Ready);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = [0u8; MAX_MSG];
@@ -70,6 +71,15 @@ pub async fn run(state: Rc<WorkerState>, chan: OwnedFd) {
                 }
             }
         }
+    }
+}
+
+/// Tell the master we are leaving on purpose (drained or stopped), just before exit.
+pub fn say_exiting(state: &WorkerState) {
+    if let Some(fd) = state.channel.get() {
+        let mut buf = [0u8; MAX_MSG];
+        let n = ToMaster::Exiting.encode(&mut buf);
+        let _ = channel::send(fd, &buf[..n], &[]);
     }
 }
 

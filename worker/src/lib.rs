@@ -105,5 +105,6 @@ async fn serve(args: WorkerArgs) -> i32 {
     rproxy_shared::debug!("generation {generation} worker serving");
     state.wait_done().await;
     access_log::flush_all(&state);
+    control::say_exiting(&state);
     0
 }

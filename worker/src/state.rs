@@ -23,6 +23,8 @@ pub struct WorkerState {
     done: Notify,
     pub pools: RefCell<Vec<Rc<Pool>>>,
     pub access_logs: RefCell<Vec<Rc<AccessLog>>>,
+    /// The channel to the master, once the control task holds it (for the last word at exit).
+    pub channel: Cell<Option<RawFd>>,
     /// The inherited access-log descriptors; a reopen `dup2`s new files onto these numbers.
     pub log_files: Vec<OwnedFd>,
 }
@@ -39,6 +41,7 @@ impl WorkerState {
             done: Notify::new(),
             pools: RefCell::new(Vec::new()),
             access_logs: RefCell::new(Vec::new()),
+            channel: Cell::new(None),
             log_files,
         })
     }
