@@ -39,6 +39,10 @@ site=$(mktemp -d)
 echo "hello from the backend behind rproxy" > "$site/index.html"
 python3 -m http.server 8081 --bind 127.0.0.1 --directory "$site" >/dev/null 2>&1 &
 backend=$!
+for _ in $(seq 1 50); do
+  curl -sf -o /dev/null http://127.0.0.1:8081/ && break
+  sleep 0.1
+done
 "$bin" -t -c conf/rproxy.toml
 "$bin" -f -c conf/rproxy.toml &
 master=$!
@@ -51,7 +55,7 @@ cleanup() {
 [ "${1:-}" = "--keep" ] || trap cleanup EXIT
 
 for _ in $(seq 1 100); do
-  curl -s -o /dev/null http://127.0.0.1:8080/ && break
+  curl -sf -o /dev/null http://127.0.0.1:8080/ && break
   sleep 0.1
 done
 echo "--- curl -i http://127.0.0.1:8080/ (through rproxy) ---"
