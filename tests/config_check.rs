@@ -171,13 +171,21 @@ fn missing_cert_is_refused() {
 
 #[test]
 fn every_error_is_reported_at_once() {
-    let text = GOOD
-        .replace("port = 8080", "port = 8080\nmax-header-size = 10")
-        .replace("port = 8081", "port = 99999")
+    let text = format!("wrokers = 2\n{GOOD}")
+        .replace(
+            "port = 8080",
+            "port = 8080\nmax-header-size = 10\nlb-method = \"fastest\"\nbacklog = \"big\"\nbogus = 1",
+        )
+        .replace("port = 8081", "port = 99999\n  nope = 3")
         + "\n  [server.logging]\n  format = \"{NOPE}\"\n  filename = \"/tmp/x.log\"\n";
     let (code, _, err) = check_text("many", &text);
     assert_eq!(code, 1);
     for key in [
+        "wrokers: unknown key",
+        "server[0].bogus: unknown key",
+        "server[0].downstream[0].nope: unknown key",
+        "server[0].lb-method: unknown value `fastest`",
+        "server[0].backlog: invalid type",
         "server[0].max-header-size",
         "server[0].downstream[0].port",
         "server[0].logging.format",

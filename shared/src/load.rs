@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Toml};
+use figment::value::Value;
 use figment::Figment;
 
 use crate::config::Config;
@@ -75,15 +76,85 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
                 let key = k.as_str().to_ascii_lowercase().replace('_', "-");
                 GLOBAL_KEYS.contains(&key.as_str()).then(|| key.into())
             }));
-    let mut config: Config = figment
+    // Syntax errors stop here: there is no tree to look further into.
+    let mut tree: Value = figment
         .extract()
         .map_err(|e| ConfigErrors(figment_errors(&file, e)))?;
+    let (config, mut errors) = typed(&file, &mut tree);
+    let Some(mut config) = config else {
+        return Err(ConfigErrors(errors));
+    };
     config.source = PathBuf::from(path);
-    let errors = crate::validate::validate(&mut config);
+    // With type errors too, what remains is still checked, so one run shows everything.
+    errors.extend(crate::validate::validate(&mut config));
     if errors.is_empty() {
         Ok(config)
     } else {
         Err(ConfigErrors(errors))
+    }
+}
+
+/// Most type errors and unknown keys a file may hold, before a single one is reported.
+const MAX_TYPE_ERRORS: usize = 64;
+
+/// Deserialize the merged tree into [`Config`]. serde stops at the first unknown key or wrong
+/// type, so each such key is recorded and removed from the tree (its default then applies) and
+/// deserialization starts again, until it succeeds: every such error is reported at once.
+/// Returns the configuration without the offending keys (when one could be made) and the errors.
+fn typed(file: &str, tree: &mut Value) -> (Option<Config>, Vec<ConfigError>) {
+    let mut errors = Vec::new();
+    loop {
+        let err = match tree.deserialize::<Config>() {
+            Ok(c) => return (Some(c), errors),
+            Err(e) => e,
+        };
+        let offending = offending_path(&err);
+        errors.extend(figment_errors(file, err));
+        let removed = offending.is_some_and(|p| remove(tree, &p));
+        if !removed || errors.len() >= MAX_TYPE_ERRORS {
+            return (None, errors);
+        }
+    }
+}
+
+/// The key to take out of the tree so deserialization can go on past `e`.
+fn offending_path(e: &figment::Error) -> Option<Vec<String>> {
+    let mut path = e.path.clone();
+    match &e.kind {
+        figment::error::Kind::UnknownField(name, _) => {
+            if path.last() != Some(name) {
+                path.push(name.clone());
+            }
+        }
+        // Nothing to remove for a missing key.
+        figment::error::Kind::MissingField(_) => return None,
+        _ => {}
+    }
+    (!path.is_empty()).then_some(path)
+}
+
+/// Remove the dictionary entry at `path`; false when there is none.
+fn remove(tree: &mut Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for p in parents {
+        node = match node {
+            Value::Dict(_, d) => match d.get_mut(p) {
+                Some(v) => v,
+                None => return false,
+            },
+            Value::Array(_, a) => match p.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match node {
+        Value::Dict(_, d) => d.remove(last).is_some(),
+        _ => false,
     }
 }
 
