@@ -121,10 +121,8 @@ fn typed(file: &str, tree: &mut Value) -> (Option<Config>, Vec<ConfigError>) {
 fn offending_path(e: &figment::Error) -> Option<Vec<String>> {
     let mut path = e.path.clone();
     match &e.kind {
-        figment::error::Kind::UnknownField(name, _) => {
-            if path.last() != Some(name) {
-                path.push(name.clone());
-            }
+        figment::error::Kind::UnknownField(name, _) if path.last() != Some(name) => {
+            path.push(name.clone());
         }
         // Nothing to remove for a missing key.
         figment::error::Kind::MissingField(_) => return None,
