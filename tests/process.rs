@@ -285,3 +285,68 @@ fn hung_worker_is_replaced() {
         get(port, "/").0 == 200
     });
 }
+
+#[test]
+fn daemonizes_with_a_pid_file() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("daemon");
+    let pid_file = dir.join("rproxy.pid");
+    let err_log = dir.join("error.log");
+    let cfg = flat_config(
+        port,
+        &[b.port],
+        "",
+        &format!(
+            "workers = 1\ndaemonize = true\npid-file = \"{}\"\nerror-log = \"{}\"",
+            pid_file.display(),
+            err_log.display()
+        ),
+    );
+    let path = dir.join("rproxy.toml");
+    std::fs::write(&path, cfg).unwrap();
+    // Without -f and outside systemd the command returns at once and the daemon lives on.
+    let status = std::process::Command::new(BIN)
+        .arg("-c")
+        .arg(&path)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("INVOCATION_ID")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("pid file", Duration::from_secs(5), || pid_file.exists());
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let guard = KillOnDrop(pid);
+    wait_until("workers ready", Duration::from_secs(10), || {
+        std::fs::read_to_string(&err_log).is_ok_and(|t| t.contains("workers ready"))
+    });
+    // Double fork: the daemon is nobody's child here (reparented to init or a subreaper).
+    assert_ne!(
+        ppid_of(pid).map(|(pp, _)| pp),
+        Some(std::process::id() as i32)
+    );
+    assert_eq!(get(port, "/").0, 200);
+    unsafe { libc::kill(pid, libc::SIGQUIT) };
+    wait_until("daemon exit", Duration::from_secs(5), || !alive(pid));
+    assert!(!pid_file.exists(), "the pid file is removed at exit");
+    drop(guard);
+}
+
+/// SIGKILLs a process (and its children) this test started, if still there.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let kids = children_of(self.0);
+        if alive(self.0) {
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+        for k in kids {
+            unsafe { libc::kill(k, libc::SIGKILL) };
+        }
+    }
+}
