@@ -63,8 +63,7 @@ fn start(cli: cli::Cli, config: rproxy_shared::config::Config) -> Result<(), Str
     startup::raise_nofile(config.max_nofile);
     startup::memtrim(config.memtrim_sz);
     let identity = privileges::Identity::resolve(&config.user, &config.group)?;
-    let owner = identity.switch.then_some((identity.uid, identity.gid));
-    startup::open_error_log(&config.error_log, owner)?;
+    startup::open_error_log(&config.error_log, identity.owner())?;
     // Signals are blocked before anything can fork, so none is lost to a default action.
     let master = supervisor::Master::new(cli.config.clone())?;
     if config.daemonize && !cli.foreground && !notify::under_systemd() {

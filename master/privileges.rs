@@ -26,6 +26,11 @@ impl Identity {
         })
     }
 
+    /// Who should own the log files the master creates: the workers, when we switch to them.
+    pub fn owner(&self) -> Option<(Uid, Gid)> {
+        self.switch.then_some((self.uid, self.gid))
+    }
+
     /// setgroups, setgid, setuid, in that order, so root cannot be regained.
     pub fn drop_to(&self) -> Result<(), String> {
         if !self.switch {

@@ -2,13 +2,14 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::unistd::{chown, dup2_stderr, fork, setsid, ForkResult, Gid, Uid};
+use rproxy_shared::config::Config;
 
 /// RLIMIT_NOFILE to `max-nofile`; when the hard limit is lower and we cannot raise it, go as
 /// high as allowed and say so.
@@ -102,6 +103,18 @@ pub fn open_log(path: &Path, owner: Option<(Uid, Gid)>) -> Result<std::fs::File,
         }
     }
     Ok(f)
+}
+
+/// Open every access-log file of `config`, in `access_log_paths()` order (what workers expect).
+pub fn open_access_logs(
+    config: &Config,
+    owner: Option<(Uid, Gid)>,
+) -> Result<Vec<OwnedFd>, String> {
+    config
+        .access_log_paths()
+        .iter()
+        .map(|p| open_log(p, owner).map(OwnedFd::from))
+        .collect()
 }
 
 /// Write our PID; the file is removed at exit.

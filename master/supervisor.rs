@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use rproxy_shared::channel::{self, Heartbeat, ToMaster, ToWorker, MAX_MSG};
+use rproxy_shared::channel::{self, ToMaster, ToWorker, MAX_MSG};
 use rproxy_shared::config::Config;
 use rproxy_shared::{error, info, warn};
 
@@ -72,7 +72,6 @@ struct Worker {
     last_beat: Instant,
     draining: bool,
     killed: bool,
-    beat: Heartbeat,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -233,10 +232,8 @@ impl Master {
                 rproxy_shared::debug!("worker {} (generation {gen}) ready", w.pid);
                 self.check_generation_ready(gen);
             }
-            ToMaster::Heartbeat(b) => {
-                w.last_beat = now;
-                w.beat = b;
-            }
+            // The counters are not used by the master yet: a heartbeat proves liveness.
+            ToMaster::Heartbeat(_) => w.last_beat = now,
             ToMaster::LogsReopened => {
                 rproxy_shared::debug!("worker {} reopened its logs", w.pid);
                 self.reopen_pending = self.reopen_pending.saturating_sub(1);
@@ -288,12 +285,7 @@ impl Master {
                 config.user
             );
         }
-        let owner = identity.switch.then_some((identity.uid, identity.gid));
-        let log_files = config
-            .access_log_paths()
-            .iter()
-            .map(|p| startup::open_log(p, owner).map(OwnedFd::from))
-            .collect::<Result<Vec<_>, _>>()?;
+        let log_files = startup::open_access_logs(&config, identity.owner())?;
         let id = self.next_gen;
         self.next_gen += 1;
         let slots = (0..config.worker_count)
@@ -344,7 +336,6 @@ impl Master {
             last_beat: now,
             draining: false,
             killed: false,
-            beat: Heartbeat::default(),
         });
         Ok(())
     }
@@ -587,8 +578,7 @@ impl Master {
             rproxy_shared::errlog::set_level(l);
         }
         let identity = Identity::resolve(&config.user, &config.group)?;
-        let owner = identity.switch.then_some((identity.uid, identity.gid));
-        startup::open_error_log(&config.error_log, owner)?;
+        startup::open_error_log(&config.error_log, identity.owner())?;
         startup::memtrim(config.memtrim_sz);
         Ok(())
     }
@@ -673,26 +663,13 @@ impl Master {
         info!("reopening log files");
         self.reopen_pending = 0;
         if let Some(g) = self.gens.iter().find(|g| g.id == self.current) {
-            let owner = g
-                .identity
-                .switch
-                .then_some((g.identity.uid, g.identity.gid));
-            if let Err(e) = startup::open_error_log(&g.config.error_log, owner) {
+            if let Err(e) = startup::open_error_log(&g.config.error_log, g.identity.owner()) {
                 error!("reopening the error log: {e}");
             }
         }
         for g in &mut self.gens {
-            let owner = g
-                .identity
-                .switch
-                .then_some((g.identity.uid, g.identity.gid));
-            let files: Result<Vec<OwnedFd>, String> = g
-                .config
-                .access_log_paths()
-                .iter()
-                .map(|p| startup::open_log(p, owner).map(OwnedFd::from))
-                .collect();
-            let files = match files {
+            let owner = g.identity.owner();
+            let files = match startup::open_access_logs(&g.config, owner) {
                 Ok(f) => f,
                 Err(e) => {
                     error!("reopening access logs of generation {}: {e}", g.id);

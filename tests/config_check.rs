@@ -228,3 +228,29 @@ fn unresolvable_downstream_is_refused() {
         "no-such-host.invalid",
     );
 }
+
+/// `-t` only warns about sections this version cannot serve; starting with them is refused.
+#[test]
+fn tls_and_vhost_sections_are_refused_at_start() {
+    for (name, extra) in [
+        ("vhost", "\n  [[server.vhost]]\n  name = \"a.test\"\n"),
+        (
+            "tls",
+            "\n  [server.ssl]\n  enabled = true\n  cert = \"/nonexistent.crt\"\n  key = \"/nonexistent.key\"\n",
+        ),
+    ] {
+        let dir = temp_dir(name);
+        let p = dir.join("rproxy.toml");
+        std::fs::write(&p, format!("{GOOD}{extra}")).unwrap();
+        if name == "vhost" {
+            let (code, out, err) = check(&p, &[]);
+            assert_eq!(code, 0, "{err}");
+            assert!(out.contains("configuration ok"));
+            assert!(err.contains("server[0].vhost: vhost routing is not implemented"), "{err}");
+        }
+        let out = Command::new(BIN).arg("-f").arg("-c").arg(&p).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name} started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("server[0].{}", if name == "tls" { "ssl" } else { "vhost" })), "{err}");
+    }
+}

@@ -336,17 +336,13 @@ fn daemonizes_with_a_pid_file() {
     drop(guard);
 }
 
-/// SIGKILLs a process (and its children) this test started, if still there.
+/// SIGKILLs a daemon (and its workers) this test started, if still there.
 struct KillOnDrop(i32);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let kids = children_of(self.0);
         if alive(self.0) {
-            unsafe { libc::kill(self.0, libc::SIGKILL) };
-        }
-        for k in kids {
-            unsafe { libc::kill(k, libc::SIGKILL) };
+            kill_tree(self.0);
         }
     }
 }

@@ -787,3 +787,22 @@ fn chunked_response_streams_through() {
     assert!(s.contains("part0;") && s.contains("part2;"), "{s}");
     assert!(s.ends_with("0\r\n\r\n"), "{s}");
 }
+
+#[test]
+fn configured_extension_headers_cannot_be_forged() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let extra = "[[server.headers.x509-extension]]\nname = \"X-Client-Policy\"\noid = \"1.3.6.1.4.1.99999.1\"\n";
+    let _p = Proxy::start(
+        "x509ext",
+        &flat_config(port, &[b.port], extra, "workers = 1"),
+        port,
+    );
+    let (status, body) = raw(
+        port,
+        b"GET /headers HTTP/1.1\r\nHost: t\r\nX-Client-Policy: admin\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    assert!(!text.contains("x-client-policy"), "{text}");
+}

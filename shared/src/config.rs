@@ -380,6 +380,19 @@ pub enum LogType {
     Syslog,
 }
 
+/// Syslog facilities accepted in `facility`, in code order (local0 is code 16).
+pub const FACILITIES: &[&str] = &[
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
+    "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+];
+
+/// The syslog code of a facility name (RFC 5424 table 1), `None` if unknown.
+pub fn facility_code(name: &str) -> Option<u8> {
+    let i = FACILITIES.iter().position(|f| *f == name)? as u8;
+    // kern..ftp are 0..11; 12..15 are not nameable here; local0..local7 are 16..23.
+    Some(if i < 12 { i } else { i + 4 })
+}
+
 /// The default access-log format: RProxy's README example.
 pub const DEFAULT_LOG_FORMAT: &str =
     "{SRC} {PROXY} [{TS}] \"{METH} {URI} {PROTO}\" - {STATUS} - \"{REF}\" - \"{UA}\" - \"{HOST}\"";

@@ -91,10 +91,10 @@ pub fn write(level: Level, args: Arguments<'_>) {
 
 /// `2026/11/28 17:30:00` in local time, as nginx's error log.
 fn timestamp(out: &mut Vec<u8>) {
-    let now = unsafe { libc::time(std::ptr::null_mut()) };
-    // SAFETY: localtime_r fills the zeroed tm we own.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    unsafe { libc::localtime_r(&now, &mut tm) };
+    let Some(tm) = crate::localtime::local_tm(crate::localtime::now_secs()) else {
+        out.extend_from_slice(b"-");
+        return;
+    };
     let _ = write!(
         out,
         "{:04}/{:02}/{:02} {:02}:{:02}:{:02}",

@@ -10,6 +10,7 @@ pub mod cidr;
 pub mod config;
 pub mod errlog;
 pub mod load;
+pub mod localtime;
 pub mod logformat;
 mod tls_check;
 mod validate;

@@ -318,7 +318,7 @@ fn parse_header_name(
 
 /// RFC 9110 `tchar`: what a header field name may contain. A name with any
 /// other character could never match, so it is rejected at compile time.
-fn is_tchar(c: char) -> bool {
+pub(crate) fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
@@ -487,26 +487,12 @@ fn format_local(sec: i64, buf: &mut [u8; TS_MAX]) -> usize {
     #[cfg(test)]
     LOCALTIME_CALLS.with(|c| c.set(c.get() + 1));
 
-    let Some(t) = libc::time_t::try_from(sec).ok() else {
+    let Some(tm) = crate::localtime::local_tm(sec) else {
         buf[0] = b'-';
         return 1;
     };
-    // SAFETY: `tm` is plain old data; all-zero is a valid value (a null
-    // `tm_zone` pointer, which we never read).
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the duration of the call;
-    // localtime_r is the thread-safe variant and writes only into `tm`.
-    let r = unsafe { libc::localtime_r(&t, &mut tm) };
-    if r.is_null() {
-        buf[0] = b'-';
-        return 1;
-    }
     format_tm(&tm, buf)
 }
-
-const MONTHS: [&[u8; 3]; 12] = [
-    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
-];
 
 /// Bounded writer over the timestamp buffer; drops what does not fit
 /// instead of panicking (cannot happen for values `localtime_r` returns).
@@ -540,11 +526,7 @@ fn format_tm(tm: &libc::tm, buf: &mut [u8; TS_MAX]) -> usize {
     let unsigned = |v: libc::c_int| u64::try_from(v).unwrap_or(0);
     w.num(unsigned(tm.tm_mday), 2);
     w.bytes(b"/");
-    let month = usize::try_from(tm.tm_mon)
-        .ok()
-        .and_then(|m| MONTHS.get(m))
-        .map_or(&b"???"[..], |m| &m[..]);
-    w.bytes(month);
+    w.bytes(crate::localtime::month(tm).as_bytes());
     w.bytes(b"/");
     let year = i64::from(tm.tm_year) + 1900;
     if year < 0 {

@@ -33,12 +33,6 @@ impl Errs {
     }
 }
 
-/// Syslog facilities accepted in `facility`.
-pub const FACILITIES: &[&str] = &[
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
-    "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
-];
-
 /// Levels accepted in `log-level`, most severe first.
 pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug"];
 
@@ -256,25 +250,21 @@ fn worker_count(c: &Config, e: &mut Errs) -> usize {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let mut count = |n: i64| {
+        e.range("workers".into(), n, 1, 1024);
+        usize::try_from(n).unwrap_or(1).clamp(1, 1024)
+    };
     match &c.workers {
-        Some(Workers::Count(n)) => {
-            e.range("workers".into(), *n, 1, 1024);
-            usize::try_from(*n).unwrap_or(1).clamp(1, 1024)
-        }
+        Some(Workers::Count(n)) => count(*n),
         Some(Workers::Named(s)) if s == "auto" => cpus,
-        Some(Workers::Named(s)) => {
-            // An environment override arrives as a string: accept a number there too.
-            match s.parse::<i64>() {
-                Ok(n) => {
-                    e.range("workers".into(), n, 1, 1024);
-                    usize::try_from(n).unwrap_or(1).clamp(1, 1024)
-                }
-                Err(_) => {
-                    e.push("workers", format!("`{s}` is neither \"auto\" nor a number"));
-                    1
-                }
+        // An environment override arrives as a string: accept a number there too.
+        Some(Workers::Named(s)) => match s.parse::<i64>() {
+            Ok(n) => count(n),
+            Err(_) => {
+                e.push("workers", format!("`{s}` is neither \"auto\" nor a number"));
+                1
             }
-        }
+        },
         None => c
             .server
             .iter()
@@ -342,7 +332,7 @@ fn logging(l: &mut Logging, k: &str, e: &mut Errs) {
         Ok(f) => l.compiled = Compiled(Some(Arc::new(f))),
         Err(r) => e.push(format!("{k}.format"), r),
     }
-    if !FACILITIES.contains(&l.facility.as_str()) {
+    if crate::config::facility_code(&l.facility).is_none() {
         e.push(
             format!("{k}.facility"),
             format!("`{}` is not a syslog facility", l.facility),

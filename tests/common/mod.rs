@@ -377,13 +377,8 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let workers = self.workers();
-        // SAFETY: killing the processes this test started (master, then its workers).
-        unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+        kill_tree(self.pid());
         let _ = self.child.wait();
-        for w in workers {
-            unsafe { libc::kill(w, libc::SIGKILL) };
-        }
         if std::thread::panicking() {
             eprintln!(
                 "--- rproxy error log ({}) ---\n{}",
@@ -391,6 +386,16 @@ impl Drop for Proxy {
                 self.log()
             );
         }
+    }
+}
+
+/// SIGKILL a master this test started, then the workers it had.
+pub fn kill_tree(master: i32) {
+    let workers = children_of(master);
+    // SAFETY: signalling processes this test started, by PID.
+    unsafe { libc::kill(master, libc::SIGKILL) };
+    for w in workers {
+        unsafe { libc::kill(w, libc::SIGKILL) };
     }
 }
 

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use rproxy_shared::config::{Config, LogType, Logging};
+use rproxy_shared::config::{facility_code, Config, LogType, Logging};
+use rproxy_shared::localtime;
 use rproxy_shared::logformat::{HeaderLookup, LogFormat, Record};
 
 use crate::state::WorkerState;
@@ -73,7 +74,8 @@ impl AccessLog {
             LogType::Syslog => Sink::Syslog(RefCell::new(Syslog {
                 path: l.syslog_socket.clone(),
                 sock: None,
-                pri: facility_code(&l.facility) * 8 + 6,
+                // Validation admits known facilities only; local0 otherwise.
+                pri: facility_code(&l.facility).unwrap_or(16) * 8 + 6,
                 line: Vec::with_capacity(512),
             })),
         };
@@ -185,50 +187,22 @@ impl Syslog {
 
 /// `Nov 28 17:30:00` (RFC 3164 TIMESTAMP, local time).
 fn syslog_time(ts: SystemTime, out: &mut Vec<u8>) {
-    const MON: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     let secs = ts
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as libc::time_t;
-    // SAFETY: localtime_r fills the zeroed tm we own.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    unsafe { libc::localtime_r(&secs, &mut tm) };
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    let Some(tm) = localtime::local_tm(secs) else {
+        out.extend_from_slice(b"-");
+        return;
+    };
     let _ = write!(
         out,
         "{} {:>2} {:02}:{:02}:{:02}",
-        MON[tm.tm_mon.clamp(0, 11) as usize],
+        localtime::month(&tm),
         tm.tm_mday,
         tm.tm_hour,
         tm.tm_min,
         tm.tm_sec
     );
-}
-
-fn facility_code(name: &str) -> u8 {
-    match name {
-        "kern" => 0,
-        "user" => 1,
-        "mail" => 2,
-        "daemon" => 3,
-        "auth" => 4,
-        "syslog" => 5,
-        "lpr" => 6,
-        "news" => 7,
-        "uucp" => 8,
-        "cron" => 9,
-        "authpriv" => 10,
-        "ftp" => 11,
-        "local1" => 17,
-        "local2" => 18,
-        "local3" => 19,
-        "local4" => 20,
-        "local5" => 21,
-        "local6" => 22,
-        "local7" => 23,
-        // Validation admits only the names above and local0.
-        _ => 16,
-    }
 }
 
 /// Request headers kept for the log line.
