@@ -13,4 +13,5 @@ pub mod load;
 pub mod localtime;
 pub mod logformat;
 mod tls_check;
+pub mod token;
 mod validate;

@@ -318,8 +318,8 @@ fn parse_header_name(
 
 /// RFC 9110 `tchar`: what a header field name may contain. A name with any
 /// other character could never match, so it is rejected at compile time.
-pub(crate) fn is_tchar(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+fn is_tchar(c: char) -> bool {
+    u8::try_from(c).is_ok_and(crate::token::is_tchar)
 }
 
 fn req_header<'a>(rec: &Record<'a>, name: &str) -> Option<&'a [u8]> {

@@ -357,9 +357,6 @@ fn writable(k: &str, p: &Path, e: &mut Errs) {
     }
 }
 
-/// RFC 9110 token characters: what a header name may contain.
-pub(crate) fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+fn is_token(s: &str) -> bool {
+    crate::token::is_token(s.as_bytes())
 }
