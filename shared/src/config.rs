@@ -1,130 +1,74 @@
-//! The configuration schema (DESIGN section 5): typed structs deserialized by figment from TOML
-//! plus `RPROXY_*` overrides, with RProxy's defaults and kebab-case key names. Unknown keys are
-//! refused by serde. Fields marked `#[serde(skip)]` are filled by validation (resolved addresses,
-//! compiled regexes and log formats) so that the workers receive a ready-to-use structure.
+//! The validated runtime configuration: what the master binds and forks with and what each
+//! worker builds its pipeline from. Only [`crate::load::load`] makes one, from a
+//! [`crate::schema::File`] that passed every check, so nothing here needs re-checking: ports
+//! are `u16`, times are [`Duration`]s (`Option` only where 0 means "none"), names are enums,
+//! regexes and log formats are compiled, and nothing that validation guarantees is an `Option`.
 
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use regex::Regex;
 use serde::Deserialize;
 
 use crate::cidr::Cidr;
+use crate::errlog::Level;
 use crate::logformat::LogFormat;
 
-/// A value computed at validation time. Its `Debug` does not dump compiled internals.
-#[derive(Clone)]
-pub struct Compiled<T>(pub Option<T>);
-
-impl<T> Default for Compiled<T> {
-    fn default() -> Self {
-        Compiled(None)
-    }
-}
-
-impl<T> fmt::Debug for Compiled<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "<compiled>"
-        } else {
-            "<none>"
-        })
-    }
-}
-
-/// The whole file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// The whole configuration.
+#[derive(Debug, Clone)]
 pub struct Config {
-    #[serde(default)]
-    pub daemonize: bool,
-    #[serde(default = "d_user")]
-    pub user: String,
-    #[serde(default = "d_group")]
-    pub group: String,
-    #[serde(default = "d_max_nofile")]
-    pub max_nofile: u64,
-    #[serde(default)]
-    pub memtrim_sz: u64,
-    /// `None` = not set: the largest `threads` of a server that sets it, else the CPU count.
-    #[serde(default)]
-    pub workers: Option<Workers>,
-    #[serde(default)]
-    pub pid_file: String,
-    #[serde(default = "d_shutdown_timeout")]
-    pub shutdown_timeout: u64,
-    #[serde(default = "d_heartbeat_timeout")]
-    pub heartbeat_timeout: u64,
-    #[serde(default)]
-    pub error_log: String,
-    #[serde(default = "d_log_level")]
-    pub log_level: String,
-    #[serde(default)]
-    pub server: Vec<Server>,
-
-    /// The file this was loaded from (for messages).
-    #[serde(skip)]
+    /// The file this was loaded from (for messages and reloads).
     pub source: PathBuf,
-    /// Worker processes to run, resolved from `workers`/`threads`/CPU count.
-    #[serde(skip)]
-    pub worker_count: usize,
+    pub daemonize: bool,
+    pub user: String,
+    pub group: String,
+    pub max_nofile: u64,
+    /// `mallopt(M_TRIM_THRESHOLD)` value, when set.
+    pub memtrim: Option<libc::c_int>,
+    /// Worker processes, resolved from `workers`, `threads` or the CPU count.
+    pub workers: usize,
+    pub pid_file: Option<PathBuf>,
+    pub shutdown_timeout: Duration,
+    pub heartbeat_timeout: Duration,
+    /// The daemon's own log file; `None` = stderr.
+    pub error_log: Option<PathBuf>,
+    pub log_level: Level,
+    /// At least one.
+    pub servers: Vec<Server>,
 }
 
-/// `workers = "auto"` or a number.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Workers {
-    Count(i64),
-    Named(String),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// One listener.
+#[derive(Debug, Clone)]
 pub struct Server {
-    #[serde(default = "d_addr")]
-    pub addr: String,
-    #[serde(default = "d_port")]
-    pub port: i64,
-    #[serde(default = "d_backlog")]
-    pub backlog: i64,
-    /// RProxy's listener threads; only used to size `workers` when that is unset.
-    #[serde(default)]
-    pub threads: Option<i64>,
-    #[serde(default = "d_read_timeout")]
-    pub read_timeout: u64,
-    #[serde(default = "d_write_timeout")]
-    pub write_timeout: u64,
-    #[serde(default = "d_pending_timeout")]
-    pub pending_timeout: u64,
-    #[serde(default = "d_max_pending")]
-    pub max_pending: u64,
-    #[serde(default)]
-    pub lb_method: LbMethod,
-    #[serde(default)]
-    pub trusted_proxies: Vec<String>,
-    #[serde(default = "d_max_header_size")]
-    pub max_header_size: u64,
-    #[serde(default)]
-    pub headers: Headers,
-    #[serde(default)]
-    pub ssl: Option<Ssl>,
-    #[serde(default)]
-    pub logging: Option<Logging>,
-    #[serde(default)]
-    pub downstream: Vec<Downstream>,
-    #[serde(default)]
-    pub rewrite: Vec<Rewrite>,
-    #[serde(default)]
-    pub vhost: Vec<Vhost>,
-
-    /// `addr:port` parsed.
-    #[serde(skip, default = "unspecified")]
     pub listen: SocketAddr,
-    #[serde(skip)]
-    pub trusted: Vec<Cidr>,
+    pub backlog: u16,
+    /// Client header read and idle keep-alive limit.
+    pub read_timeout: Option<Duration>,
+    /// A blocked write to the client.
+    pub write_timeout: Option<Duration>,
+    /// Waiting for a free downstream connection; zero = 503 at once.
+    pub pending_timeout: Duration,
+    pub max_pending: usize,
+    pub lb_method: LbMethod,
+    pub trusted_proxies: Vec<Cidr>,
+    /// Bytes of request line + headers (at least 8192).
+    pub max_header_size: usize,
+    pub headers: Headers,
+    /// Present when TLS is enabled on this listener.
+    pub ssl: Option<Ssl>,
+    /// Present when enabled.
+    pub logging: Option<Logging>,
+    /// At least one; names unique.
+    pub downstreams: Vec<Downstream>,
+    /// Flat form: first match wins.
+    pub rewrites: Vec<Rewrite>,
+    /// Routed form; empty = flat form.
+    pub vhosts: Vec<Vhost>,
 }
 
+/// How a downstream is chosen among those with an idle connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LbMethod {
@@ -137,151 +81,90 @@ pub enum LbMethod {
     Random,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// One HTTP server behind a listener.
+#[derive(Debug, Clone)]
 pub struct Downstream {
-    #[serde(default)]
-    pub name: Option<String>,
-    pub addr: String,
-    #[serde(default = "d_ds_port")]
-    pub port: i64,
-    #[serde(default = "d_connections")]
-    pub connections: i64,
-    #[serde(default = "d_high_watermark")]
-    pub high_watermark: u64,
-    #[serde(default)]
-    pub read_timeout: u64,
-    #[serde(default = "d_ds_write_timeout")]
-    pub write_timeout: u64,
-    #[serde(default = "d_true")]
+    /// `name`, or `addr:port` as written.
+    pub name: String,
+    /// Resolved at load.
+    pub addr: SocketAddr,
+    /// Kept open by each worker, and its maximum (at least 1).
+    pub connections: usize,
+    /// Bytes read ahead toward a slow side (at least 8192).
+    pub high_watermark: usize,
+    /// Waiting for response bytes (504).
+    pub read_timeout: Option<Duration>,
+    /// A blocked write to the downstream (503).
+    pub write_timeout: Option<Duration>,
     pub enabled: bool,
-    #[serde(default)]
-    pub retry: Retry,
-
-    /// `addr` resolved (its first address) at load and reload.
-    #[serde(skip, default = "unspecified")]
-    pub sockaddr: SocketAddr,
+    /// Reconnect interval while down (above zero).
+    pub retry: Duration,
 }
 
-impl Downstream {
-    /// The name rules and logs use: `name`, or `addr:port`.
-    pub fn display_name(&self) -> String {
-        match &self.name {
-            Some(n) => n.clone(),
-            None => format!("{}:{}", self.addr, self.port),
-        }
-    }
-
-    pub fn retry_interval(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.retry.seconds)
-            + std::time::Duration::from_micros(self.retry.useconds)
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Retry {
-    #[serde(default)]
-    pub seconds: u64,
-    #[serde(default = "d_retry_us")]
-    pub useconds: u64,
-}
-
-impl Default for Retry {
-    fn default() -> Self {
-        Retry {
-            seconds: 0,
-            useconds: d_retry_us(),
-        }
-    }
-}
-
-/// RProxy 1.x rewrite: `src` regex, `dst` replacement prefix.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// RProxy 1.x rewrite, compiled.
+#[derive(Debug, Clone)]
 pub struct Rewrite {
-    pub src: String,
+    pub src: Regex,
+    /// Starts with `/`.
     pub dst: String,
-    #[serde(skip)]
-    pub regex: Compiled<regex::Regex>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// A virtual host (routed form).
+#[derive(Debug, Clone)]
 pub struct Vhost {
     pub name: String,
-    #[serde(default)]
     pub aliases: Vec<String>,
-    #[serde(default)]
     pub strip_headers: Vec<String>,
-    #[serde(default)]
     pub ssl: Option<Ssl>,
-    #[serde(default)]
     pub headers: Option<Headers>,
-    #[serde(default)]
     pub logging: Option<Logging>,
-    #[serde(default)]
-    pub rule: Vec<Rule>,
+    pub rules: Vec<Rule>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// A path rule of a vhost.
+#[derive(Debug, Clone)]
 pub struct Rule {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub uri_match: Option<String>,
-    #[serde(default)]
-    pub uri_gmatch: Option<String>,
-    #[serde(default)]
-    pub uri_rmatch: Option<String>,
-    #[serde(default)]
-    pub downstreams: Vec<String>,
-    #[serde(default)]
+    /// As written, or `<vhost>#<index>`.
+    pub name: String,
+    pub uri: UriMatch,
+    /// Indices into the server's `downstreams`; empty = 404.
+    pub downstreams: Vec<usize>,
     pub lb_method: Option<LbMethod>,
-    #[serde(default)]
     pub rewrite: Option<Rewrite>,
-    #[serde(default)]
     pub passthrough: bool,
-    #[serde(default)]
-    pub upstream_read_timeout: u64,
-    #[serde(default)]
-    pub upstream_write_timeout: u64,
-    #[serde(default)]
+    /// Overrides the server's client read-timeout.
+    pub upstream_read_timeout: Option<Duration>,
+    /// Overrides the server's client write-timeout.
+    pub upstream_write_timeout: Option<Duration>,
     pub headers: Option<Headers>,
-    #[serde(skip)]
-    pub rmatch: Compiled<regex::Regex>,
+}
+
+/// How a rule matches the path (without the query).
+#[derive(Debug, Clone)]
+pub enum UriMatch {
+    Exact(String),
+    Glob(String),
+    Regex(Regex),
 }
 
 /// Request headers rproxy adds for the downstream (DESIGN section 7).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Headers {
-    #[serde(default = "d_true")]
     pub x_forwarded_for: bool,
-    #[serde(default = "d_true")]
     pub x_forwarded_proto: bool,
-    #[serde(default)]
     pub x_ssl_subject: bool,
-    #[serde(default)]
     pub x_ssl_issuer: bool,
-    #[serde(default)]
     pub x_ssl_notbefore: bool,
-    #[serde(default)]
     pub x_ssl_notafter: bool,
-    #[serde(default)]
     pub x_ssl_serial: bool,
-    #[serde(default)]
     pub x_ssl_sha1: bool,
-    #[serde(default)]
     pub x_ssl_cipher: bool,
-    #[serde(default)]
     pub x_ssl_certificate: bool,
-    #[serde(default)]
-    pub x509_extension: Vec<X509Extension>,
+    pub x509_extensions: Vec<X509Extension>,
 }
 
 impl Default for Headers {
+    /// RProxy's defaults: X-Forwarded-For and X-Forwarded-Proto only.
     fn default() -> Self {
         Headers {
             x_forwarded_for: true,
@@ -294,84 +177,86 @@ impl Default for Headers {
             x_ssl_sha1: false,
             x_ssl_cipher: false,
             x_ssl_certificate: false,
-            x509_extension: Vec::new(),
+            x509_extensions: Vec::new(),
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// A header carrying a client certificate extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct X509Extension {
+    /// Lowercase header name (a valid token).
     pub name: String,
+    /// Dotted object identifier OpenSSL knows.
     pub oid: String,
 }
 
-/// TLS settings (DESIGN section 6). Validated now; served by the TLS issue.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// An enabled TLS section whose files were readable and whose key matched its certificate at
+/// load. Served by the TLS stage (not in this version: start-up refuses it).
+#[derive(Debug, Clone)]
 pub struct Ssl {
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default)]
-    pub cert: Option<PathBuf>,
-    #[serde(default)]
-    pub key: Option<PathBuf>,
-    #[serde(default)]
+    pub cert: PathBuf,
+    pub key: PathBuf,
     pub ca: Option<PathBuf>,
-    #[serde(default)]
     pub capath: Option<PathBuf>,
-    #[serde(default)]
     pub crl: Option<PathBuf>,
-    #[serde(default)]
     pub ciphers: Option<String>,
-    #[serde(default)]
     pub ciphersuites: Option<String>,
-    #[serde(default)]
-    pub protocols_on: Vec<String>,
-    #[serde(default)]
-    pub protocols_off: Vec<String>,
-    #[serde(default)]
+    /// Enabled protocol versions, from `protocols-on`/`-off` over the default (1.2 and 1.3).
+    pub protocols: Vec<TlsVersion>,
     pub verify_peer: bool,
-    #[serde(default)]
     pub enforce_peer_cert: bool,
-    #[serde(default = "d_verify_depth")]
     pub verify_depth: u32,
-    #[serde(default = "d_context_timeout")]
-    pub context_timeout: u64,
-    #[serde(default = "d_true")]
-    pub cache_enabled: bool,
-    #[serde(default = "d_cache_size")]
-    pub cache_size: u64,
-    #[serde(default = "d_cache_timeout")]
-    pub cache_timeout: u64,
-    #[serde(default = "d_true")]
+    pub context_timeout: Duration,
+    /// Shared session cache, when enabled.
+    pub cache: Option<SessionCache>,
     pub tickets: bool,
-    #[serde(default = "d_alpn")]
-    pub alpn: Vec<String>,
-    #[serde(default)]
+    pub alpn: Vec<Alpn>,
     pub ticket_key_file: Option<PathBuf>,
 }
 
-/// Access log (DESIGN section 9).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Logging {
-    #[serde(default = "d_true")]
-    pub enabled: bool,
-    #[serde(default, rename = "type")]
-    pub kind: LogType,
-    #[serde(default)]
-    pub filename: Option<PathBuf>,
-    #[serde(default = "d_facility")]
-    pub facility: String,
-    #[serde(default = "d_syslog_socket")]
-    pub syslog_socket: PathBuf,
-    #[serde(default = "d_log_format")]
-    pub format: String,
-    #[serde(skip)]
-    pub compiled: Compiled<Arc<LogFormat>>,
+/// TLS protocol versions rproxy can enable (SSLv2/SSLv3 never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls1_0,
+    Tls1_1,
+    Tls1_2,
+    Tls1_3,
 }
 
+/// The shared TLS session cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionCache {
+    pub size: usize,
+    pub timeout: Duration,
+}
+
+/// ALPN protocols rproxy serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    H2,
+    Http11,
+}
+
+/// An enabled access log.
+#[derive(Debug, Clone)]
+pub struct Logging {
+    pub sink: LogSink,
+    pub format: Arc<LogFormat>,
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogSink {
+    /// Opened by the master (see [`Config::access_log_paths`]).
+    File(PathBuf),
+    Syslog {
+        socket: PathBuf,
+        facility: Facility,
+    },
+}
+
+/// `type` of a logging section, as written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogType {
@@ -380,126 +265,80 @@ pub enum LogType {
     Syslog,
 }
 
-/// Syslog facilities accepted in `facility`, in code order (local0 is code 16).
-pub const FACILITIES: &[&str] = &[
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
-    "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
-];
+/// Syslog facilities (RFC 5424 table 1) that a `facility` key may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Facility {
+    Kern,
+    User,
+    Mail,
+    Daemon,
+    Auth,
+    Syslog,
+    Lpr,
+    News,
+    Uucp,
+    Cron,
+    Authpriv,
+    Ftp,
+    Local0,
+    Local1,
+    Local2,
+    Local3,
+    Local4,
+    Local5,
+    Local6,
+    Local7,
+}
 
-/// The syslog code of a facility name (RFC 5424 table 1), `None` if unknown.
-pub fn facility_code(name: &str) -> Option<u8> {
-    let i = FACILITIES.iter().position(|f| *f == name)? as u8;
-    // kern..ftp are 0..11; 12..15 are not nameable here; local0..local7 are 16..23.
-    Some(if i < 12 { i } else { i + 4 })
+impl Facility {
+    /// The facility's code, as syslog's `<PRI>` needs it (`PRI = code * 8 + severity`).
+    pub fn code(self) -> u8 {
+        match self {
+            Facility::Kern => 0,
+            Facility::User => 1,
+            Facility::Mail => 2,
+            Facility::Daemon => 3,
+            Facility::Auth => 4,
+            Facility::Syslog => 5,
+            Facility::Lpr => 6,
+            Facility::News => 7,
+            Facility::Uucp => 8,
+            Facility::Cron => 9,
+            Facility::Authpriv => 10,
+            Facility::Ftp => 11,
+            // 12..15 (ntp, security, console, solaris-cron) have no name here.
+            Facility::Local0 => 16,
+            Facility::Local1 => 17,
+            Facility::Local2 => 18,
+            Facility::Local3 => 19,
+            Facility::Local4 => 20,
+            Facility::Local5 => 21,
+            Facility::Local6 => 22,
+            Facility::Local7 => 23,
+        }
+    }
 }
 
 /// The default access-log format: RProxy's README example.
 pub const DEFAULT_LOG_FORMAT: &str =
     "{SRC} {PROXY} [{TS}] \"{METH} {URI} {PROTO}\" - {STATUS} - \"{REF}\" - \"{UA}\" - \"{HOST}\"";
 
-fn unspecified() -> SocketAddr {
-    SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0)
-}
-fn d_true() -> bool {
-    true
-}
-fn d_user() -> String {
-    "nobody".into()
-}
-fn d_group() -> String {
-    "nogroup".into()
-}
-fn d_max_nofile() -> u64 {
-    100_000
-}
-fn d_shutdown_timeout() -> u64 {
-    30
-}
-fn d_heartbeat_timeout() -> u64 {
-    10
-}
-fn d_log_level() -> String {
-    "info".into()
-}
-fn d_addr() -> String {
-    "0.0.0.0".into()
-}
-fn d_port() -> i64 {
-    8080
-}
-fn d_ds_port() -> i64 {
-    80
-}
-fn d_backlog() -> i64 {
-    1024
-}
-fn d_read_timeout() -> u64 {
-    60
-}
-fn d_write_timeout() -> u64 {
-    32
-}
-fn d_pending_timeout() -> u64 {
-    10
-}
-fn d_max_pending() -> u64 {
-    50
-}
-fn d_max_header_size() -> u64 {
-    65536
-}
-fn d_connections() -> i64 {
-    10
-}
-fn d_high_watermark() -> u64 {
-    5 * 1024 * 1024
-}
-fn d_ds_write_timeout() -> u64 {
-    2
-}
-fn d_retry_us() -> u64 {
-    500_000
-}
-fn d_verify_depth() -> u32 {
-    4
-}
-fn d_context_timeout() -> u64 {
-    172_800
-}
-fn d_cache_size() -> u64 {
-    1024
-}
-fn d_cache_timeout() -> u64 {
-    60
-}
-fn d_alpn() -> Vec<String> {
-    vec!["h2".into(), "http/1.1".into()]
-}
-fn d_facility() -> String {
-    "local0".into()
-}
-fn d_syslog_socket() -> PathBuf {
-    PathBuf::from("/dev/log")
-}
-fn d_log_format() -> String {
-    DEFAULT_LOG_FORMAT.into()
-}
-
 impl Config {
     /// Distinct access-log files in configuration order (servers, then their vhosts). The
-    /// master opens them and hands the descriptors to workers in this order, at fork and on
-    /// every reopen; a logging section finds its descriptor with [`Config::access_log_index`].
-    pub fn access_log_paths(&self) -> Vec<PathBuf> {
-        let mut out: Vec<PathBuf> = Vec::new();
-        for s in &self.server {
+    /// master opens them in this order, at fork and on every reopen; a logging section finds
+    /// its descriptor with [`Config::access_log_index`].
+    pub fn access_log_paths(&self) -> Vec<&Path> {
+        let mut out: Vec<&Path> = Vec::new();
+        for s in &self.servers {
             let sections = s
                 .logging
                 .iter()
-                .chain(s.vhost.iter().filter_map(|v| v.logging.as_ref()));
+                .chain(s.vhosts.iter().filter_map(|v| v.logging.as_ref()));
             for l in sections {
-                if let (true, LogType::File, Some(f)) = (l.enabled, l.kind, &l.filename) {
-                    if !out.contains(f) {
-                        out.push(f.clone());
+                if let LogSink::File(f) = &l.sink {
+                    if !out.contains(&f.as_path()) {
+                        out.push(f);
                     }
                 }
             }
@@ -507,26 +346,23 @@ impl Config {
         out
     }
 
-    /// Position of `l`'s file in [`Config::access_log_paths`].
-    pub fn access_log_index(&self, l: &Logging) -> Option<usize> {
-        let f = l.filename.as_ref()?;
-        self.access_log_paths().iter().position(|p| p == f)
+    /// Position of `path` in [`Config::access_log_paths`].
+    pub fn access_log_index(&self, path: &Path) -> Option<usize> {
+        self.access_log_paths().iter().position(|p| *p == path)
     }
-}
 
-impl Config {
     /// Sections this version validates but cannot serve yet. `-t` reports them as warnings;
     /// start-up and reload refuse them, so a TLS port never silently serves plain HTTP and a
     /// routed configuration never silently becomes a flat one.
     pub fn unsupported(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for (i, s) in self.server.iter().enumerate() {
-            if s.ssl.as_ref().is_some_and(|t| t.enabled) {
+        for (i, s) in self.servers.iter().enumerate() {
+            if s.ssl.is_some() {
                 out.push(format!(
                     "server[{i}].ssl.enabled: TLS serving is not implemented in this version"
                 ));
             }
-            if !s.vhost.is_empty() {
+            if !s.vhosts.is_empty() {
                 out.push(format!(
                     "server[{i}].vhost: vhost routing is not implemented in this version"
                 ));

@@ -10,8 +10,9 @@ use std::fmt::Arguments;
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Severity, most severe first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Severity, most severe first. Also the `log-level` key's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Level {
     Error = 0,
     Warn = 1,
@@ -83,10 +84,9 @@ pub fn write(level: Level, args: Arguments<'_>) {
         }
     }
     line.push(b'\n');
-    // SAFETY: writing a byte buffer to descriptor 2; a failure has nowhere to be reported.
-    unsafe {
-        libc::write(2, line.as_ptr().cast(), line.len());
-    }
+    // One write(2) per line (not std's Stderr, which may split it); a failure has nowhere to
+    // be reported.
+    let _ = nix::unistd::write(std::io::stderr(), &line);
 }
 
 /// `2026/11/28 17:30:00` in local time, as nginx's error log.

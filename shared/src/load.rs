@@ -3,13 +3,14 @@
 //! accepts is exactly what a reload accepts.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use figment::providers::{Env, Format, Toml};
 use figment::value::Value;
 use figment::Figment;
 
 use crate::config::Config;
+use crate::schema::File;
 
 /// Global keys that `RPROXY_<KEY>` may override (`-` written as `_`). Figment's Env provider
 /// cannot address array elements, so per-server keys are file-only.
@@ -80,31 +81,32 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let mut tree: Value = figment
         .extract()
         .map_err(|e| ConfigErrors(figment_errors(&file, e)))?;
-    let (config, mut errors) = typed(&file, &mut tree);
-    let Some(mut config) = config else {
+    let (parsed, mut errors) = typed(&file, &mut tree);
+    let Some(parsed) = parsed else {
         return Err(ConfigErrors(errors));
     };
-    config.source = PathBuf::from(path);
     // With type errors too, what remains is still checked, so one run shows everything.
-    errors.extend(crate::validate::validate(&mut config));
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(errors))
+    match crate::validate::validate(parsed, path) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(more) => {
+            errors.extend(more);
+            Err(ConfigErrors(errors))
+        }
     }
 }
 
 /// Most type errors and unknown keys a file may hold, before a single one is reported.
 const MAX_TYPE_ERRORS: usize = 64;
 
-/// Deserialize the merged tree into [`Config`]. serde stops at the first unknown key or wrong
+/// Deserialize the merged tree into the file schema. serde stops at the first unknown key or wrong
 /// type, so each such key is recorded and removed from the tree (its default then applies) and
 /// deserialization starts again, until it succeeds: every such error is reported at once.
 /// Returns the configuration without the offending keys (when one could be made) and the errors.
-fn typed(file: &str, tree: &mut Value) -> (Option<Config>, Vec<ConfigError>) {
+fn typed(file: &str, tree: &mut Value) -> (Option<File>, Vec<ConfigError>) {
     let mut errors = Vec::new();
     loop {
-        let err = match tree.deserialize::<Config>() {
+        let err = match tree.deserialize::<File>() {
             Ok(c) => return (Some(c), errors),
             Err(e) => e,
         };

@@ -7,7 +7,7 @@ use std::path::Path;
 use openssl::ssl::{SslContextBuilder, SslFiletype, SslMethod};
 use openssl::x509::X509Crl;
 
-use crate::config::Ssl;
+use crate::schema::Ssl;
 
 const PROTOCOLS: &[&str] = &["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", "ALL"];
 

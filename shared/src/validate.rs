@@ -1,16 +1,24 @@
-//! Semantic checks after deserialization. Every problem is collected (not just the first), each
-//! with its key path, and computed fields are filled in as a side effect (resolved downstream
-//! addresses, compiled regexes and log formats, the worker count).
+//! Semantic checks after deserialization, turning the file schema into the runtime
+//! configuration. Every problem is collected (not just the first), each with its key path; a
+//! [`Config`] is returned only when there is none. While checking, a value that failed is
+//! replaced by a placeholder so the rest can still be checked; placeholders never escape,
+//! because any error discards the whole result.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::{Compiled, Config, Headers, LogType, Logging, Rewrite, Ssl, Workers};
+use crate::config::LogType;
+use crate::config::{
+    Alpn, Config, Downstream, Headers, LogSink, Logging, Rewrite, Rule, Server, SessionCache, Ssl,
+    TlsVersion, UriMatch, Vhost, X509Extension,
+};
 use crate::load::ConfigError;
 use crate::logformat::LogFormat;
+use crate::schema::{self, File, Workers};
 
 struct Errs {
     file: String,
@@ -26,186 +34,336 @@ impl Errs {
         });
     }
 
-    fn range(&mut self, key: String, value: i64, min: i64, max: i64) {
+    /// `value` as a `T` within `min..=max`, or an error and `None`.
+    fn range<T: TryFrom<i64>>(&mut self, key: String, value: i64, min: i64, max: i64) -> Option<T> {
         if value < min || value > max {
             self.push(key, format!("{value} is out of range ({min}..={max})"));
+            return None;
         }
+        T::try_from(value).ok()
+    }
+
+    /// An unsigned `value` as a `T` within `min..=max`.
+    fn urange<T: TryFrom<u64>>(
+        &mut self,
+        key: String,
+        value: u64,
+        min: u64,
+        max: u64,
+    ) -> Option<T> {
+        if value < min || value > max {
+            self.push(key, format!("{value} is out of range ({min}..={max})"));
+            return None;
+        }
+        T::try_from(value).ok()
     }
 }
 
-/// Levels accepted in `log-level`, most severe first.
-pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug"];
+/// Seconds, with 0 meaning "none".
+fn secs_or_none(s: u64) -> Option<Duration> {
+    (s > 0).then(|| Duration::from_secs(s))
+}
 
-pub(crate) fn validate(c: &mut Config) -> Vec<ConfigError> {
+/// Check `f` (loaded from `source`) and build the runtime configuration, or every error.
+pub(crate) fn validate(f: File, source: &Path) -> Result<Config, Vec<ConfigError>> {
     let mut e = Errs {
-        file: c.source.display().to_string(),
+        file: source.display().to_string(),
         list: Vec::new(),
     };
-
-    globals(c, &mut e);
-    if c.server.is_empty() {
-        e.push("server", "at least one [[server]] is required");
+    let config = build(f, source, &mut e);
+    if e.list.is_empty() {
+        Ok(config)
+    } else {
+        Err(e.list)
     }
-
-    let mut listen_seen: HashMap<SocketAddr, usize> = HashMap::new();
-    for (si, s) in c.server.iter_mut().enumerate() {
-        let k = format!("server[{si}]");
-        match s.addr.parse::<IpAddr>() {
-            Ok(ip) => s.listen = SocketAddr::new(ip, 0),
-            Err(_) => e.push(
-                format!("{k}.addr"),
-                format!("`{}` is not an IPv4 or IPv6 address", s.addr),
-            ),
-        }
-        e.range(format!("{k}.port"), s.port, 1, 65535);
-        s.listen.set_port(u16::try_from(s.port).unwrap_or(0));
-        if s.port > 0 && s.port <= 65535 {
-            if let Some(prev) = listen_seen.insert(s.listen, si) {
-                e.push(
-                    format!("{k}.port"),
-                    format!("{} is already used by server[{prev}]", s.listen),
-                );
-            }
-        }
-        e.range(format!("{k}.backlog"), s.backlog, 1, 65535);
-        if let Some(t) = s.threads {
-            e.range(format!("{k}.threads"), t, 1, 1024);
-        }
-        if s.max_pending > 1_000_000 {
-            e.push(format!("{k}.max-pending"), "must be at most 1000000");
-        }
-        // hyper's smallest read buffer is 8 KiB.
-        if s.max_header_size < 8192 || s.max_header_size > 1024 * 1024 {
-            e.push(
-                format!("{k}.max-header-size"),
-                format!("{} is out of range (8192..=1048576)", s.max_header_size),
-            );
-        }
-        s.trusted.clear();
-        for (i, t) in s.trusted_proxies.iter().enumerate() {
-            match t.parse() {
-                Ok(c) => s.trusted.push(c),
-                Err(r) => e.push(format!("{k}.trusted-proxies[{i}]"), r),
-            }
-        }
-        headers(&s.headers, &format!("{k}.headers"), &mut e);
-        if let Some(ssl) = &s.ssl {
-            tls(ssl, &format!("{k}.ssl"), &mut e);
-        }
-        if let Some(l) = &mut s.logging {
-            logging(l, &format!("{k}.logging"), &mut e);
-        }
-
-        if s.downstream.is_empty() {
-            e.push(
-                format!("{k}.downstream"),
-                "at least one [[server.downstream]] is required",
-            );
-        }
-        let mut names = HashSet::new();
-        for (di, d) in s.downstream.iter_mut().enumerate() {
-            let dk = format!("{k}.downstream[{di}]");
-            e.range(format!("{dk}.port"), d.port, 1, 65535);
-            e.range(format!("{dk}.connections"), d.connections, 1, 10_000);
-            if d.high_watermark < 4096 {
-                e.push(
-                    format!("{dk}.high-watermark"),
-                    "must be at least 4096 bytes",
-                );
-            }
-            if d.retry.useconds >= 1_000_000 {
-                e.push(format!("{dk}.retry.useconds"), "must be below 1000000");
-            }
-            if d.retry.seconds == 0 && d.retry.useconds == 0 {
-                e.push(
-                    format!("{dk}.retry"),
-                    "the retry interval must be above zero",
-                );
-            }
-            if let Some(n) = &d.name {
-                if n.is_empty() {
-                    e.push(format!("{dk}.name"), "must not be empty");
-                }
-            }
-            if !names.insert(d.display_name()) {
-                e.push(
-                    format!("{dk}.name"),
-                    format!("downstream `{}` is defined twice", d.display_name()),
-                );
-            }
-            if (1..=65535).contains(&d.port) {
-                match resolve(&d.addr, d.port as u16) {
-                    Ok(a) => d.sockaddr = a,
-                    Err(r) => e.push(format!("{dk}.addr"), r),
-                }
-            }
-        }
-        for (ri, r) in s.rewrite.iter_mut().enumerate() {
-            rewrite(r, &format!("{k}.rewrite[{ri}]"), &mut e);
-        }
-        for (vi, v) in s.vhost.iter_mut().enumerate() {
-            let vk = format!("{k}.vhost[{vi}]");
-            if v.name.is_empty() {
-                e.push(format!("{vk}.name"), "must not be empty");
-            }
-            if let Some(ssl) = &v.ssl {
-                tls(ssl, &format!("{vk}.ssl"), &mut e);
-            }
-            if let Some(h) = &v.headers {
-                headers(h, &format!("{vk}.headers"), &mut e);
-            }
-            if let Some(l) = &mut v.logging {
-                logging(l, &format!("{vk}.logging"), &mut e);
-            }
-            for (hi, h) in v.strip_headers.iter().enumerate() {
-                if !is_token(h) {
-                    e.push(
-                        format!("{vk}.strip-headers[{hi}]"),
-                        format!("`{h}` is not a header name"),
-                    );
-                }
-            }
-            for (ri, r) in v.rule.iter_mut().enumerate() {
-                let rk = format!("{vk}.rule[{ri}]");
-                let n = [&r.uri_match, &r.uri_gmatch, &r.uri_rmatch]
-                    .iter()
-                    .filter(|m| m.is_some())
-                    .count();
-                if n != 1 {
-                    e.push(
-                        rk.clone(),
-                        "exactly one of uri-match, uri-gmatch, uri-rmatch is required",
-                    );
-                }
-                if let Some(re) = &r.uri_rmatch {
-                    match regex::Regex::new(re) {
-                        Ok(re) => r.rmatch = Compiled(Some(re)),
-                        Err(err) => e.push(format!("{rk}.uri-rmatch"), bad_regex(&err)),
-                    }
-                }
-                for (i, d) in r.downstreams.iter().enumerate() {
-                    if !names.contains(d) {
-                        e.push(
-                            format!("{rk}.downstreams[{i}]"),
-                            format!("no downstream named `{d}` in this server"),
-                        );
-                    }
-                }
-                if let Some(rw) = &mut r.rewrite {
-                    rewrite(rw, &format!("{rk}.rewrite"), &mut e);
-                }
-                if let Some(h) = &r.headers {
-                    headers(h, &format!("{rk}.headers"), &mut e);
-                }
-            }
-        }
-    }
-
-    c.worker_count = worker_count(c, &mut e);
-    e.list
 }
 
-fn globals(c: &Config, e: &mut Errs) {
+fn build(f: File, source: &Path, e: &mut Errs) -> Config {
+    globals(&f, e);
+    if f.server.is_empty() {
+        e.push("server", "at least one [[server]] is required");
+    }
+    let memtrim = match f.memtrim_sz {
+        0 => None,
+        n => e.urange(
+            "memtrim-sz".into(),
+            n,
+            1,
+            u64::from(i32::MAX.unsigned_abs()),
+        ),
+    };
+    let workers = worker_count(&f, e);
+    let mut listen_seen: HashMap<SocketAddr, usize> = HashMap::new();
+    let servers = f
+        .server
+        .iter()
+        .enumerate()
+        .map(|(si, s)| server(s, si, &mut listen_seen, e))
+        .collect();
+    Config {
+        source: PathBuf::from(source),
+        daemonize: f.daemonize,
+        user: f.user,
+        group: f.group,
+        max_nofile: f.max_nofile,
+        memtrim,
+        workers,
+        pid_file: (!f.pid_file.is_empty()).then(|| PathBuf::from(f.pid_file)),
+        shutdown_timeout: Duration::from_secs(f.shutdown_timeout),
+        heartbeat_timeout: Duration::from_secs(f.heartbeat_timeout),
+        error_log: (!f.error_log.is_empty()).then(|| PathBuf::from(f.error_log)),
+        log_level: f.log_level,
+        servers,
+    }
+}
+
+fn server(
+    s: &schema::Server,
+    si: usize,
+    listen_seen: &mut HashMap<SocketAddr, usize>,
+    e: &mut Errs,
+) -> Server {
+    let k = format!("server[{si}]");
+    let ip = match s.addr.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => {
+            e.push(
+                format!("{k}.addr"),
+                format!("`{}` is not an IPv4 or IPv6 address", s.addr),
+            );
+            IpAddr::from([0, 0, 0, 0])
+        }
+    };
+    let port: Option<u16> = e.range(format!("{k}.port"), s.port, 1, 65535);
+    let listen = SocketAddr::new(ip, port.unwrap_or(0));
+    if port.is_some() {
+        if let Some(prev) = listen_seen.insert(listen, si) {
+            e.push(
+                format!("{k}.port"),
+                format!("{listen} is already used by server[{prev}]"),
+            );
+        }
+    }
+    let backlog = e.range(format!("{k}.backlog"), s.backlog, 1, 65535);
+    if let Some(t) = s.threads {
+        e.range::<u16>(format!("{k}.threads"), t, 1, 1024);
+    }
+    let max_pending = e.urange(format!("{k}.max-pending"), s.max_pending, 0, 1_000_000);
+    // hyper's smallest read buffer is 8 KiB.
+    let max_header_size = e.urange(
+        format!("{k}.max-header-size"),
+        s.max_header_size,
+        8192,
+        1024 * 1024,
+    );
+    let mut trusted_proxies = Vec::new();
+    for (i, t) in s.trusted_proxies.iter().enumerate() {
+        match t.parse() {
+            Ok(c) => trusted_proxies.push(c),
+            Err(r) => e.push(format!("{k}.trusted-proxies[{i}]"), r),
+        }
+    }
+    let headers = headers(&s.headers, &format!("{k}.headers"), e);
+    let ssl = s.ssl.as_ref().and_then(|t| tls(t, &format!("{k}.ssl"), e));
+    let logging = s
+        .logging
+        .as_ref()
+        .and_then(|l| logging(l, &format!("{k}.logging"), e));
+
+    if s.downstream.is_empty() {
+        e.push(
+            format!("{k}.downstream"),
+            "at least one [[server.downstream]] is required",
+        );
+    }
+    let downstreams: Vec<Downstream> = s
+        .downstream
+        .iter()
+        .enumerate()
+        .map(|(di, d)| downstream(d, &format!("{k}.downstream[{di}]"), e))
+        .collect();
+    let mut names = HashSet::new();
+    for (di, d) in downstreams.iter().enumerate() {
+        if !names.insert(d.name.as_str()) {
+            e.push(
+                format!("{k}.downstream[{di}].name"),
+                format!("downstream `{}` is defined twice", d.name),
+            );
+        }
+    }
+    let rewrites = s
+        .rewrite
+        .iter()
+        .enumerate()
+        .filter_map(|(ri, r)| rewrite(r, &format!("{k}.rewrite[{ri}]"), e))
+        .collect();
+    let vhosts = s
+        .vhost
+        .iter()
+        .enumerate()
+        .map(|(vi, v)| vhost(v, &format!("{k}.vhost[{vi}]"), &downstreams, e))
+        .collect();
+    Server {
+        listen,
+        backlog: backlog.unwrap_or(1),
+        read_timeout: secs_or_none(s.read_timeout),
+        write_timeout: secs_or_none(s.write_timeout),
+        pending_timeout: Duration::from_secs(s.pending_timeout),
+        max_pending: max_pending.unwrap_or(0),
+        lb_method: s.lb_method,
+        trusted_proxies,
+        max_header_size: max_header_size.unwrap_or(8192),
+        headers,
+        ssl,
+        logging,
+        downstreams,
+        rewrites,
+        vhosts,
+    }
+}
+
+fn downstream(d: &schema::Downstream, dk: &str, e: &mut Errs) -> Downstream {
+    let port: Option<u16> = e.range(format!("{dk}.port"), d.port, 1, 65535);
+    let connections = e.range(format!("{dk}.connections"), d.connections, 1, 10_000);
+    let high_watermark = usize::try_from(d.high_watermark)
+        .ok()
+        .filter(|&w| w >= 8192);
+    if high_watermark.is_none() {
+        e.push(
+            format!("{dk}.high-watermark"),
+            "must be at least 8192 bytes",
+        );
+    }
+    if d.retry.useconds >= 1_000_000 {
+        e.push(format!("{dk}.retry.useconds"), "must be below 1000000");
+    }
+    if d.retry.seconds == 0 && d.retry.useconds == 0 {
+        e.push(
+            format!("{dk}.retry"),
+            "the retry interval must be above zero",
+        );
+    }
+    if d.name.as_ref().is_some_and(String::is_empty) {
+        e.push(format!("{dk}.name"), "must not be empty");
+    }
+    let name = match &d.name {
+        Some(n) => n.clone(),
+        None => format!("{}:{}", d.addr, d.port),
+    };
+    let addr = match port.map(|p| resolve(&d.addr, p)) {
+        Some(Ok(a)) => a,
+        Some(Err(r)) => {
+            e.push(format!("{dk}.addr"), r);
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        }
+        None => SocketAddr::from(([0, 0, 0, 0], 0)),
+    };
+    Downstream {
+        name,
+        addr,
+        connections: connections.unwrap_or(1),
+        high_watermark: high_watermark.unwrap_or(8192),
+        read_timeout: secs_or_none(d.read_timeout),
+        write_timeout: secs_or_none(d.write_timeout),
+        enabled: d.enabled,
+        retry: Duration::from_secs(d.retry.seconds) + Duration::from_micros(d.retry.useconds),
+    }
+}
+
+fn vhost(v: &schema::Vhost, vk: &str, downstreams: &[Downstream], e: &mut Errs) -> Vhost {
+    if v.name.is_empty() {
+        e.push(format!("{vk}.name"), "must not be empty");
+    }
+    let ssl = v.ssl.as_ref().and_then(|t| tls(t, &format!("{vk}.ssl"), e));
+    let headers = v
+        .headers
+        .as_ref()
+        .map(|h| headers(h, &format!("{vk}.headers"), e));
+    let logging = v
+        .logging
+        .as_ref()
+        .and_then(|l| logging(l, &format!("{vk}.logging"), e));
+    for (hi, h) in v.strip_headers.iter().enumerate() {
+        if !is_token(h) {
+            e.push(
+                format!("{vk}.strip-headers[{hi}]"),
+                format!("`{h}` is not a header name"),
+            );
+        }
+    }
+    let rules = v
+        .rule
+        .iter()
+        .enumerate()
+        .map(|(ri, r)| rule(r, ri, &v.name, &format!("{vk}.rule[{ri}]"), downstreams, e))
+        .collect();
+    Vhost {
+        name: v.name.clone(),
+        aliases: v.aliases.clone(),
+        strip_headers: v.strip_headers.clone(),
+        ssl,
+        headers,
+        logging,
+        rules,
+    }
+}
+
+fn rule(
+    r: &schema::Rule,
+    index: usize,
+    vhost: &str,
+    rk: &str,
+    downstreams: &[Downstream],
+    e: &mut Errs,
+) -> Rule {
+    let uri = match (&r.uri_match, &r.uri_gmatch, &r.uri_rmatch) {
+        (Some(p), None, None) => UriMatch::Exact(p.clone()),
+        (None, Some(g), None) => UriMatch::Glob(g.clone()),
+        (None, None, Some(re)) => match regex::Regex::new(re) {
+            Ok(re) => UriMatch::Regex(re),
+            Err(err) => {
+                e.push(format!("{rk}.uri-rmatch"), bad_regex(&err));
+                UriMatch::Exact(String::new())
+            }
+        },
+        _ => {
+            e.push(
+                rk.to_string(),
+                "exactly one of uri-match, uri-gmatch, uri-rmatch is required",
+            );
+            UriMatch::Exact(String::new())
+        }
+    };
+    let mut members = Vec::new();
+    for (i, d) in r.downstreams.iter().enumerate() {
+        match downstreams.iter().position(|x| &x.name == d) {
+            Some(p) => members.push(p),
+            None => e.push(
+                format!("{rk}.downstreams[{i}]"),
+                format!("no downstream named `{d}` in this server"),
+            ),
+        }
+    }
+    Rule {
+        name: r.name.clone().unwrap_or_else(|| format!("{vhost}#{index}")),
+        uri,
+        downstreams: members,
+        lb_method: r.lb_method,
+        rewrite: r
+            .rewrite
+            .as_ref()
+            .and_then(|rw| rewrite(rw, &format!("{rk}.rewrite"), e)),
+        passthrough: r.passthrough,
+        upstream_read_timeout: secs_or_none(r.upstream_read_timeout),
+        upstream_write_timeout: secs_or_none(r.upstream_write_timeout),
+        headers: r
+            .headers
+            .as_ref()
+            .map(|h| headers(h, &format!("{rk}.headers"), e)),
+    }
+}
+
+fn globals(c: &File, e: &mut Errs) {
     if c.max_nofile < 64 || c.max_nofile > u64::from(u32::MAX) {
         e.push(
             "max-nofile",
@@ -214,12 +372,6 @@ fn globals(c: &Config, e: &mut Errs) {
     }
     if c.heartbeat_timeout == 0 {
         e.push("heartbeat-timeout", "must be at least 1 second");
-    }
-    if !LOG_LEVELS.contains(&c.log_level.as_str()) {
-        e.push(
-            "log-level",
-            format!("`{}` is not one of {}", c.log_level, LOG_LEVELS.join(", ")),
-        );
     }
     match nix::unistd::User::from_name(&c.user) {
         Ok(Some(_)) => {}
@@ -246,32 +398,26 @@ fn globals(c: &Config, e: &mut Errs) {
     }
 }
 
-fn worker_count(c: &Config, e: &mut Errs) -> usize {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let mut count = |n: i64| {
-        e.range("workers".into(), n, 1, 1024);
-        usize::try_from(n).unwrap_or(1).clamp(1, 1024)
-    };
+fn worker_count(c: &File, e: &mut Errs) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     match &c.workers {
-        Some(Workers::Count(n)) => count(*n),
+        Some(Workers::Count(n)) => e.range("workers".into(), *n, 1, 1024).unwrap_or(1),
         Some(Workers::Named(s)) if s == "auto" => cpus,
         // An environment override arrives as a string: accept a number there too.
         Some(Workers::Named(s)) => match s.parse::<i64>() {
-            Ok(n) => count(n),
+            Ok(n) => e.range("workers".into(), n, 1, 1024).unwrap_or(1),
             Err(_) => {
                 e.push("workers", format!("`{s}` is neither \"auto\" nor a number"));
                 1
             }
         },
+        // `threads` was range-checked with its server (1..=1024).
         None => c
             .server
             .iter()
             .filter_map(|s| s.threads)
             .max()
             .and_then(|t| usize::try_from(t).ok())
-            .map(|t| t.clamp(1, 1024))
             .unwrap_or(cpus),
     }
 }
@@ -288,13 +434,19 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     }
 }
 
-fn rewrite(r: &mut Rewrite, k: &str, e: &mut Errs) {
-    match regex::Regex::new(&r.src) {
-        Ok(re) => r.regex = Compiled(Some(re)),
-        Err(err) => e.push(format!("{k}.src"), bad_regex(&err)),
-    }
+fn rewrite(r: &schema::Rewrite, k: &str, e: &mut Errs) -> Option<Rewrite> {
     if !r.dst.starts_with('/') {
         e.push(format!("{k}.dst"), "must start with `/`");
+    }
+    match regex::Regex::new(&r.src) {
+        Ok(src) => Some(Rewrite {
+            src,
+            dst: r.dst.clone(),
+        }),
+        Err(err) => {
+            e.push(format!("{k}.src"), bad_regex(&err));
+            None
+        }
     }
 }
 
@@ -304,7 +456,7 @@ fn bad_regex(err: &regex::Error) -> String {
     format!("invalid regular expression: {msg}")
 }
 
-fn headers(h: &Headers, k: &str, e: &mut Errs) {
+fn headers(h: &schema::Headers, k: &str, e: &mut Errs) -> Headers {
     for (i, x) in h.x509_extension.iter().enumerate() {
         if !is_token(&x.name) {
             e.push(
@@ -319,35 +471,135 @@ fn headers(h: &Headers, k: &str, e: &mut Errs) {
             );
         }
     }
+    Headers {
+        x_forwarded_for: h.x_forwarded_for,
+        x_forwarded_proto: h.x_forwarded_proto,
+        x_ssl_subject: h.x_ssl_subject,
+        x_ssl_issuer: h.x_ssl_issuer,
+        x_ssl_notbefore: h.x_ssl_notbefore,
+        x_ssl_notafter: h.x_ssl_notafter,
+        x_ssl_serial: h.x_ssl_serial,
+        x_ssl_sha1: h.x_ssl_sha1,
+        x_ssl_cipher: h.x_ssl_cipher,
+        x_ssl_certificate: h.x_ssl_certificate,
+        x509_extensions: h
+            .x509_extension
+            .iter()
+            .map(|x| X509Extension {
+                name: x.name.to_ascii_lowercase(),
+                oid: x.oid.clone(),
+            })
+            .collect(),
+    }
 }
 
-fn tls(ssl: &Ssl, k: &str, e: &mut Errs) {
+/// The checks of `tls_check.rs`, then the runtime form when the section is enabled.
+fn tls(ssl: &schema::Ssl, k: &str, e: &mut Errs) -> Option<Ssl> {
+    let before = e.list.len();
     for (key, reason) in crate::tls_check::check(ssl) {
         e.push(format!("{k}.{key}"), reason);
     }
-}
-
-fn logging(l: &mut Logging, k: &str, e: &mut Errs) {
-    match LogFormat::compile(&l.format) {
-        Ok(f) => l.compiled = Compiled(Some(Arc::new(f))),
-        Err(r) => e.push(format!("{k}.format"), r),
-    }
-    if crate::config::facility_code(&l.facility).is_none() {
+    let protocols = tls_versions(&ssl.protocols_on, &ssl.protocols_off);
+    if protocols.is_empty() {
         e.push(
-            format!("{k}.facility"),
-            format!("`{}` is not a syslog facility", l.facility),
+            format!("{k}.protocols-off"),
+            "no TLS protocol version is left enabled",
         );
     }
+    let alpn = ssl
+        .alpn
+        .iter()
+        .filter_map(|a| match a.as_str() {
+            "h2" => Some(Alpn::H2),
+            "http/1.1" => Some(Alpn::Http11),
+            _ => None, // reported by tls_check
+        })
+        .collect();
+    let cache_size = e.urange(format!("{k}.cache-size"), ssl.cache_size, 1, 10_000_000);
+    if !ssl.enabled || e.list.len() > before {
+        return None;
+    }
+    Some(Ssl {
+        cert: ssl.cert.clone()?,
+        key: ssl.key.clone()?,
+        ca: ssl.ca.clone(),
+        capath: ssl.capath.clone(),
+        crl: ssl.crl.clone(),
+        ciphers: ssl.ciphers.clone(),
+        ciphersuites: ssl.ciphersuites.clone(),
+        protocols,
+        verify_peer: ssl.verify_peer,
+        enforce_peer_cert: ssl.enforce_peer_cert,
+        verify_depth: ssl.verify_depth,
+        context_timeout: Duration::from_secs(ssl.context_timeout),
+        cache: ssl.cache_enabled.then(|| SessionCache {
+            size: cache_size.unwrap_or(1),
+            timeout: Duration::from_secs(ssl.cache_timeout),
+        }),
+        tickets: ssl.tickets,
+        alpn,
+        ticket_key_file: ssl.ticket_key_file.clone(),
+    })
+}
+
+/// Enabled versions: `protocols-on` (default TLSv1.2 and TLSv1.3) minus `protocols-off`.
+/// `ALL` stands for every version; SSLv2/SSLv3 can only be named off (never on).
+fn tls_versions(on: &[String], off: &[String]) -> Vec<TlsVersion> {
+    fn named(n: &str) -> &'static [TlsVersion] {
+        use TlsVersion::*;
+        match n {
+            "TLSv1" => &[Tls1_0],
+            "TLSv1.1" => &[Tls1_1],
+            "TLSv1.2" => &[Tls1_2],
+            "TLSv1.3" => &[Tls1_3],
+            "ALL" => &[Tls1_0, Tls1_1, Tls1_2, Tls1_3],
+            _ => &[],
+        }
+    }
+    let mut v: Vec<TlsVersion> = if on.is_empty() {
+        vec![TlsVersion::Tls1_2, TlsVersion::Tls1_3]
+    } else {
+        on.iter().flat_map(|n| named(n).iter().copied()).collect()
+    };
+    for n in off {
+        v.retain(|x| !named(n).contains(x));
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn logging(l: &schema::Logging, k: &str, e: &mut Errs) -> Option<Logging> {
+    let format = match LogFormat::compile(&l.format) {
+        Ok(f) => Some(Arc::new(f)),
+        Err(r) => {
+            e.push(format!("{k}.format"), r);
+            None
+        }
+    };
     if !l.enabled {
-        return;
+        return None;
     }
-    match l.kind {
+    let sink = match l.kind {
         LogType::File => match &l.filename {
-            Some(f) => writable(&format!("{k}.filename"), f, e),
-            None => e.push(format!("{k}.filename"), "required when type = \"file\""),
+            Some(f) => {
+                writable(&format!("{k}.filename"), f, e);
+                LogSink::File(f.clone())
+            }
+            None => {
+                e.push(format!("{k}.filename"), "required when type = \"file\"");
+                return None;
+            }
         },
-        LogType::Syslog => {}
-    }
+        LogType::Syslog => LogSink::Syslog {
+            socket: l.syslog_socket.clone(),
+            facility: l.facility,
+        },
+    };
+    Some(Logging {
+        sink,
+        format: format?,
+    })
 }
 
 /// Log paths are opened (and created) the way the master will open them.
@@ -359,4 +611,118 @@ fn writable(k: &str, p: &Path, e: &mut Errs) {
 
 fn is_token(s: &str) -> bool {
     crate::token::is_token(s.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tls_versions;
+    use crate::config::TlsVersion::*;
+    use crate::config::{Facility, LbMethod, LogSink, UriMatch};
+    use std::time::Duration;
+
+    fn load(name: &str, text: &str) -> Result<crate::config::Config, crate::load::ConfigErrors> {
+        let dir =
+            std::env::temp_dir().join(format!("rproxy-validate-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("rproxy.toml");
+        std::fs::write(&p, text).unwrap();
+        let r = crate::load::load(&p);
+        let _ = std::fs::remove_dir_all(&dir);
+        r
+    }
+
+    fn me() -> String {
+        let u = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .unwrap()
+            .unwrap();
+        let g = nix::unistd::Group::from_gid(nix::unistd::getgid())
+            .unwrap()
+            .unwrap();
+        format!("user = \"{}\"\ngroup = \"{}\"\n", u.name, g.name)
+    }
+
+    #[test]
+    fn runtime_values_from_the_file() {
+        let text = format!(
+            "{}workers = 3\nshutdown-timeout = 7\nlog-level = \"debug\"\n\
+             [[server]]\nport = 8080\nread-timeout = 0\nlb-method = \"most-idle\"\n\
+             [server.logging]\ntype = \"syslog\"\nfacility = \"local3\"\n\
+             [[server.downstream]]\naddr = \"127.0.0.1\"\nport = 81\nread-timeout = 4\n\
+             retry = {{ seconds = 1, useconds = 250000 }}\n\
+             [[server.downstream]]\nname = \"b\"\naddr = \"127.0.0.1\"\nport = 82\n\
+             [[server.vhost]]\nname = \"*.test\"\n\
+             [[server.vhost.rule]]\nuri-match = \"/x\"\ndownstreams = [\"b\"]\n",
+            me()
+        );
+        let c = load("values", &text).unwrap();
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(7));
+        assert_eq!(c.log_level, crate::errlog::Level::Debug);
+        assert_eq!(c.pid_file, None);
+        let s = &c.servers[0];
+        assert_eq!(s.listen.port(), 8080);
+        assert_eq!(s.read_timeout, None);
+        assert_eq!(s.write_timeout, Some(Duration::from_secs(32)));
+        assert_eq!(s.lb_method, LbMethod::MostIdle);
+        let l = s.logging.as_ref().unwrap();
+        assert!(matches!(
+            l.sink,
+            LogSink::Syslog {
+                facility: Facility::Local3,
+                ..
+            }
+        ));
+        assert_eq!(Facility::Local3.code(), 19);
+        let d = &s.downstreams[0];
+        assert_eq!(d.name, "127.0.0.1:81");
+        assert_eq!(d.read_timeout, Some(Duration::from_secs(4)));
+        assert_eq!(d.write_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(d.retry, Duration::from_millis(1250));
+        let r = &s.vhosts[0].rules[0];
+        assert_eq!(r.name, "*.test#0");
+        assert_eq!(r.downstreams, [1]);
+        assert!(matches!(&r.uri, UriMatch::Exact(p) if p == "/x"));
+        assert!(c
+            .unsupported()
+            .iter()
+            .any(|u| u.contains("server[0].vhost")));
+    }
+
+    #[test]
+    fn no_silent_fallback() {
+        let base = format!(
+            "{}[[server]]\nport = 8080\n[[server.downstream]]\naddr = \"127.0.0.1\"\n",
+            me()
+        );
+        for (extra, key) in [
+            (
+                "high-watermark = 4096\n",
+                "server[0].downstream[0].high-watermark",
+            ),
+            ("connections = 0\n", "server[0].downstream[0].connections"),
+        ] {
+            let errs = load("fallback", &format!("{base}{extra}")).unwrap_err();
+            assert!(errs.0.iter().any(|e| e.key == key), "{key}: {errs}");
+        }
+        let errs = load("level", &format!("log-level = \"loud\"\n{base}")).unwrap_err();
+        assert!(errs.0.iter().any(|e| e.key == "log-level"), "{errs}");
+        let errs = load("memtrim", &format!("memtrim-sz = 4294967296\n{base}")).unwrap_err();
+        assert!(errs.0.iter().any(|e| e.key == "memtrim-sz"), "{errs}");
+    }
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn tls_versions_default_on_and_off() {
+        assert_eq!(tls_versions(&[], &[]), [Tls1_2, Tls1_3]);
+        assert_eq!(tls_versions(&[], &v(&["SSLv2", "SSLv3"])), [Tls1_2, Tls1_3]);
+        assert_eq!(
+            tls_versions(&v(&["ALL"]), &v(&["TLSv1"])),
+            [Tls1_1, Tls1_2, Tls1_3]
+        );
+        assert_eq!(tls_versions(&v(&["TLSv1.3"]), &[]), [Tls1_3]);
+        assert!(tls_versions(&[], &v(&["ALL"])).is_empty());
+    }
 }
