@@ -23,11 +23,11 @@ impl Listeners {
     /// new configuration dropped are closed by [`Listeners::retain`] once it serves.
     pub fn bind_for(&mut self, config: &Config) -> Result<(), String> {
         let mut fresh = Vec::new();
-        for s in &config.server {
+        for s in &config.servers {
             if self.by_addr.contains_key(&s.listen) {
                 continue;
             }
-            match bind_one(s.listen, s.backlog as i32) {
+            match bind_one(s.listen, i32::from(s.backlog)) {
                 Ok(fd) => fresh.push((s.listen, fd)),
                 // The ones bound by this call are dropped (closed) with `fresh`.
                 Err(e) => return Err(format!("cannot listen on {}: {e}", s.listen)),
@@ -40,7 +40,7 @@ impl Listeners {
     /// `(server index, fd)` for each server of `config`, in order.
     pub fn for_config(&self, config: &Config) -> Vec<(usize, RawFd)> {
         config
-            .server
+            .servers
             .iter()
             .enumerate()
             .filter_map(|(i, s)| self.by_addr.get(&s.listen).map(|fd| (i, fd.as_raw_fd())))
@@ -50,7 +50,7 @@ impl Listeners {
     /// Close every listener not used by any of `configs`.
     pub fn retain<'a>(&mut self, configs: impl Iterator<Item = &'a Config>) -> Vec<SocketAddr> {
         let keep: Vec<SocketAddr> = configs
-            .flat_map(|c| c.server.iter().map(|s| s.listen))
+            .flat_map(|c| c.servers.iter().map(|s| s.listen))
             .collect();
         let gone: Vec<SocketAddr> = self
             .by_addr

@@ -12,7 +12,7 @@ mod supervisor;
 use std::process::ExitCode;
 
 use clap::Parser;
-use rproxy_shared::errlog::{self, Level};
+use rproxy_shared::errlog;
 use rproxy_shared::{error, info};
 
 fn main() -> ExitCode {
@@ -59,20 +59,24 @@ fn main() -> ExitCode {
 }
 
 fn start(cli: cli::Cli, config: rproxy_shared::config::Config) -> Result<(), String> {
-    errlog::set_level(Level::parse(&config.log_level).unwrap_or(Level::Info));
+    errlog::set_level(config.log_level);
     startup::raise_nofile(config.max_nofile);
-    startup::memtrim(config.memtrim_sz);
+    startup::memtrim(config.memtrim);
     let identity = privileges::Identity::resolve(&config.user, &config.group)?;
-    startup::open_error_log(&config.error_log, identity.owner())?;
+    startup::open_error_log(config.error_log.as_deref(), identity.owner())?;
     // Signals are blocked before anything can fork, so none is lost to a default action.
     let master = supervisor::Master::new(cli.config.clone())?;
     if config.daemonize && !cli.foreground && !notify::under_systemd() {
         startup::daemonize()?;
     }
     let pid_file = config.pid_file.clone();
-    startup::write_pid_file(&pid_file)?;
+    if let Some(p) = &pid_file {
+        startup::write_pid_file(p)?;
+    }
     let result = master.run(config);
-    startup::remove_pid_file(&pid_file);
+    if let Some(p) = &pid_file {
+        startup::remove_pid_file(p);
+    }
     if result.is_ok() {
         info!("exiting");
     }

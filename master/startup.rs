@@ -30,9 +30,8 @@ pub fn raise_nofile(want: u64) {
 }
 
 /// `mallopt(M_TRIM_THRESHOLD)` when `memtrim-sz` > 0 (inherited by workers).
-pub fn memtrim(size: u64) {
-    if size > 0 {
-        let v = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+pub fn memtrim(threshold: Option<libc::c_int>) {
+    if let Some(v) = threshold {
         // SAFETY: mallopt only tunes glibc's allocator.
         unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, v) };
     }
@@ -77,12 +76,12 @@ fn has_error_log_file() -> bool {
 
 /// Point descriptor 2 at `path` (created owned by the worker identity so workers may write to
 /// it after a reopen too). Used at start-up and on SIGUSR1.
-pub fn open_error_log(path: &str, owner: Option<(Uid, Gid)>) -> Result<(), String> {
-    if path.is_empty() {
+pub fn open_error_log(path: Option<&Path>, owner: Option<(Uid, Gid)>) -> Result<(), String> {
+    let Some(path) = path else {
         return Ok(());
-    }
-    let f = open_log(Path::new(path), owner)?;
-    dup2_stderr(&f).map_err(|e| format!("dup2 {path}: {e}"))?;
+    };
+    let f = open_log(path, owner)?;
+    dup2_stderr(&f).map_err(|e| format!("dup2 {}: {e}", path.display()))?;
     ERROR_LOG_FILE.store(true, Ordering::Relaxed);
     Ok(())
 }
@@ -118,16 +117,12 @@ pub fn open_access_logs(
 }
 
 /// Write our PID; the file is removed at exit.
-pub fn write_pid_file(path: &str) -> Result<(), String> {
-    if path.is_empty() {
-        return Ok(());
-    }
-    let mut f = std::fs::File::create(path).map_err(|e| format!("pid-file {path}: {e}"))?;
-    writeln!(f, "{}", std::process::id()).map_err(|e| format!("pid-file {path}: {e}"))
+pub fn write_pid_file(path: &Path) -> Result<(), String> {
+    let mut f =
+        std::fs::File::create(path).map_err(|e| format!("pid-file {}: {e}", path.display()))?;
+    writeln!(f, "{}", std::process::id()).map_err(|e| format!("pid-file {}: {e}", path.display()))
 }
 
-pub fn remove_pid_file(path: &str) {
-    if !path.is_empty() {
-        let _ = std::fs::remove_file(path);
-    }
+pub fn remove_pid_file(path: &Path) {
+    let _ = std::fs::remove_file(path);
 }

@@ -288,7 +288,7 @@ impl Master {
         let log_files = startup::open_access_logs(&config, identity.owner())?;
         let id = self.next_gen;
         self.next_gen += 1;
-        let slots = (0..config.worker_count)
+        let slots = (0..config.workers)
             .map(|_| Slot {
                 failures: 0,
                 respawn_at: None,
@@ -441,7 +441,7 @@ impl Master {
             let Some(g) = self.gens.iter().find(|g| g.id == w.gen) else {
                 continue;
             };
-            let hb = Duration::from_secs(g.config.heartbeat_timeout);
+            let hb = g.config.heartbeat_timeout;
             let silent = now.duration_since(w.last_beat);
             let hung = if w.ready {
                 silent > hb
@@ -489,8 +489,7 @@ impl Master {
             .iter()
             .filter(|g| {
                 g.state == GenState::Starting
-                    && now.duration_since(g.started)
-                        > Duration::from_secs(g.config.heartbeat_timeout) + START_GRACE * 2
+                    && now.duration_since(g.started) > g.config.heartbeat_timeout + START_GRACE * 2
             })
             .map(|g| g.id)
             .collect();
@@ -574,12 +573,10 @@ impl Master {
 
     /// Global settings that take effect in the master itself.
     fn apply_globals(&self, config: &Config) -> Result<(), String> {
-        if let Some(l) = rproxy_shared::errlog::Level::parse(&config.log_level) {
-            rproxy_shared::errlog::set_level(l);
-        }
+        rproxy_shared::errlog::set_level(config.log_level);
         let identity = Identity::resolve(&config.user, &config.group)?;
-        startup::open_error_log(&config.error_log, identity.owner())?;
-        startup::memtrim(config.memtrim_sz);
+        startup::open_error_log(config.error_log.as_deref(), identity.owner())?;
+        startup::memtrim(config.memtrim);
         Ok(())
     }
 
@@ -594,7 +591,7 @@ impl Master {
                 g.state = GenState::Active;
             } else if g.state == GenState::Active {
                 g.state = GenState::Draining {
-                    deadline: now + Duration::from_secs(g.config.shutdown_timeout),
+                    deadline: now + g.config.shutdown_timeout,
                 };
             }
             if matches!(g.state, GenState::Draining { .. }) {
@@ -663,7 +660,9 @@ impl Master {
         info!("reopening log files");
         self.reopen_pending = 0;
         if let Some(g) = self.gens.iter().find(|g| g.id == self.current) {
-            if let Err(e) = startup::open_error_log(&g.config.error_log, g.identity.owner()) {
+            if let Err(e) =
+                startup::open_error_log(g.config.error_log.as_deref(), g.identity.owner())
+            {
                 error!("reopening the error log: {e}");
             }
         }
@@ -678,15 +677,17 @@ impl Master {
             };
             let mut raw: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
             // The error log goes last; the worker dup2s it onto its descriptor 2.
-            let error_log = if g.config.error_log.is_empty() {
-                None
-            } else {
-                match startup::open_log(std::path::Path::new(&g.config.error_log), owner) {
-                    Ok(f) => Some(f),
-                    Err(e) => {
-                        error!("reopening the error log for generation {}: {e}", g.id);
-                        None
-                    }
+            let error_log = match g
+                .config
+                .error_log
+                .as_deref()
+                .map(|p| startup::open_log(p, owner))
+            {
+                None => None,
+                Some(Ok(f)) => Some(f),
+                Some(Err(e)) => {
+                    error!("reopening the error log for generation {}: {e}", g.id);
+                    None
                 }
             };
             if let Some(f) = &error_log {
@@ -716,13 +717,14 @@ impl Master {
             .iter()
             .map(|g| g.config.shutdown_timeout)
             .max()
-            .unwrap_or(30);
+            .unwrap_or(Duration::from_secs(30));
         info!(
-            "graceful stop: draining {} workers (up to {timeout} s)",
-            self.workers.len()
+            "graceful stop: draining {} workers (up to {} s)",
+            self.workers.len(),
+            timeout.as_secs()
         );
         self.stop = Some(Stop::Graceful {
-            deadline: Instant::now() + Duration::from_secs(timeout) + Duration::from_secs(1),
+            deadline: Instant::now() + timeout + Duration::from_secs(1),
         });
         for w in &mut self.workers {
             if !w.draining {

@@ -21,15 +21,6 @@ pub enum Level {
 }
 
 impl Level {
-    pub fn parse(s: &str) -> Option<Level> {
-        match s {
-            "error" => Some(Level::Error),
-            "warn" => Some(Level::Warn),
-            "info" => Some(Level::Info),
-            "debug" => Some(Level::Debug),
-            _ => None,
-        }
-    }
     fn name(self) -> &'static str {
         match self {
             Level::Error => "error",

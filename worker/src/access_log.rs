@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use rproxy_shared::config::{facility_code, Config, LogType, Logging};
+use rproxy_shared::config::{Config, LogSink, Logging};
 use rproxy_shared::localtime;
 use rproxy_shared::logformat::{HeaderLookup, LogFormat, Record};
 
@@ -55,27 +55,33 @@ impl AccessLog {
         logging: Option<&Logging>,
         state: &WorkerState,
     ) -> Option<Rc<AccessLog>> {
-        let l = logging.filter(|l| l.enabled)?;
-        let format = l.compiled.0.clone()?;
+        let l = logging?;
+        let format = Arc::clone(&l.format);
         let req_names = format
             .request_header_names()
             .iter()
             .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
-        let sink = match l.kind {
-            LogType::File => {
-                let i = config.access_log_index(l)?;
-                let fd = state.log_files.get(i)?.as_raw_fd();
+        let sink = match &l.sink {
+            LogSink::File(path) => {
+                // The master opened every path of `access_log_paths()`, in that order.
+                let Some(fd) = config
+                    .access_log_index(path)
+                    .and_then(|i| state.log_files.get(i))
+                else {
+                    rproxy_shared::error!("no descriptor for access log {}", path.display());
+                    return None;
+                };
+                let fd = fd.as_raw_fd();
                 Sink::File {
                     fd,
                     buf: RefCell::new(Vec::with_capacity(FLUSH_AT + 4096)),
                 }
             }
-            LogType::Syslog => Sink::Syslog(RefCell::new(Syslog {
-                path: l.syslog_socket.clone(),
+            LogSink::Syslog { socket, facility } => Sink::Syslog(RefCell::new(Syslog {
+                path: socket.clone(),
                 sock: None,
-                // Validation admits known facilities only; local0 otherwise.
-                pri: facility_code(&l.facility).unwrap_or(16) * 8 + 6,
+                pri: facility.code() * 8 + 6,
                 line: Vec::with_capacity(512),
             })),
         };

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use http::HeaderName;
 use rproxy_shared::config::Config;
-use rproxy_shared::errlog::{self, Level};
+use rproxy_shared::errlog;
 
 use crate::access_log::AccessLog;
 use crate::pool::{Pool, Route};
@@ -43,7 +43,7 @@ pub struct WorkerArgs {
 
 /// Serve until drained or stopped; returns the process exit status.
 pub fn run(args: WorkerArgs) -> i32 {
-    errlog::set_level(Level::parse(&args.config.log_level).unwrap_or(Level::Info));
+    errlog::set_level(args.config.log_level);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -68,12 +68,12 @@ async fn serve(args: WorkerArgs) -> i32 {
     } = args;
     let state = WorkerState::new(Arc::clone(&config), log_files);
     for (index, listener) in listeners {
-        let cfg = &config.server[index];
+        let cfg = &config.servers[index];
         let pool = Pool::new(cfg);
         pool.start();
         state.pools.borrow_mut().push(Rc::clone(&pool));
         let members = cfg
-            .downstream
+            .downstreams
             .iter()
             .enumerate()
             .filter(|(_, d)| d.enabled)
@@ -85,7 +85,7 @@ async fn serve(args: WorkerArgs) -> i32 {
         }
         let extension_names = cfg
             .headers
-            .x509_extension
+            .x509_extensions
             .iter()
             .filter_map(|x| HeaderName::from_bytes(x.name.to_ascii_lowercase().as_bytes()).ok())
             .collect();

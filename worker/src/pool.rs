@@ -53,7 +53,7 @@ pub struct Downstream {
     pub addr: SocketAddr,
     target: usize,
     retry: Duration,
-    write_timeout: Duration,
+    write_timeout: Option<Duration>,
     high_watermark: usize,
     pub read_timeout: Option<Duration>,
     idle: RefCell<Vec<Conn>>,
@@ -126,17 +126,17 @@ impl Pool {
     /// The pool of `server`'s enabled downstreams; call [`Pool::start`] to connect.
     pub fn new(server: &config::Server) -> Rc<Pool> {
         let downstreams = server
-            .downstream
+            .downstreams
             .iter()
             .map(|d| Downstream {
-                name: d.display_name(),
-                addr: d.sockaddr,
-                target: if d.enabled { d.connections as usize } else { 0 },
-                retry: d.retry_interval(),
-                write_timeout: Duration::from_secs(d.write_timeout),
-                high_watermark: (d.high_watermark as usize).max(8192),
-                read_timeout: (d.read_timeout > 0).then(|| Duration::from_secs(d.read_timeout)),
-                idle: RefCell::new(Vec::with_capacity(d.connections as usize)),
+                name: d.name.clone(),
+                addr: d.addr,
+                target: if d.enabled { d.connections } else { 0 },
+                retry: d.retry,
+                write_timeout: d.write_timeout,
+                high_watermark: d.high_watermark,
+                read_timeout: d.read_timeout,
+                idle: RefCell::new(Vec::with_capacity(d.connections)),
                 open: Cell::new(0),
                 health: Cell::new(if d.enabled {
                     Health::Starting
@@ -155,8 +155,8 @@ impl Pool {
         Rc::new(Pool {
             downstreams,
             waiters: RefCell::new(VecDeque::new()),
-            max_pending: server.max_pending as usize,
-            pending_timeout: Duration::from_secs(server.pending_timeout),
+            max_pending: server.max_pending,
+            pending_timeout: server.pending_timeout,
             rng: RefCell::new(Rng::new(seed)),
             scratch: RefCell::new(Vec::new()),
         })

@@ -42,7 +42,7 @@ pub struct ServerCtx {
 
 impl ServerCtx {
     pub fn cfg(&self) -> &Server {
-        &self.config.server[self.index]
+        &self.config.servers[self.index]
     }
 }
 
@@ -135,12 +135,7 @@ async fn forward(req: Request<Incoming>, conn: &ConnCtx) -> (Response<ProxyBody>
 
     // Origin-form for the downstream, rewritten by the first matching rule.
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let rewritten = rewrite(
-        cfg.rewrite
-            .iter()
-            .filter_map(|r| r.regex.0.as_ref().map(|re| (re, r.dst.as_str()))),
-        pq,
-    );
+    let rewritten = rewrite(cfg.rewrites.iter().map(|r| (&r.src, r.dst.as_str())), pq);
     match rewritten {
         Some(p) => match Uri::try_from(p) {
             Ok(u) => *req.uri_mut() = u,

@@ -40,7 +40,7 @@ pub async fn accept_loop(listener: OwnedFd, server: Rc<ServerCtx>) {
                     // Counted from the accept, so a drain starting before the task first runs
                     // still waits for this connection.
                     let guard = server.state.conn_opened();
-                    let forwarded = Peer::new(peer.ip(), &server.cfg().trusted);
+                    let forwarded = Peer::new(peer.ip(), &server.cfg().trusted_proxies);
                     let ctx = Rc::new(ConnCtx { server: Rc::clone(&server), peer, forwarded });
                     tokio::task::spawn_local(serve(stream, ctx, http.clone(), guard));
                 }
@@ -60,17 +60,17 @@ fn builder(server: &ServerCtx) -> http1::Builder {
     b.timer(TokioTimer::new())
         .keep_alive(true)
         // Header read and idle keep-alive wait; hyper applies it to both (0 = none).
-        .header_read_timeout((cfg.read_timeout > 0).then(|| Duration::from_secs(cfg.read_timeout)))
+        .header_read_timeout(cfg.read_timeout)
         // Request line + headers larger than this get 431 from hyper.
         // (The framing guard in `serve` is given the same limit.)
-        .max_buf_size((cfg.max_header_size as usize).max(8192));
+        .max_buf_size(cfg.max_header_size);
     b
 }
 
 async fn serve(stream: TcpStream, ctx: Rc<ConnCtx>, http: http1::Builder, _guard: ConnGuard) {
     let _ = stream.set_nodelay(true);
-    let write_timeout = Duration::from_secs(ctx.server.cfg().write_timeout);
-    let max_head = (ctx.server.cfg().max_header_size as usize).max(8192);
+    let write_timeout = ctx.server.cfg().write_timeout;
+    let max_head = ctx.server.cfg().max_header_size;
     let io = TokioIo::new(TimedIo::new(stream, write_timeout).with_framing_guard(max_head));
     let svc = service_fn(move |req| handle(req, Rc::clone(&ctx)));
     let _ = http.serve_connection(io, svc).with_upgrades().await;

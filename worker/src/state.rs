@@ -4,7 +4,6 @@ use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rproxy_shared::config::Config;
 use tokio::sync::{watch, Notify};
@@ -66,7 +65,7 @@ impl WorkerState {
             self.done.notify_one();
         }
         let me = Rc::clone(self);
-        let limit = Duration::from_secs(self.config.shutdown_timeout);
+        let limit = self.config.shutdown_timeout;
         tokio::task::spawn_local(async move {
             tokio::time::sleep(limit).await;
             rproxy_shared::warn!(

@@ -25,12 +25,12 @@ pub struct TimedIo {
 }
 
 impl TimedIo {
-    /// `write_timeout` of zero means none.
-    pub fn new(inner: TcpStream, write_timeout: Duration) -> TimedIo {
+    /// `None`: writes may block forever.
+    pub fn new(inner: TcpStream, write_timeout: Option<Duration>) -> TimedIo {
         TimedIo {
             inner,
             guard: None,
-            write_timeout: (!write_timeout.is_zero()).then_some(write_timeout),
+            write_timeout,
             timer: None,
             armed: false,
         }
