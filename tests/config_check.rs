@@ -229,28 +229,96 @@ fn unresolvable_downstream_is_refused() {
     );
 }
 
-/// `-t` only warns about sections this version cannot serve; starting with them is refused.
+/// A self-signed certificate and its key, written to `dir` (readable by anyone, as a real
+/// deployment's would be by root): `(cert, key)`.
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::{X509NameBuilder, X509};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "rproxy.test").unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let (cert, keyf) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&cert, b.build().to_pem().unwrap()).unwrap();
+    std::fs::write(&keyf, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (cert, keyf)
+}
+
+/// Run `rproxy -f` on `config`; it must exit by itself within 10 s. `(status, stderr)`.
+fn start_must_fail(config: &Path) -> (Option<i32>, String) {
+    let err = config.with_extension("stderr");
+    let mut child = Command::new(BIN)
+        .arg("-f")
+        .arg("-c")
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if std::time::Instant::now() > end {
+            // It started and serves: the refusal is broken. Stop what we started.
+            kill_tree(child.id() as i32);
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    (status, std::fs::read_to_string(&err).unwrap_or_default())
+}
+
+/// `-t` only warns about sections this version cannot serve (with files that pass every check
+/// of their own, so the refusal itself is what is tested); starting with them is refused.
 #[test]
 fn tls_and_vhost_sections_are_refused_at_start() {
-    for (name, extra) in [
-        ("vhost", "\n  [[server.vhost]]\n  name = \"a.test\"\n"),
+    let certs = temp_dir("tls-fixture");
+    let (cert, key) = self_signed(&certs);
+    let tls = format!(
+        "\n  [server.ssl]\n  enabled = true\n  cert = \"{}\"\n  key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    for (name, extra, key) in [
+        (
+            "vhost",
+            "\n  [[server.vhost]]\n  name = \"a.test\"\n".to_string(),
+            "server[0].vhost: vhost routing is not implemented",
+        ),
         (
             "tls",
-            "\n  [server.ssl]\n  enabled = true\n  cert = \"/nonexistent.crt\"\n  key = \"/nonexistent.key\"\n",
+            tls,
+            "server[0].ssl.enabled: TLS serving is not implemented",
         ),
     ] {
         let dir = temp_dir(name);
         let p = dir.join("rproxy.toml");
         std::fs::write(&p, format!("{GOOD}{extra}")).unwrap();
-        if name == "vhost" {
-            let (code, out, err) = check(&p, &[]);
-            assert_eq!(code, 0, "{err}");
-            assert!(out.contains("configuration ok"));
-            assert!(err.contains("server[0].vhost: vhost routing is not implemented"), "{err}");
-        }
-        let out = Command::new(BIN).arg("-f").arg("-c").arg(&p).output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{name} started");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(&format!("server[0].{}", if name == "tls" { "ssl" } else { "vhost" })), "{err}");
+        let (code, out, err) = check(&p, &[]);
+        assert_eq!(code, 0, "{name}: -t refused a valid file: {err}");
+        assert!(out.contains("configuration ok"), "{name}: {out}");
+        assert!(
+            err.contains(key) && err.contains("warning"),
+            "{name}: {err}"
+        );
+        let (status, err) = start_must_fail(&p);
+        assert_eq!(status, Some(1), "{name}: started anyway: {err}");
+        assert!(err.contains(key), "{name}: {err}");
     }
 }

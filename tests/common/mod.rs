@@ -62,6 +62,12 @@ pub fn identity() -> &'static str {
 pub struct Backend {
     pub port: u16,
     pub hits: Arc<AtomicU64>,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicU64>,
+    /// Body bytes `/big/N` has handed to its connections so far (what the origin sent).
+    pub produced: Arc<AtomicU64>,
+    /// Body bytes `/sink` has read so far (what the origin received).
+    pub consumed: Arc<AtomicU64>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -81,6 +87,14 @@ impl Backend {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let acc = accepted.clone();
+        let produced = Arc::new(AtomicU64::new(0));
+        let consumed = Arc::new(AtomicU64::new(0));
+        let counters = Counters {
+            produced: produced.clone(),
+            consumed: consumed.clone(),
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let name: Arc<str> = Arc::from(name);
         let h = hits.clone();
@@ -98,12 +112,14 @@ impl Backend {
                         _ = &mut rx => return,
                         r = listener.accept() => {
                             let Ok((s, _)) = r else { continue };
+                            acc.fetch_add(1, Ordering::Relaxed);
                             let name = name.clone();
                             let h = h.clone();
+                            let counters = counters.clone();
                             tokio::spawn(async move {
                                 let svc = hyper::service::service_fn(move |req| {
                                     h.fetch_add(1, Ordering::Relaxed);
-                                    origin(req, name.clone(), delay)
+                                    origin(req, name.clone(), delay, counters.clone())
                                 });
                                 let _ = hyper::server::conn::http1::Builder::new()
                                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
@@ -118,6 +134,9 @@ impl Backend {
         Backend {
             port,
             hits,
+            accepted,
+            produced,
+            consumed,
             shutdown: Some(tx),
             thread: Some(thread),
         }
@@ -125,6 +144,10 @@ impl Backend {
 
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
+    }
+
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     pub fn stop(&mut self) {
@@ -145,10 +168,18 @@ impl Drop for Backend {
 
 type OriginBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
+/// Progress of the origin's streamed bodies, for backpressure checks.
+#[derive(Clone)]
+struct Counters {
+    produced: Arc<AtomicU64>,
+    consumed: Arc<AtomicU64>,
+}
+
 async fn origin(
     req: Request<Incoming>,
     name: Arc<str>,
     delay: Duration,
+    counters: Counters,
 ) -> Result<Response<OriginBody>, Infallible> {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -167,8 +198,11 @@ async fn origin(
     if let Some(n) = path.strip_prefix("/big/") {
         let n: usize = n.parse().unwrap_or(0);
         // Streamed in 64 KiB chunks, so a slow reader pushes back on us.
+        let produced = counters.produced.clone();
+        // Lazy: a chunk is made (and counted) when hyper asks for it, i.e. when it has room.
         let chunks = (0..n).step_by(65536).map(move |start| {
             let end = (start + 65536).min(n);
+            produced.fetch_add((end - start) as u64, Ordering::Relaxed);
             let v: Vec<u8> = (start..end).map(|i| (i % 251) as u8).collect();
             Ok::<_, Infallible>(Frame::data(Bytes::from(v)))
         });
@@ -191,6 +225,9 @@ async fn origin(
             let Ok(f) = f else { break };
             if let Ok(d) = f.into_data() {
                 n += d.len() as u64;
+                counters
+                    .consumed
+                    .fetch_add(d.len() as u64, Ordering::Relaxed);
                 sum.update(&d);
                 since_pause += d.len();
                 if since_pause >= 256 * 1024 {
