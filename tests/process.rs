@@ -60,22 +60,19 @@ fn killed_worker_is_replaced_quickly() {
     let victim = before[0];
     unsafe { libc::kill(victim, libc::SIGKILL) };
     let t0 = Instant::now();
-    wait_until("a replacement worker", Duration::from_secs(2), || {
+    // The first crash of a slot is replaced with no back-off: ~50 ms here; 3 s is the margin
+    // of a loaded 2-core machine (a back-off would be 200 ms doubling, a fork loop no worker).
+    wait_until("a replacement worker", Duration::from_secs(3), || {
         let now = p.workers();
         now.len() == 2 && !now.contains(&victim)
     });
-    // The replacement is serving (its Ready reached the master) within the 2 s.
     wait_until(
         "requests served",
-        Duration::from_secs(2) - t0.elapsed().min(Duration::from_secs(2)),
+        Duration::from_secs(3) - t0.elapsed().min(Duration::from_secs(3)),
         || get(port, "/").0 == 200,
     );
-    assert!(
-        t0.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        t0.elapsed()
-    );
-    p.wait_log("killed by signal SIGKILL", Duration::from_secs(1));
+    p.wait_log("killed by signal SIGKILL", Duration::from_secs(3));
+    p.wait_log("replacing it in 0 ms", Duration::from_secs(1));
 }
 
 #[test]
@@ -115,13 +112,17 @@ fn twenty_reloads_under_load_lose_nothing() {
     let config = flat_config(port, &[b.port], "", "workers = 2");
     let p = Proxy::start("reloads", &config, port);
     let load = Load::start(p.url("/"), 8, b"b");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("load running", Duration::from_secs(5), || load.ok() >= 8);
     for i in 1..=20 {
         p.signal(libc::SIGHUP);
         p.wait_log_count("reload complete", i, Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Requests keep succeeding after the last reload.
+    let after = load.ok();
+    wait_until("load after the reloads", Duration::from_secs(5), || {
+        load.ok() >= after + 8
+    });
     let (ok, failed) = load.finish();
     assert_eq!(failed, 0, "{failed} failed requests out of {}", ok + failed);
     assert!(ok > 200, "only {ok} requests were made");

@@ -234,32 +234,35 @@ fn max_pending_and_pending_timeout_give_503() {
     let cfg = flat_config(
         port,
         &[b.port],
-        "max-pending = 1\npending-timeout = 1",
+        "max-pending = 1\npending-timeout = 3",
         "workers = 1",
     )
     .replace("connections = 4", "connections = 1");
     let p = Proxy::start("pending", &cfg, port);
-    // Occupies the only connection for 3 s.
-    let busy = std::thread::spawn(move || get(port, "/sleep/3000"));
-    std::thread::sleep(Duration::from_millis(300));
+    // Occupies the only connection for 8 s.
+    let busy = std::thread::spawn(move || get(port, "/sleep/8000"));
+    wait_until("the connection busy", Duration::from_secs(5), || b.hits() >= 1);
     // Waits in the queue (the one allowed), then gives up after pending-timeout.
     let t0 = Instant::now();
     let waiting = std::thread::spawn(move || (get(port, "/"), t0.elapsed()));
-    std::thread::sleep(Duration::from_millis(200));
-    // The queue is full: 503 at once.
+    // Nothing outside the worker shows a queued request; it is queued within microseconds of
+    // arriving, and if it were not yet, the next request would wait 3 s instead of 503 at once.
+    std::thread::sleep(Duration::from_millis(300));
+    // The queue is full: 503 at once (a wait would take pending-timeout, 3 s).
     let t1 = Instant::now();
     assert_eq!(get(port, "/").0, 503);
     assert!(
-        t1.elapsed() < Duration::from_millis(500),
+        t1.elapsed() < Duration::from_secs(1),
         "not at once: {:?}",
         t1.elapsed()
     );
     let ((status, _), waited) = waiting.join().unwrap();
     assert_eq!(status, 503);
     assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
+        waited >= Duration::from_millis(2900) && waited < Duration::from_secs(7),
         "waited {waited:?}"
     );
+    assert_eq!(b.hits(), 1, "a queued request reached the downstream");
     assert_eq!(busy.join().unwrap().0, 200);
     drop(p);
 }
@@ -328,8 +331,23 @@ fn downstream_read_timeout_gives_504() {
         .replace("connections = 4", "connections = 4\nread-timeout = 1");
     let _p = Proxy::start("504", &cfg, port);
     let t0 = Instant::now();
-    assert_eq!(get(port, "/sleep/3000").0, 504);
-    assert!(t0.elapsed() < Duration::from_millis(2500));
+    assert_eq!(get(port, "/sleep/10000").0, 504);
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+}
+
+/// Downstream `read-timeout = 0` (the default) waits as long as the downstream takes.
+#[test]
+fn downstream_read_timeout_zero_waits() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let _p = Proxy::start(
+        "rt0",
+        &flat_config(port, &[b.port], "", "workers = 1"),
+        port,
+    );
+    let t0 = Instant::now();
+    assert_eq!(get(port, "/sleep/3000"), (200, b"slept 3000".to_vec()));
+    assert!(t0.elapsed() >= Duration::from_millis(2900));
 }
 
 #[test]
@@ -349,20 +367,22 @@ fn downstream_down_then_back() {
     wait_until("503 while down", Duration::from_secs(3), || {
         get(port, "/").0 == 503
     });
+    // At once: not after pending-timeout (10 s by default).
     let t0 = Instant::now();
     assert_eq!(get(port, "/").0, 503);
     assert!(
-        t0.elapsed() < Duration::from_millis(300),
-        "answered at once"
+        t0.elapsed() < Duration::from_secs(1),
+        "not answered at once: {:?}",
+        t0.elapsed()
     );
     let _b = Backend::start_on("b", bport, Duration::ZERO);
     let t0 = Instant::now();
-    // retry is 100 ms in flat_config: served again within retry + 1 s.
-    wait_until("served again", Duration::from_millis(1100), || {
+    // retry is 100 ms in flat_config: served again within a few retries.
+    wait_until("served again", Duration::from_secs(3), || {
         get(port, "/").0 == 200
     });
     eprintln!("back after {:?}", t0.elapsed());
-    p.wait_log("is up", Duration::from_secs(1));
+    p.wait_log("is up", Duration::from_secs(3));
 }
 
 #[test]

@@ -662,6 +662,11 @@ impl Load {
         }
     }
 
+    /// Requests that succeeded so far.
+    pub fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
     /// Stop the clients and return `(ok, failed)`.
     pub fn finish(self) -> (u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
