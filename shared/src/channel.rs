@@ -188,12 +188,6 @@ impl<S, R> AsRawFd for Channel<S, R> {
     }
 }
 
-impl<S, R> std::fmt::Debug for Channel<S, R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channel").field("fd", &self.fd).finish()
-    }
-}
-
 /// The wire format. The trait is public only so it can bound [`Channel`]'s methods; it lives
 /// in a private module so no other crate can implement or call it.
 mod wire {
