@@ -27,15 +27,16 @@ impl Master {
         let timeout = self
             .gens
             .iter()
-            .map(|g| g.config.shutdown_timeout)
+            .map(|g| g.shutdown_timeout())
             .max()
-            .unwrap_or(30);
+            .unwrap_or(Duration::from_secs(30));
         info!(
-            "graceful stop: draining {} workers (up to {timeout} s)",
-            self.workers().count()
+            "graceful stop: draining {} workers (up to {} s)",
+            self.workers().count(),
+            timeout.as_secs()
         );
         self.stop = Some(Stop::Graceful {
-            deadline: Instant::now() + Duration::from_secs(timeout) + Duration::from_secs(1),
+            deadline: Instant::now() + timeout + Duration::from_secs(1),
         });
         for w in self.workers_mut().filter(|w| !w.is_draining()) {
             w.tell_to_leave(&ToWorker::Drain);
