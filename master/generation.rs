@@ -16,16 +16,16 @@ use crate::privileges::Identity;
 use crate::spawn::spawn;
 use crate::startup;
 
+/// Where a generation is between its fork and its last worker's exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GenState {
     /// Forked by a reload, not all Ready yet; the previous generation still serves.
     Starting,
+    /// Serving: the generation new connections go to.
     Active,
     /// Told to drain (or given up on): its workers are never replaced, and those left at
     /// `deadline` are killed.
-    Draining {
-        deadline: Instant,
-    },
+    Draining { deadline: Instant },
 }
 
 /// One worker position of a generation, which outlives the workers that fill it.
@@ -35,6 +35,8 @@ pub struct Slot {
     pub respawn_at: Option<Instant>,
 }
 
+/// The workers of one configuration and what they were forked with, kept together so that
+/// replacing a worker uses its own generation's config and files, never the newest ones.
 pub struct Generation {
     pub id: u64,
     pub config: Arc<Config>,
@@ -64,6 +66,7 @@ pub enum WorkerState {
     Killed { draining: bool },
 }
 
+/// One forked worker process, as its master sees it.
 pub struct Worker {
     pub pid: Pid,
     pub slot: usize,
@@ -77,6 +80,7 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Told to leave (its exit is expected), killed or not.
     pub fn is_draining(&self) -> bool {
         matches!(
             self.state,
@@ -106,6 +110,7 @@ impl Worker {
         };
     }
 
+    /// SIGKILL; the exit is handled when reaped, like any other.
     pub fn kill(&mut self) {
         let _ = kill(self.pid, Signal::SIGKILL);
         self.state = WorkerState::Killed {
@@ -147,10 +152,12 @@ impl Generation {
         matches!(self.state, GenState::Draining { .. })
     }
 
+    /// Silence after which a worker of this generation counts as hung.
     pub fn heartbeat_timeout(&self) -> Duration {
         Duration::from_secs(self.config.heartbeat_timeout)
     }
 
+    /// How long this generation's workers may take to drain.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.config.shutdown_timeout)
     }
@@ -185,6 +192,7 @@ impl Generation {
         })
     }
 
+    /// SIGKILL every worker (a generation given up on, or a stop past its deadline).
     pub fn kill_all(&mut self) {
         for w in &mut self.workers {
             w.kill();

@@ -12,6 +12,7 @@ use crate::supervisor::Master;
 /// After a fast stop, how long workers get before SIGKILL.
 const FAST_STOP: Duration = Duration::from_millis(1500);
 
+/// A stop in progress, and when the workers still running get SIGKILL.
 #[derive(Debug, Clone, Copy)]
 pub enum Stop {
     Graceful { deadline: Instant },

@@ -26,6 +26,7 @@ use crate::stop::Stop;
 
 const TICK_MS: u16 = 100;
 
+/// Everything the master process supervises; driven by [`Master::run`] until it stops.
 pub struct Master {
     pub(crate) config_path: PathBuf,
     pub(crate) listeners: Listeners,

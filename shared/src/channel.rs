@@ -4,6 +4,8 @@
 //! a [`Channel`] that owns its descriptor: nobody can write to a channel number after it was
 //! closed (and perhaps reused by another socket).
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::io::{IoSlice, IoSliceMut};
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
