@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::sys::socket::{
     bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
@@ -38,12 +38,12 @@ impl Listeners {
     }
 
     /// `(server index, fd)` for each server of `config`, in order.
-    pub fn for_config(&self, config: &Config) -> Vec<(usize, RawFd)> {
+    pub fn for_config(&self, config: &Config) -> Vec<(usize, BorrowedFd<'_>)> {
         config
             .servers
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| self.by_addr.get(&s.listen).map(|fd| (i, fd.as_raw_fd())))
+            .filter_map(|(i, s)| self.by_addr.get(&s.listen).map(|fd| (i, fd.as_fd())))
             .collect()
     }
 

@@ -1,12 +1,19 @@
 //! rproxy's master process: command line, start-up, then supervision of the workers.
 //! See docs/ARCHITECTURE.md for the process model.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod cli;
+mod generation;
+mod health;
 mod listeners;
 mod notify;
 mod privileges;
+mod reload;
+mod reopen;
 mod spawn;
 mod startup;
+mod stop;
 mod supervisor;
 
 use std::process::ExitCode;

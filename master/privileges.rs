@@ -5,8 +5,8 @@ use nix::unistd::{setgid, setgroups, setuid, Gid, Group, Uid, User};
 /// `user`/`group` resolved once in the master (before fork, while NSS lookups are safe).
 #[derive(Debug, Clone, Copy)]
 pub struct Identity {
-    pub uid: Uid,
-    pub gid: Gid,
+    uid: Uid,
+    gid: Gid,
     /// Only root can switch; otherwise workers keep the master's identity.
     pub switch: bool,
 }

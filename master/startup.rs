@@ -2,13 +2,15 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use nix::unistd::{chown, dup2_stderr, fork, setsid, ForkResult, Gid, Uid};
+use nix::unistd::{
+    chown, dup2_stderr, dup2_stdin, dup2_stdout, fork, setsid, ForkResult, Gid, Uid,
+};
 use rproxy_shared::config::Config;
 
 /// RLIMIT_NOFILE to `max-nofile`; when the hard limit is lower and we cannot raise it, go as
@@ -56,13 +58,11 @@ pub fn daemonize() -> Result<(), String> {
         .write(true)
         .open("/dev/null")
         .map_err(|e| format!("/dev/null: {e}"))?;
-    for fd in [0, 1] {
-        // SAFETY: dup2 onto our own standard descriptors.
-        unsafe { libc::dup2(null.as_raw_fd(), fd) };
-    }
+    dup2_stdin(&null).map_err(|e| format!("dup2 /dev/null: {e}"))?;
+    dup2_stdout(&null).map_err(|e| format!("dup2 /dev/null: {e}"))?;
     // stderr stays as it is when `error-log` already replaced it with a file.
     if !has_error_log_file() {
-        unsafe { libc::dup2(null.as_raw_fd(), 2) };
+        dup2_stderr(&null).map_err(|e| format!("dup2 /dev/null: {e}"))?;
     }
     Ok(())
 }

@@ -76,6 +76,10 @@ fn killed_worker_is_replaced_quickly() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-faults"),
+    ignore = "the fault hook is only built with --features test-faults"
+)]
 fn crash_loop_backs_off_and_recovers() {
     let b = Backend::start("b");
     let port = free_port();

@@ -241,7 +241,9 @@ fn max_pending_and_pending_timeout_give_503() {
     let p = Proxy::start("pending", &cfg, port);
     // Occupies the only connection for 8 s.
     let busy = std::thread::spawn(move || get(port, "/sleep/8000"));
-    wait_until("the connection busy", Duration::from_secs(5), || b.hits() >= 1);
+    wait_until("the connection busy", Duration::from_secs(5), || {
+        b.hits() >= 1
+    });
     // Waits in the queue (the one allowed), then gives up after pending-timeout.
     let t0 = Instant::now();
     let waiting = std::thread::spawn(move || (get(port, "/"), t0.elapsed()));

@@ -1,19 +1,27 @@
 //! The master<->worker channel: one `AF_UNIX` `SOCK_SEQPACKET` socketpair per worker, so every
 //! message keeps its boundaries, with file descriptors passed by `SCM_RIGHTS` (log reopen).
-//! Both sides encode and decode here, so they cannot disagree about a message.
+//! Both sides encode and decode here, so they cannot disagree about a message, and each end is
+//! a [`Channel`] that owns its descriptor: nobody can write to a channel number after it was
+//! closed (and perhaps reused by another socket).
+
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use nix::errno::Errno;
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
 };
 
+use self::wire::Message;
+
 /// Largest encoded message.
-pub const MAX_MSG: usize = 64;
+const MAX_MSG: usize = 64;
 /// Most descriptors one message may carry (one per log file of a worker).
-pub const MAX_FDS: usize = 64;
+const MAX_FDS: usize = 64;
 
 /// What a worker tells the master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +32,7 @@ pub enum ToMaster {
     Heartbeat(Heartbeat),
     /// The new log descriptors are in use and the old ones flushed and closed.
     LogsReopened,
-    /// The worker is leaving on its own (drained, or lost the master).
+    /// The worker is leaving on its own (drained or stopped).
     Exiting,
 }
 
@@ -42,145 +50,274 @@ pub struct Heartbeat {
 }
 
 /// What the master tells a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum ToWorker {
     /// Stop accepting, finish in-flight requests, close keep-alive connections after their
     /// next response, exit when idle or at `shutdown-timeout`.
     Drain,
     /// Close everything and exit now.
     Stop,
-    /// The attached descriptors replace the worker's log files, in configuration order.
-    ReopenLogs,
+    /// Freshly opened log files to put in place of the worker's own.
+    ReopenLogs(LogFiles),
 }
 
-const T_READY: u8 = 1;
-const T_HEARTBEAT: u8 = 2;
-const T_LOGS_REOPENED: u8 = 3;
-const T_EXITING: u8 = 4;
-const T_DRAIN: u8 = 10;
-const T_STOP: u8 = 11;
-const T_REOPEN: u8 = 12;
-
-impl ToMaster {
-    pub fn encode(&self, buf: &mut [u8; MAX_MSG]) -> usize {
-        match self {
-            ToMaster::Ready => {
-                buf[0] = T_READY;
-                1
-            }
-            ToMaster::LogsReopened => {
-                buf[0] = T_LOGS_REOPENED;
-                1
-            }
-            ToMaster::Exiting => {
-                buf[0] = T_EXITING;
-                1
-            }
-            ToMaster::Heartbeat(h) => {
-                buf[0] = T_HEARTBEAT;
-                buf[1..9].copy_from_slice(&h.connections.to_le_bytes());
-                buf[9..17].copy_from_slice(&h.requests.to_le_bytes());
-                buf[17..21].copy_from_slice(&h.downstreams_up.to_le_bytes());
-                buf[21..25].copy_from_slice(&h.downstreams_total.to_le_bytes());
-                25
-            }
-        }
-    }
-
-    pub fn decode(b: &[u8]) -> Option<ToMaster> {
-        match *b.first()? {
-            T_READY => Some(ToMaster::Ready),
-            T_LOGS_REOPENED => Some(ToMaster::LogsReopened),
-            T_EXITING => Some(ToMaster::Exiting),
-            T_HEARTBEAT if b.len() == 25 => Some(ToMaster::Heartbeat(Heartbeat {
-                connections: u64::from_le_bytes(b[1..9].try_into().ok()?),
-                requests: u64::from_le_bytes(b[9..17].try_into().ok()?),
-                downstreams_up: u32::from_le_bytes(b[17..21].try_into().ok()?),
-                downstreams_total: u32::from_le_bytes(b[21..25].try_into().ok()?),
-            })),
-            _ => None,
-        }
-    }
+/// The log files of one reopen. On the wire the message states how many access logs it carries
+/// and whether the error log follows them, and a receiver refuses a message whose attached
+/// descriptors do not add up, so no side relies on a convention about their order.
+#[derive(Debug, Default)]
+pub struct LogFiles {
+    /// One per access log, in `Config::access_log_paths()` order.
+    pub access_logs: Vec<OwnedFd>,
+    /// The error log, when the configuration has one (it goes onto descriptor 2).
+    pub error_log: Option<OwnedFd>,
 }
 
-impl ToWorker {
-    pub fn encode(&self) -> u8 {
-        match self {
-            ToWorker::Drain => T_DRAIN,
-            ToWorker::Stop => T_STOP,
-            ToWorker::ReopenLogs => T_REOPEN,
-        }
-    }
-
-    pub fn decode(b: &[u8]) -> Option<ToWorker> {
-        match b {
-            [T_DRAIN] => Some(ToWorker::Drain),
-            [T_STOP] => Some(ToWorker::Stop),
-            [T_REOPEN] => Some(ToWorker::ReopenLogs),
-            _ => None,
-        }
-    }
+/// What [`Channel::recv`] found.
+#[derive(Debug)]
+pub enum Received<M> {
+    /// One whole message.
+    Message(M),
+    /// A message this side cannot decode (unknown type, bad length, descriptors that do not
+    /// match); it was dropped, with any descriptors it carried.
+    Unknown,
+    /// The peer closed its end: it exited, or is exiting.
+    Closed,
+    /// Nothing to read now (the channel is non-blocking).
+    Empty,
 }
 
-/// A connected pair: `(master end, worker end)`. The master end is non-blocking.
-pub fn pair() -> nix::Result<(OwnedFd, OwnedFd)> {
+/// One end of a master<->worker socketpair: sends `S`, receives `R`. It owns the descriptor, so
+/// once the end is dropped nothing can write to that descriptor number again.
+pub struct Channel<S, R> {
+    fd: OwnedFd,
+    messages: PhantomData<fn(&S) -> R>,
+}
+
+/// The master's end of a worker's channel.
+pub type MasterEnd = Channel<ToWorker, ToMaster>;
+/// A worker's end of its channel.
+pub type WorkerEnd = Channel<ToMaster, ToWorker>;
+
+/// A connected pair: `(master end, worker end)`, both non-blocking and close-on-exec.
+pub fn pair() -> nix::Result<(MasterEnd, WorkerEnd)> {
     let (a, b) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
         None,
-        SockFlag::SOCK_CLOEXEC,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
     )?;
-    nix::fcntl::fcntl(
-        &a,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )?;
-    Ok((a, b))
+    Ok((Channel::new(a), Channel::new(b)))
 }
 
-/// Send one message, with descriptors attached when `fds` is not empty.
-pub fn send(fd: RawFd, msg: &[u8], fds: &[RawFd]) -> nix::Result<()> {
-    let iov = [IoSlice::new(msg)];
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-    loop {
-        match sendmsg::<()>(fd, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            r => return r.map(|_| ()),
+impl<S: Message, R: Message> Channel<S, R> {
+    fn new(fd: OwnedFd) -> Self {
+        Channel {
+            fd,
+            messages: PhantomData,
         }
     }
-}
 
-/// Receive one message into `buf`; attached descriptors are appended to `fds`.
-/// `Ok(0)` means the peer closed its end.
-pub fn recv(fd: RawFd, buf: &mut [u8; MAX_MSG], fds: &mut Vec<OwnedFd>) -> nix::Result<usize> {
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = loop {
-        match recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            r => break r?,
+    /// Send one message (with its descriptors, if it carries any).
+    pub fn send(&self, m: &S) -> nix::Result<()> {
+        let mut buf = [0u8; MAX_MSG];
+        let (n, fds) = m.encode(&mut buf);
+        if fds.len() > MAX_FDS {
+            return Err(Errno::E2BIG);
         }
-    };
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmRights(list) = c {
-                // SAFETY: the kernel just installed these descriptors in our table for us.
-                fds.extend(list.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let iov = [IoSlice::new(&buf[..n])];
+        let cmsg = [ControlMessage::ScmRights(&raw)];
+        let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &cmsg };
+        loop {
+            match sendmsg::<()>(
+                self.fd.as_raw_fd(),
+                &iov,
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Err(Errno::EINTR) => continue,
+                r => return r.map(|_| ()),
             }
         }
     }
-    Ok(msg.bytes)
+
+    /// Receive one message, if one is waiting.
+    pub fn recv(&self) -> nix::Result<Received<R>> {
+        let mut buf = [0u8; MAX_MSG];
+        let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = loop {
+            match recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Ok(Received::Empty),
+                r => break r?,
+            }
+        };
+        let mut fds = Vec::new();
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(list) = c {
+                // SAFETY: the kernel just installed these descriptors in our table for us, and
+                // nothing else refers to them.
+                fds.extend(list.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+            }
+        }
+        let (n, truncated) = (msg.bytes, msg.flags.contains(MsgFlags::MSG_CTRUNC));
+        if n == 0 && fds.is_empty() {
+            return Ok(Received::Closed);
+        }
+        if truncated {
+            return Ok(Received::Unknown);
+        }
+        Ok(R::decode(&buf[..n], fds).map_or(Received::Unknown, Received::Message))
+    }
+}
+
+impl<S, R> AsFd for Channel<S, R> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl<S, R> AsRawFd for Channel<S, R> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// The wire format. The trait is public only so it can bound [`Channel`]'s methods; it lives
+/// in a private module so no other crate can implement or call it.
+mod wire {
+    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+    use super::{Heartbeat, LogFiles, ToMaster, ToWorker, MAX_MSG};
+
+    const T_READY: u8 = 1;
+    const T_HEARTBEAT: u8 = 2;
+    const T_LOGS_REOPENED: u8 = 3;
+    const T_EXITING: u8 = 4;
+    const T_DRAIN: u8 = 10;
+    const T_STOP: u8 = 11;
+    const T_REOPEN: u8 = 12;
+
+    pub trait Message: Sized {
+        /// The bytes into `buf` (returns their length) and the descriptors to attach.
+        fn encode(&self, buf: &mut [u8; MAX_MSG]) -> (usize, Vec<BorrowedFd<'_>>);
+        /// `None` when the bytes are not a message or the descriptors do not match it.
+        fn decode(b: &[u8], fds: Vec<OwnedFd>) -> Option<Self>;
+    }
+
+    impl Message for ToMaster {
+        fn encode(&self, buf: &mut [u8; MAX_MSG]) -> (usize, Vec<BorrowedFd<'_>>) {
+            let n = match self {
+                ToMaster::Ready => {
+                    buf[0] = T_READY;
+                    1
+                }
+                ToMaster::LogsReopened => {
+                    buf[0] = T_LOGS_REOPENED;
+                    1
+                }
+                ToMaster::Exiting => {
+                    buf[0] = T_EXITING;
+                    1
+                }
+                ToMaster::Heartbeat(h) => {
+                    buf[0] = T_HEARTBEAT;
+                    buf[1..9].copy_from_slice(&h.connections.to_le_bytes());
+                    buf[9..17].copy_from_slice(&h.requests.to_le_bytes());
+                    buf[17..21].copy_from_slice(&h.downstreams_up.to_le_bytes());
+                    buf[21..25].copy_from_slice(&h.downstreams_total.to_le_bytes());
+                    25
+                }
+            };
+            (n, Vec::new())
+        }
+
+        fn decode(b: &[u8], fds: Vec<OwnedFd>) -> Option<ToMaster> {
+            if !fds.is_empty() {
+                return None;
+            }
+            match *b.first()? {
+                T_READY if b.len() == 1 => Some(ToMaster::Ready),
+                T_LOGS_REOPENED if b.len() == 1 => Some(ToMaster::LogsReopened),
+                T_EXITING if b.len() == 1 => Some(ToMaster::Exiting),
+                T_HEARTBEAT if b.len() == 25 => Some(ToMaster::Heartbeat(Heartbeat {
+                    connections: u64::from_le_bytes(b[1..9].try_into().ok()?),
+                    requests: u64::from_le_bytes(b[9..17].try_into().ok()?),
+                    downstreams_up: u32::from_le_bytes(b[17..21].try_into().ok()?),
+                    downstreams_total: u32::from_le_bytes(b[21..25].try_into().ok()?),
+                })),
+                _ => None,
+            }
+        }
+    }
+
+    impl Message for ToWorker {
+        /// `ReopenLogs` is `[T_REOPEN, access-log count, 1 if the error log follows]`, with
+        /// the access logs attached in order, then the error log.
+        fn encode(&self, buf: &mut [u8; MAX_MSG]) -> (usize, Vec<BorrowedFd<'_>>) {
+            match self {
+                ToWorker::Drain => {
+                    buf[0] = T_DRAIN;
+                    (1, Vec::new())
+                }
+                ToWorker::Stop => {
+                    buf[0] = T_STOP;
+                    (1, Vec::new())
+                }
+                ToWorker::ReopenLogs(files) => {
+                    buf[0] = T_REOPEN;
+                    // More than MAX_FDS descriptors are refused by `send` before this matters.
+                    buf[1] = u8::try_from(files.access_logs.len()).unwrap_or(u8::MAX);
+                    buf[2] = u8::from(files.error_log.is_some());
+                    let fds = files
+                        .access_logs
+                        .iter()
+                        .chain(&files.error_log)
+                        .map(|f| f.as_fd())
+                        .collect();
+                    (3, fds)
+                }
+            }
+        }
+
+        fn decode(b: &[u8], mut fds: Vec<OwnedFd>) -> Option<ToWorker> {
+            match b {
+                [T_DRAIN] if fds.is_empty() => Some(ToWorker::Drain),
+                [T_STOP] if fds.is_empty() => Some(ToWorker::Stop),
+                &[T_REOPEN, access, error @ (0 | 1)]
+                    if fds.len() == usize::from(access) + usize::from(error) =>
+                {
+                    let error_log = if error == 1 { fds.pop() } else { None };
+                    Some(ToWorker::ReopenLogs(LogFiles {
+                        access_logs: fds,
+                        error_log,
+                    }))
+                }
+                _ => None,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
+
+    fn null() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
 
     #[test]
-    fn round_trip() {
-        let mut b = [0u8; MAX_MSG];
-        for m in [
+    fn messages_to_the_master_round_trip() {
+        let (master, worker) = pair().unwrap();
+        let all = [
             ToMaster::Ready,
             ToMaster::Exiting,
             ToMaster::LogsReopened,
@@ -190,29 +327,69 @@ mod tests {
                 downstreams_up: 2,
                 downstreams_total: 3,
             }),
-        ] {
-            let n = m.encode(&mut b);
-            assert_eq!(ToMaster::decode(&b[..n]), Some(m));
+        ];
+        for m in all {
+            worker.send(&m).unwrap();
         }
-        for m in [ToWorker::Drain, ToWorker::Stop, ToWorker::ReopenLogs] {
-            assert_eq!(ToWorker::decode(&[m.encode()]), Some(m));
+        for m in all {
+            assert!(matches!(master.recv().unwrap(), Received::Message(r) if r == m));
         }
-        assert_eq!(ToMaster::decode(&[99]), None);
-        assert_eq!(ToMaster::decode(&[T_HEARTBEAT, 1]), None);
-        assert_eq!(ToWorker::decode(&[]), None);
+        assert!(matches!(master.recv().unwrap(), Received::Empty));
+        drop(worker);
+        assert!(matches!(master.recv().unwrap(), Received::Closed));
     }
 
     #[test]
-    fn passes_descriptors() {
-        let (a, b) = pair().unwrap();
-        let file = std::fs::File::open("/dev/null").unwrap();
-        send(b.as_raw_fd(), &[T_REOPEN], &[file.as_raw_fd()]).unwrap();
+    fn orders_and_log_files_reach_the_worker() {
+        let (master, worker) = pair().unwrap();
+        master.send(&ToWorker::Drain).unwrap();
+        master.send(&ToWorker::Stop).unwrap();
+        for (access, error) in [(2, true), (3, false), (0, true), (0, false)] {
+            let files = LogFiles {
+                access_logs: (0..access).map(|_| null()).collect(),
+                error_log: error.then(null),
+            };
+            master.send(&ToWorker::ReopenLogs(files)).unwrap();
+        }
+        assert!(matches!(
+            worker.recv().unwrap(),
+            Received::Message(ToWorker::Drain)
+        ));
+        assert!(matches!(
+            worker.recv().unwrap(),
+            Received::Message(ToWorker::Stop)
+        ));
+        for (access, error) in [(2, true), (3, false), (0, true), (0, false)] {
+            match worker.recv().unwrap() {
+                Received::Message(ToWorker::ReopenLogs(f)) => {
+                    assert_eq!(f.access_logs.len(), access);
+                    assert_eq!(f.error_log.is_some(), error);
+                }
+                other => panic!("expected ReopenLogs, got {other:?}"),
+            }
+        }
+        drop(master);
+        assert!(matches!(worker.recv().unwrap(), Received::Closed));
+    }
+
+    #[test]
+    fn refuses_what_does_not_add_up() {
+        let raw = |bytes: &[u8], fds: Vec<OwnedFd>| ToWorker::decode(bytes, fds);
+        // Two access logs announced, one descriptor attached.
+        assert!(raw(&[wire_reopen(), 2, 0], vec![null()]).is_none());
+        // An error log announced, none attached.
+        assert!(raw(&[wire_reopen(), 0, 1], vec![]).is_none());
+        // Descriptors on a message that carries none.
+        assert!(raw(&[10], vec![null()]).is_none());
+        assert!(raw(&[], vec![]).is_none());
+        assert!(ToMaster::decode(&[99], vec![]).is_none());
+        assert!(ToMaster::decode(&[2, 1], vec![]).is_none());
+    }
+
+    /// The first byte of an encoded `ReopenLogs`.
+    fn wire_reopen() -> u8 {
         let mut buf = [0u8; MAX_MSG];
-        let mut fds = Vec::new();
-        let n = recv(a.as_raw_fd(), &mut buf, &mut fds).unwrap();
-        assert_eq!(ToWorker::decode(&buf[..n]), Some(ToWorker::ReopenLogs));
-        assert_eq!(fds.len(), 1);
-        drop(b);
-        assert_eq!(recv(a.as_raw_fd(), &mut buf, &mut fds).unwrap(), 0);
+        ToWorker::ReopenLogs(LogFiles::default()).encode(&mut buf);
+        buf[0]
     }
 }

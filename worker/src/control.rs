@@ -1,70 +1,62 @@
 //! The worker's side of the channel: Ready once, a heartbeat every second, and the master's
-//! orders (Drain, Stop, log files). A closed channel means the master died: drain and exit.
+//! orders (Drain, Stop, log files). A closed channel means the master died: drain and exit,
+//! and never write to the master again.
 
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Duration;
 
-use rproxy_shared::channel::{self, Heartbeat, ToMaster, ToWorker, MAX_MSG};
+use rproxy_shared::channel::{Heartbeat, Received, ToMaster, ToWorker, WorkerEnd};
 use rproxy_shared::{error, warn};
 use tokio::io::unix::AsyncFd;
 
 use crate::state::WorkerState;
 
-pub async fn run(state: Rc<WorkerState>, chan: OwnedFd) {
-    if let Err(e) = nix::fcntl::fcntl(
-        &chan,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    ) {
-        error!("channel: {e}");
-    }
-    // SAFETY: the channel is an OwnedFd moved into the AsyncFd, which keeps it open for as
-    // long as it is registered.
-    let chan = match unsafe { AsyncFd::register(chan) } {
-        Ok(c) => c,
+/// Talk with the master until it goes away. The channel is shared with `state` (for the last
+/// word at exit, [`say_exiting`]) for as long as the master is there.
+pub async fn run(state: Rc<WorkerState>, channel: WorkerEnd) {
+    // SAFETY: the `WorkerEnd` owns its descriptor and never replaces it, so the descriptor stays
+    // open and the same for as long as the `AsyncFd` that owns the `WorkerEnd` lives.
+    let chan = match unsafe { AsyncFd::register(channel) } {
+        Ok(c) => Rc::new(c),
         Err(e) => {
             error!("channel: {e}; draining");
             state.start_drain();
             return;
         }
     };
-    state.channel.set(Some(chan.get_ref().as_raw_fd()));
+    *state.channel.borrow_mut() = Some(Rc::clone(&chan));
     send(&chan, ToMaster::Ready);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut buf = [0u8; MAX_MSG];
     loop {
         tokio::select! {
             _ = tick.tick() => send(&chan, ToMaster::Heartbeat(heartbeat(&state))),
             r = chan.readable() => {
                 let Ok(mut guard) = r else { return };
                 loop {
-                    let mut fds = Vec::new();
-                    match channel::recv(chan.get_ref().as_raw_fd(), &mut buf, &mut fds) {
-                        Ok(0) => {
-                            warn!("the master is gone: draining");
+                    match chan.get_ref().recv() {
+                        Ok(Received::Message(ToWorker::Drain)) => {
                             state.start_drain();
-                            return;
+                            send(&chan, ToMaster::Heartbeat(heartbeat(&state)));
                         }
-                        Ok(n) => match ToWorker::decode(&buf[..n]) {
-                            Some(ToWorker::Drain) => {
-                                state.start_drain();
-                                send(&chan, ToMaster::Heartbeat(heartbeat(&state)));
-                            }
-                            Some(ToWorker::Stop) => state.stop(),
-                            Some(ToWorker::ReopenLogs) => {
-                                crate::access_log::flush_all(&state);
-                                state.reopen_logs(fds);
-                                send(&chan, ToMaster::LogsReopened);
-                            }
-                            None => warn!("unknown message from the master"),
-                        },
-                        Err(nix::errno::Errno::EAGAIN) => {
+                        Ok(Received::Message(ToWorker::Stop)) => state.stop(),
+                        Ok(Received::Message(ToWorker::ReopenLogs(files))) => {
+                            crate::access_log::flush_all(&state);
+                            state.reopen_logs(files);
+                            send(&chan, ToMaster::LogsReopened);
+                        }
+                        Ok(Received::Unknown) => warn!("unknown message from the master"),
+                        Ok(Received::Empty) => {
                             guard.clear_ready();
                             break;
                         }
+                        Ok(Received::Closed) => {
+                            warn!("the master is gone: draining");
+                            master_gone(&state);
+                            return;
+                        }
                         Err(e) => {
                             error!("channel: {e}; draining");
-                            state.start_drain();
+                            master_gone(&state);
                             return;
                         }
                     }
@@ -74,12 +66,19 @@ pub async fn run(state: Rc<WorkerState>, chan: OwnedFd) {
     }
 }
 
-/// Tell the master we are leaving on purpose (drained or stopped), just before exit.
+/// Without a master there is nobody to tell anything: the channel is closed (when `run`
+/// returns and drops its handle) and no one may write to its descriptor number again, which
+/// a downstream connection may take next.
+fn master_gone(state: &Rc<WorkerState>) {
+    state.channel.borrow_mut().take();
+    state.start_drain();
+}
+
+/// Tell the master we are leaving on purpose (drained or stopped), just before exit. Says
+/// nothing when the master is already gone.
 pub fn say_exiting(state: &WorkerState) {
-    if let Some(fd) = state.channel.get() {
-        let mut buf = [0u8; MAX_MSG];
-        let n = ToMaster::Exiting.encode(&mut buf);
-        let _ = channel::send(fd, &buf[..n], &[]);
+    if let Some(chan) = state.channel.borrow_mut().take() {
+        send(&chan, ToMaster::Exiting);
     }
 }
 
@@ -98,10 +97,8 @@ fn heartbeat(state: &WorkerState) -> Heartbeat {
     }
 }
 
-fn send(chan: &AsyncFd<OwnedFd>, m: ToMaster) {
-    let mut buf = [0u8; MAX_MSG];
-    let n = m.encode(&mut buf);
+fn send(chan: &AsyncFd<WorkerEnd>, m: ToMaster) {
     // Tiny messages on a socket the master drains every tick: a full buffer means the master
     // is stuck, and it will notice our silence from its side anyway.
-    let _ = channel::send(chan.get_ref().as_raw_fd(), &buf[..n], &[]);
+    let _ = chan.get_ref().send(&m);
 }

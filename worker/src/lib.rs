@@ -22,6 +22,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use http::HeaderName;
+use rproxy_shared::channel::WorkerEnd;
 use rproxy_shared::config::Config;
 use rproxy_shared::errlog;
 
@@ -38,7 +39,7 @@ pub struct WorkerArgs {
     pub listeners: Vec<(usize, OwnedFd)>,
     /// Access-log files in `config.access_log_paths()` order.
     pub log_files: Vec<OwnedFd>,
-    pub channel: OwnedFd,
+    pub channel: WorkerEnd,
 }
 
 /// Serve until drained or stopped; returns the process exit status.

@@ -1,11 +1,13 @@
 //! Worker-wide state: counters for heartbeats, the drain switch, and when to exit.
 
 use std::cell::{Cell, RefCell};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use rproxy_shared::channel::{LogFiles, WorkerEnd};
 use rproxy_shared::config::Config;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::{watch, Notify};
 
 use crate::access_log::AccessLog;
@@ -22,8 +24,9 @@ pub struct WorkerState {
     done: Notify,
     pub pools: RefCell<Vec<Rc<Pool>>>,
     pub access_logs: RefCell<Vec<Rc<AccessLog>>>,
-    /// The channel to the master, once the control task holds it (for the last word at exit).
-    pub channel: Cell<Option<RawFd>>,
+    /// The channel to the master while the master is there: set by the control task, taken
+    /// when the master is gone (then nothing is ever sent again) or for the last word at exit.
+    pub channel: RefCell<Option<Rc<AsyncFd<WorkerEnd>>>>,
     /// The inherited access-log descriptors; a reopen `dup2`s new files onto these numbers.
     pub log_files: Vec<OwnedFd>,
 }
@@ -40,7 +43,7 @@ impl WorkerState {
             done: Notify::new(),
             pools: RefCell::new(Vec::new()),
             access_logs: RefCell::new(Vec::new()),
-            channel: Cell::new(None),
+            channel: RefCell::new(None),
             log_files,
         })
     }
@@ -91,21 +94,29 @@ impl WorkerState {
     }
 
     /// Put freshly opened log files in place of the old ones (same descriptor numbers, so
-    /// every writer follows). The last extra descriptor, if any, is the error log (fd 2).
-    pub fn reopen_logs(&self, fds: Vec<OwnedFd>) {
-        let n = self.log_files.len();
-        for (i, fd) in fds.iter().enumerate() {
-            let target: RawFd = if i < n {
-                self.log_files[i].as_raw_fd()
-            } else {
-                2
-            };
-            // SAFETY: dup2 atomically replaces a descriptor this process owns.
-            if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+    /// every writer follows): each access log onto its own, the error log onto descriptor 2.
+    pub fn reopen_logs(&self, files: LogFiles) {
+        if files.access_logs.len() != self.log_files.len() {
+            rproxy_shared::error!(
+                "the master sent {} access-log files for {}",
+                files.access_logs.len(),
+                self.log_files.len()
+            );
+        }
+        for (new, old) in files.access_logs.iter().zip(&self.log_files) {
+            // SAFETY: dup2 atomically replaces a descriptor this process owns (`old` stays
+            // owned by `log_files` and now refers to the new file).
+            if unsafe { libc::dup2(new.as_raw_fd(), old.as_raw_fd()) } < 0 {
                 rproxy_shared::error!(
-                    "reopening log descriptor {target}: {}",
+                    "reopening log descriptor {}: {}",
+                    old.as_raw_fd(),
                     std::io::Error::last_os_error()
                 );
+            }
+        }
+        if let Some(error_log) = &files.error_log {
+            if let Err(e) = nix::unistd::dup2_stderr(error_log) {
+                rproxy_shared::error!("reopening log descriptor 2: {e}");
             }
         }
     }

@@ -1,0 +1,201 @@
+//! A generation: the workers forked from one configuration, with everything they were forked
+//! with. A reload makes a new generation beside the serving one; the old one drains away with
+//! its own configuration and files, so nothing of a generation outlives its last worker.
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rproxy_shared::channel::{MasterEnd, ToWorker};
+use rproxy_shared::config::Config;
+use rproxy_shared::warn;
+
+use crate::privileges::Identity;
+use crate::spawn::spawn;
+use crate::startup;
+
+/// Where a generation is between its fork and its last worker's exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenState {
+    /// Forked by a reload, not all Ready yet; the previous generation still serves.
+    Starting,
+    /// Serving: the generation new connections go to.
+    Active,
+    /// Told to drain (or given up on): its workers are never replaced, and those left at
+    /// `deadline` are killed.
+    Draining { deadline: Instant },
+}
+
+/// One worker position of a generation, which outlives the workers that fill it.
+pub struct Slot {
+    /// Consecutive fast deaths, for the back-off.
+    pub failures: u32,
+    pub respawn_at: Option<Instant>,
+}
+
+/// The workers of one configuration and what they were forked with, kept together so that
+/// replacing a worker uses its own generation's config and files, never the newest ones.
+pub struct Generation {
+    pub id: u64,
+    pub config: Arc<Config>,
+    pub identity: Identity,
+    /// Access-log files in `config.access_log_paths()` order; workers forked from now on
+    /// inherit these (a log reopen replaces them).
+    pub log_files: Vec<OwnedFd>,
+    // The TLS contexts built from `config` (keys read as root) will live here too, beside the
+    // log files: a reload builds new ones for the new generation while the old one drains with
+    // its own.
+    pub state: GenState,
+    pub started: Instant,
+    pub slots: Vec<Slot>,
+    pub workers: Vec<Worker>,
+}
+
+/// Where a worker is in its life, as far as the master knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Forked, has not said Ready: gets a start-up grace on top of `heartbeat-timeout`.
+    Starting,
+    /// Said Ready; serving.
+    Ready,
+    /// Told to Drain or Stop: its exit is expected and never replaced.
+    Draining,
+    /// SIGKILLed by the master; `draining` when it had been told to leave before.
+    Killed { draining: bool },
+}
+
+/// One forked worker process, as its master sees it.
+pub struct Worker {
+    pub pid: Pid,
+    pub slot: usize,
+    /// `None` once the worker closed its end (it is exiting): nothing is read or sent any more.
+    pub channel: Option<MasterEnd>,
+    pub state: WorkerState,
+    pub started: Instant,
+    /// When it said Ready; a worker that never did counts as a start-up failure when it dies.
+    pub ready_at: Option<Instant>,
+    pub last_beat: Instant,
+}
+
+impl Worker {
+    /// Told to leave (its exit is expected), killed or not.
+    pub fn is_draining(&self) -> bool {
+        matches!(
+            self.state,
+            WorkerState::Draining | WorkerState::Killed { draining: true }
+        )
+    }
+
+    pub fn is_killed(&self) -> bool {
+        matches!(self.state, WorkerState::Killed { .. })
+    }
+
+    /// Send `m` if the channel is still open.
+    pub fn send(&self, m: &ToWorker) {
+        if let Some(chan) = &self.channel {
+            if let Err(e) = chan.send(m) {
+                warn!("sending {m:?} to worker {}: {e}", self.pid);
+            }
+        }
+    }
+
+    /// Send Drain or Stop: from now on the worker is leaving.
+    pub fn tell_to_leave(&mut self, m: &ToWorker) {
+        self.send(m);
+        self.state = match self.state {
+            WorkerState::Killed { .. } => WorkerState::Killed { draining: true },
+            _ => WorkerState::Draining,
+        };
+    }
+
+    /// SIGKILL; the exit is handled when reaped, like any other.
+    pub fn kill(&mut self) {
+        let _ = kill(self.pid, Signal::SIGKILL);
+        self.state = WorkerState::Killed {
+            draining: self.is_draining(),
+        };
+    }
+}
+
+impl Generation {
+    /// Open the generation's log files and resolve its identity; no worker yet.
+    pub fn new(id: u64, config: Arc<Config>, state: GenState) -> Result<Generation, String> {
+        let identity = Identity::resolve(&config.user, &config.group)?;
+        if !identity.switch {
+            warn!(
+                "not running as root: workers keep this user instead of `{}`",
+                config.user
+            );
+        }
+        let log_files = startup::open_access_logs(&config, identity.owner())?;
+        let slots = (0..config.workers)
+            .map(|_| Slot {
+                failures: 0,
+                respawn_at: None,
+            })
+            .collect();
+        Ok(Generation {
+            id,
+            config,
+            identity,
+            log_files,
+            state,
+            started: Instant::now(),
+            slots,
+            workers: Vec::new(),
+        })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        matches!(self.state, GenState::Draining { .. })
+    }
+
+    /// Silence after which a worker of this generation counts as hung.
+    pub fn heartbeat_timeout(&self) -> Duration {
+        self.config.heartbeat_timeout
+    }
+
+    /// How long this generation's workers may take to drain.
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.config.shutdown_timeout
+    }
+
+    /// Fork the worker of `slot` on `listeners` (`(server index, listener)` of this config).
+    pub fn spawn_worker(
+        &mut self,
+        slot: usize,
+        listeners: &[(usize, BorrowedFd<'_>)],
+    ) -> Result<(), String> {
+        let (pid, channel) = spawn(self, slot, listeners)?;
+        rproxy_shared::debug!("started worker {pid} (generation {}, slot {slot})", self.id);
+        let now = Instant::now();
+        self.workers.push(Worker {
+            pid,
+            slot,
+            channel: Some(channel),
+            state: WorkerState::Starting,
+            started: now,
+            ready_at: None,
+            last_beat: now,
+        });
+        Ok(())
+    }
+
+    /// Every slot has a worker that said Ready and was not killed.
+    pub fn all_ready(&self) -> bool {
+        (0..self.slots.len()).all(|s| {
+            self.workers
+                .iter()
+                .any(|w| w.slot == s && w.ready_at.is_some() && !w.is_killed())
+        })
+    }
+
+    /// SIGKILL every worker (a generation given up on, or a stop past its deadline).
+    pub fn kill_all(&mut self) {
+        for w in &mut self.workers {
+            w.kill();
+        }
+    }
+}
