@@ -231,6 +231,96 @@ fn sigterm_and_sigint_end_everything_at_once() {
     }
 }
 
+/// Reads one response with a `Content-Length` body from a keep-alive stream: `(head, body)`.
+fn read_response(s: &mut std::net::TcpStream) -> (String, Vec<u8>) {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed before a response");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
+/// A keep-alive connection idle across a reload is not closed early by the draining worker:
+/// its next request is answered, with `Connection: close`, and then the connection ends.
+#[test]
+fn draining_worker_answers_once_more_with_connection_close() {
+    use std::io::{Read, Write};
+    let b = Backend::start("b");
+    let port = free_port();
+    let p = Proxy::start(
+        "drainclose",
+        &flat_config(port, &[b.port], "", "workers = 1"),
+        port,
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let (head, body) = read_response(&mut s);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    assert_eq!(body, b"b");
+    p.signal(libc::SIGHUP);
+    p.wait_log("reload complete", Duration::from_secs(10));
+    // Our connection belongs to the old, draining worker.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let (head, body) = read_response(&mut s);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("connection: close"),
+        "no Connection: close while draining: {head}"
+    );
+    assert_eq!(body, b"b");
+    let mut rest = Vec::new();
+    assert_eq!(
+        s.read_to_end(&mut rest).unwrap_or(0),
+        0,
+        "not closed after it"
+    );
+}
+
+/// `shutdown-timeout` ends a drain that a stuck request would hold forever: the worker cuts
+/// it and leaves on its own, and the master exits 0.
+#[test]
+fn shutdown_timeout_ends_a_stuck_drain() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let mut p = Proxy::start(
+        "stuckdrain",
+        &flat_config(port, &[b.port], "", "workers = 1\nshutdown-timeout = 1"),
+        port,
+    );
+    let t = std::thread::spawn(move || get(port, "/sleep/30000"));
+    wait_until("request in flight", Duration::from_secs(5), || {
+        b.hits() >= 1
+    });
+    let t0 = Instant::now();
+    p.signal(libc::SIGQUIT);
+    // 1 s of shutdown-timeout; 3 s of margin. The request would hold it for 30 s.
+    assert_eq!(p.wait_exit(Duration::from_secs(4)), Some(0), "{}", p.log());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(
+        p.log().contains("shutdown-timeout: closing 1 connections"),
+        "{}",
+        p.log()
+    );
+    let (status, _) = t.join().unwrap();
+    assert_ne!(status, 200, "the stuck request was not cut");
+}
+
 #[test]
 fn workers_leave_when_the_master_is_killed() {
     let b = Backend::start("b");
