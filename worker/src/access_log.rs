@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use nix::errno::Errno;
 use rproxy_shared::config::{facility_code, Config, LogType, Logging};
 use rproxy_shared::localtime;
 use rproxy_shared::logformat::{HeaderLookup, LogFormat, Record};
@@ -137,20 +138,20 @@ pub async fn flusher(state: Rc<WorkerState>) {
 }
 
 fn write_all(fd: RawFd, buf: &mut Vec<u8>) {
+    // SAFETY: `fd` is one of `WorkerState::log_files`, open for the whole life of the worker
+    // (a reopen `dup2`s a new file onto the same number and never closes it).
+    let file = unsafe { BorrowedFd::borrow_raw(fd) };
     let mut off = 0;
     while off < buf.len() {
-        // SAFETY: writing our own buffer to a descriptor we hold. A regular file rarely takes
-        // a short write; when it does the rest follows at once.
-        let n = unsafe { libc::write(fd, buf[off..].as_ptr().cast(), buf.len() - off) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
+        // A regular file rarely takes a short write; when it does the rest follows at once.
+        match nix::unistd::write(file, &buf[off..]) {
+            Ok(n) => off += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                rproxy_shared::error!("writing the access log: {}", std::io::Error::from(e));
+                break;
             }
-            rproxy_shared::error!("writing the access log: {e}");
-            break;
         }
-        off += n as usize;
     }
     buf.clear();
 }

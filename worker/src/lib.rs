@@ -4,6 +4,8 @@
 //! A worker is one thread running a current-thread tokio runtime (like an nginx worker): no
 //! locks or atomics on the request path, and the kernel spreads connections over workers.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod access_log;
 mod body;
 mod control;
