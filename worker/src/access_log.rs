@@ -153,7 +153,7 @@ impl AccessLog {
         }
     }
 
-    pub fn flush(&self) {
+    fn flush(&self) {
         if let Sink::File { fd, buf } = &self.sink {
             write_all(*fd, &mut buf.borrow_mut());
         }

@@ -56,7 +56,7 @@ enum Health {
 /// One downstream as this worker sees it.
 pub struct Downstream {
     name: String,
-    pub addr: SocketAddr,
+    addr: SocketAddr,
     target: usize,
     retry: Duration,
     write_timeout: Duration,
