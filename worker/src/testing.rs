@@ -2,6 +2,7 @@
 //! forward -> pool -> respond) on a loopback listener, without forking or the master, so a stage
 //! can be tested in milliseconds against a small origin started by the same test.
 //!
+//! Clients: [`roundtrip`] (raw bytes, for framing edge cases) and [`send`] (hyper's client).
 //! Use inside a `LocalSet` (every worker task is `spawn_local`):
 //! ```ignore
 //! LocalSet::new().run_until(async {
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rproxy_shared::config::Config;
@@ -92,8 +93,29 @@ pub async fn roundtrip(addr: SocketAddr, raw: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Send `reqs` one after the other on one keep-alive connection with hyper's client; the
+/// responses with their whole bodies.
+pub async fn send(addr: SocketAddr, reqs: Vec<Request<String>>) -> Vec<Response<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::task::spawn_local(conn);
+    let mut out = Vec::new();
+    for req in reqs {
+        let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+            .await
+            .expect("no response within 5 s")
+            .unwrap();
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        out.push(Response::from_parts(parts, body));
+    }
+    out
+}
+
 /// An origin answering every request with `200` and the forwarding headers it received:
-/// `xff=<X-Forwarded-For>;xfp=<X-Forwarded-Proto>`.
+/// `<request target> xff=<X-Forwarded-For>;xfp=<X-Forwarded-Proto>`.
 pub async fn echo_origin() -> SocketAddr {
     async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
         let h = |n: &str| {
@@ -103,7 +125,8 @@ pub async fn echo_origin() -> SocketAddr {
                 .to_owned()
         };
         let body = format!(
-            "xff={};xfp={}",
+            "{} xff={};xfp={}",
+            req.uri(),
             h("x-forwarded-for"),
             h("x-forwarded-proto")
         );
@@ -171,8 +194,37 @@ mod tests {
                 )
                 .await;
                 assert_eq!(status(&resp), "200", "{resp}");
-                assert!(resp.ends_with("\r\n\r\nxff=127.0.0.1;xfp=http"), "{resp}");
+                assert!(
+                    resp.ends_with("\r\n\r\n/x xff=127.0.0.1;xfp=http"),
+                    "{resp}"
+                );
                 assert_eq!(proxy.state.requests.get(), 1);
+            })
+            .await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn keep_alive_client_and_absolute_form_target() {
+        LocalSet::new()
+            .run_until(async {
+                let proxy = start(&flat(echo_origin().await)).await;
+                let get = |uri: &str| {
+                    Request::get(uri)
+                        .header("host", "a")
+                        .body(String::new())
+                        .unwrap()
+                };
+                let resps = send(proxy.addr, vec![get("/one"), get("http://a/two")]).await;
+                let bodies: Vec<&[u8]> = resps.iter().map(|r| &r.body()[..]).collect();
+                assert_eq!(
+                    bodies,
+                    [
+                        &b"/one xff=127.0.0.1;xfp=http"[..],
+                        b"/two xff=127.0.0.1;xfp=http"
+                    ]
+                );
+                assert_eq!(proxy.state.requests.get(), 2);
+                assert_eq!(proxy.state.conns.get(), 1, "one client connection");
             })
             .await;
     }
