@@ -1,6 +1,7 @@
 //! Per-worker pools of persistent connections to the downstreams of one server (RProxy's
 //! "always established" connections), the FIFO of requests waiting for one (`max-pending`,
-//! `pending-timeout`), and the choice among downstreams (see [`crate::lb`]).
+//! `pending-timeout`), the choice among downstreams (see [`crate::lb`]), and sending a
+//! request on a leased connection ([`Pool::send`]: retries, downstream `read-timeout`).
 //!
 //! Each downstream has a maintenance task that keeps `connections` connections established,
 //! reconnecting every `retry` interval while the downstream is down. A connection the
