@@ -57,7 +57,7 @@ impl Route {
 
 /// The routes of one `[[server]]`.
 pub struct RouteTable {
-    /// Flat form: exactly one route.
+    /// Never empty (the flat form is exactly one route), so the connection default exists.
     routes: Vec<Route>,
 }
 
