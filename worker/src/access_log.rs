@@ -1,4 +1,4 @@
-//! Access log writers (DESIGN section 9).
+//! The log stage: access log writers (DESIGN section 9).
 //!
 //! File logs: lines are rendered into a per-section buffer and written with one `write(2)`
 //! when the buffer passes 32 KiB, every 200 ms, before a log reopen and at exit, so a busy
@@ -11,19 +11,23 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use nix::errno::Errno;
 use rproxy_shared::config::{Config, LogSink, Logging};
 use rproxy_shared::localtime;
 use rproxy_shared::logformat::{HeaderLookup, LogFormat, Record};
 
+use crate::body::ProxyBody;
+use crate::pool::Used;
 use crate::state::WorkerState;
+use crate::tls::ConnInfo;
 
 const FLUSH_AT: usize = 32 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
@@ -92,13 +96,57 @@ impl AccessLog {
         }))
     }
 
-    /// Keep the request headers the format needs (cheap: header values are shared bytes).
-    pub fn snapshot(&self, h: &HeaderMap) -> Vec<Option<HeaderValue>> {
-        self.req_names.iter().map(|n| h.get(n).cloned()).collect()
+    /// Keep what the line needs from `req` before it is changed and forwarded (cheap: header
+    /// values are shared bytes).
+    pub fn begin<B>(&self, req: &Request<B>) -> Entry {
+        Entry {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: self
+                .req_names
+                .iter()
+                .map(|n| req.headers().get(n).cloned())
+                .collect(),
+        }
+    }
+
+    /// The line for a request begun with [`AccessLog::begin`]: `rule` is the route's name
+    /// (`{RULE}`), `used` the downstream connection it reached.
+    pub fn finish(
+        &self,
+        entry: &Entry,
+        conn: &ConnInfo,
+        rule: Option<&str>,
+        resp: &Response<ProxyBody>,
+        used: Option<Used>,
+    ) {
+        let uri = &entry.uri;
+        self.write(&Record {
+            src: Some(conn.peer.ip()),
+            proxy: used.map(|u| u.addr),
+            ts: SystemTime::now(),
+            method: Some(entry.method.as_str()),
+            uri: Some(
+                uri.path_and_query()
+                    .map_or(uri.path(), |p| p.as_str())
+                    .as_bytes(),
+            ),
+            proto: Some(version_str(entry.version)),
+            status: Some(resp.status().as_u16()),
+            ds_sport: used.and_then(|u| u.local_port),
+            us_sport: Some(conn.peer.port()),
+            rule,
+            req_headers: Some(&Snapshot {
+                names: &self.req_names,
+                values: &entry.headers,
+            }),
+            resp_headers: Some(&Headers(resp.headers())),
+        });
     }
 
     /// Render and queue one line.
-    pub fn write(&self, rec: &Record<'_>) {
+    fn write(&self, rec: &Record<'_>) {
         match &self.sink {
             Sink::File { fd, buf } => {
                 let mut b = buf.borrow_mut();
@@ -111,18 +159,28 @@ impl AccessLog {
         }
     }
 
-    pub fn flush(&self) {
+    fn flush(&self) {
         if let Sink::File { fd, buf } = &self.sink {
             write_all(*fd, &mut buf.borrow_mut());
         }
     }
+}
 
-    /// Request header lookup over a [`AccessLog::snapshot`].
-    pub fn lookup<'a>(&'a self, values: &'a [Option<HeaderValue>]) -> Snapshot<'a> {
-        Snapshot {
-            names: &self.req_names,
-            values,
-        }
+/// What a log line needs from a request, kept before the request is forwarded.
+pub struct Entry {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    /// Values of the request headers the format prints, in `req_names` order.
+    headers: Vec<Option<HeaderValue>>,
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        _ => "HTTP/1.1",
     }
 }
 
@@ -143,20 +201,20 @@ pub async fn flusher(state: Rc<WorkerState>) {
 }
 
 fn write_all(fd: RawFd, buf: &mut Vec<u8>) {
+    // SAFETY: `fd` is one of `WorkerState::log_files`, open for the whole life of the worker
+    // (a reopen `dup2`s a new file onto the same number and never closes it).
+    let file = unsafe { BorrowedFd::borrow_raw(fd) };
     let mut off = 0;
     while off < buf.len() {
-        // SAFETY: writing our own buffer to a descriptor we hold. A regular file rarely takes
-        // a short write; when it does the rest follows at once.
-        let n = unsafe { libc::write(fd, buf[off..].as_ptr().cast(), buf.len() - off) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
+        // A regular file rarely takes a short write; when it does the rest follows at once.
+        match nix::unistd::write(file, &buf[off..]) {
+            Ok(n) => off += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                rproxy_shared::error!("writing the access log: {}", std::io::Error::from(e));
+                break;
             }
-            rproxy_shared::error!("writing the access log: {e}");
-            break;
         }
-        off += n as usize;
     }
     buf.clear();
 }
@@ -212,7 +270,7 @@ fn syslog_time(ts: SystemTime, out: &mut Vec<u8>) {
 }
 
 /// Request headers kept for the log line.
-pub struct Snapshot<'a> {
+struct Snapshot<'a> {
     names: &'a [HeaderName],
     values: &'a [Option<HeaderValue>],
 }
@@ -225,7 +283,7 @@ impl HeaderLookup for Snapshot<'_> {
 }
 
 /// Response headers as the log format sees them.
-pub struct Headers<'a>(pub &'a HeaderMap);
+struct Headers<'a>(&'a HeaderMap);
 
 impl HeaderLookup for Headers<'_> {
     fn get(&self, name: &str) -> Option<&[u8]> {

@@ -15,7 +15,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::pool::Lease;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub enum ProxyBody {
     Full(Option<Bytes>),

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
-use rproxy_shared::cidr::Cidr;
+use rproxy_shared::cidr::{self, Cidr};
 use rproxy_shared::config::Headers;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -75,10 +75,7 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(ip: IpAddr, trusted: &[Cidr]) -> Peer {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+        let ip = cidr::unmap(ip);
         Peer {
             ip,
             value: HeaderValue::from_str(&ip.to_string())

@@ -1,34 +1,46 @@
-//! rproxy's worker process: tokio runtime, accept, HTTP server, downstream pools, access log,
-//! heartbeats. Entered once per worker, right after fork and privilege drop, by [`run`].
+//! rproxy's worker process: tokio runtime, accept, HTTP server, routes, downstream pools,
+//! access log, heartbeats. Entered once per worker, right after fork and privilege drop, by [`run`].
 //!
 //! A worker is one thread running a current-thread tokio runtime (like an nginx worker): no
 //! locks or atomics on the request path, and the kernel spreads connections over workers.
+//!
+//! The files follow the life of a connection (DESIGN section 2): `accept` -> `tls` -> `http`
+//! -> `route` -> `forward` (check, rewrite, headers, exchange) -> `pool` -> `respond` ->
+//! `access_log`; failures are `error::ProxyError`, classified once. `server` builds what the
+//! stages share, once per `[[server]]`.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod accept;
 mod access_log;
 mod body;
 mod control;
+mod error;
+mod forward;
 mod framing;
 mod headers;
-pub mod lb;
+mod http;
+mod lb;
 mod pool;
-mod proxy;
-pub mod rewrite;
+mod respond;
+mod rewrite;
+mod route;
 mod server;
 mod state;
+#[cfg(test)]
+mod testing;
 mod timed_io;
+mod tls;
 
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use http::HeaderName;
 use rproxy_shared::channel::WorkerEnd;
 use rproxy_shared::config::Config;
 use rproxy_shared::errlog;
 
-use crate::access_log::AccessLog;
-use crate::pool::{Pool, Route};
-use crate::proxy::ServerCtx;
+use crate::server::ServerCtx;
 use crate::state::WorkerState;
 
 /// What the master hands a new worker.
@@ -69,37 +81,8 @@ async fn serve(args: WorkerArgs) -> i32 {
     } = args;
     let state = WorkerState::new(Arc::clone(&config), log_files);
     for (index, listener) in listeners {
-        let cfg = &config.servers[index];
-        let pool = Pool::new(cfg);
-        pool.start();
-        state.pools.borrow_mut().push(Rc::clone(&pool));
-        let members = cfg
-            .downstreams
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.enabled)
-            .map(|(i, _)| i)
-            .collect();
-        let log = AccessLog::new(&config, cfg.logging.as_ref(), &state);
-        if let Some(l) = &log {
-            state.access_logs.borrow_mut().push(Rc::clone(l));
-        }
-        let extension_names = cfg
-            .headers
-            .x509_extensions
-            .iter()
-            .filter_map(|x| HeaderName::from_bytes(x.name.to_ascii_lowercase().as_bytes()).ok())
-            .collect();
-        let ctx = Rc::new(ServerCtx {
-            config: Arc::clone(&config),
-            index,
-            pool,
-            route: Rc::new(Route::new(members, cfg.lb_method)),
-            state: Rc::clone(&state),
-            log,
-            extension_names,
-        });
-        tokio::task::spawn_local(server::accept_loop(listener, ctx));
+        let server = ServerCtx::start(&config, index, &state);
+        tokio::task::spawn_local(accept::accept_loop(listener, server));
     }
     tokio::task::spawn_local(access_log::flusher(Rc::clone(&state)));
     tokio::task::spawn_local(control::run(Rc::clone(&state), channel));

@@ -1,6 +1,7 @@
 //! Per-worker pools of persistent connections to the downstreams of one server (RProxy's
 //! "always established" connections), the FIFO of requests waiting for one (`max-pending`,
-//! `pending-timeout`), and the choice among downstreams (see [`crate::lb`]).
+//! `pending-timeout`), the choice among downstreams (see [`crate::lb`]), and sending a
+//! request on a leased connection ([`Pool::send`]: retries, downstream `read-timeout`).
 //!
 //! Each downstream has a maintenance task that keeps `connections` connections established,
 //! reconnecting every `retry` interval while the downstream is down. A connection the
@@ -16,6 +17,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rproxy_shared::config::{self, LbMethod};
@@ -24,23 +27,27 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
 use crate::body::RequestBody;
+use crate::error::ProxyError;
 use crate::lb::{self, Rng, View};
 use crate::timed_io::TimedIo;
 
 /// How long one connection attempt to a downstream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub type Sender = SendRequest<RequestBody>;
+/// Attempts on fresh connections for a request that could not even be written.
+const MAX_ATTEMPTS: usize = 3;
+
+type Sender = SendRequest<RequestBody>;
 
 /// One established downstream connection.
-pub struct Conn {
-    pub sender: Sender,
+struct Conn {
+    sender: Sender,
     /// Our source port on it (`{DS_SPORT}`).
-    pub local_port: u16,
+    local_port: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
+enum Health {
     /// No attempt finished yet: requests wait instead of failing.
     Starting,
     Up,
@@ -49,8 +56,8 @@ pub enum Health {
 
 /// One downstream as this worker sees it.
 pub struct Downstream {
-    pub name: String,
-    pub addr: SocketAddr,
+    name: String,
+    addr: SocketAddr,
     target: usize,
     retry: Duration,
     write_timeout: Option<Duration>,
@@ -78,26 +85,43 @@ impl Downstream {
     }
 }
 
-/// The downstreams a request may go to, and how to choose among them.
-pub struct Route {
-    /// Indices into [`Pool::downstreams`].
-    pub members: Vec<usize>,
-    pub lb: LbMethod,
+/// The downstreams a route may send to (indices into [`Pool::downstreams`]), how to choose
+/// among them, and the round-robin cursor of that choice.
+pub struct Members {
+    indices: Vec<usize>,
+    lb: LbMethod,
     rr: Cell<usize>,
 }
 
-impl Route {
-    pub fn new(members: Vec<usize>, lb: LbMethod) -> Route {
-        Route {
-            members,
+impl Members {
+    pub fn new(indices: Vec<usize>, lb: LbMethod) -> Members {
+        Members {
+            indices,
             lb,
             rr: Cell::new(0),
         }
     }
+
+    #[cfg(test)]
+    pub fn indices(&self) -> &[usize] {
+        &self.indices
+    }
+
+    #[cfg(test)]
+    pub fn lb(&self) -> LbMethod {
+        self.lb
+    }
+}
+
+/// The downstream side of an exchange, for the access log (`{PROXY}`, `{DS_SPORT}`).
+#[derive(Clone, Copy)]
+pub struct Used {
+    pub addr: SocketAddr,
+    pub local_port: Option<u16>,
 }
 
 struct Waiter {
-    route: Rc<Route>,
+    route: Rc<Members>,
     tx: oneshot::Sender<Lease>,
 }
 
@@ -113,7 +137,7 @@ pub enum NoConnection {
 }
 
 pub struct Pool {
-    pub downstreams: Vec<Downstream>,
+    downstreams: Vec<Downstream>,
     waiters: RefCell<VecDeque<Waiter>>,
     max_pending: usize,
     pending_timeout: Duration,
@@ -183,7 +207,7 @@ impl Pool {
     }
 
     /// An idle connection chosen by the route's balancer, or a place in the queue.
-    pub async fn acquire(self: &Rc<Self>, route: &Rc<Route>) -> Result<Lease, NoConnection> {
+    async fn acquire(self: &Rc<Self>, route: &Rc<Members>) -> Result<Lease, NoConnection> {
         if let Some(l) = self.take_idle(route) {
             return Ok(l);
         }
@@ -216,19 +240,72 @@ impl Pool {
         }
     }
 
-    fn route_down(&self, route: &Route) -> bool {
+    /// Send `req` on a connection of `route`, and wait for the response head. A request not
+    /// yet written when its connection died is sent again on another one, up to
+    /// [`MAX_ATTEMPTS`] connections. The lease goes with the response: the body streams from
+    /// that connection. On failure, the last connection tried (if any) is named for the log.
+    pub async fn send(
+        self: &Rc<Self>,
+        route: &Rc<Members>,
+        mut req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Lease), (ProxyError, Option<Used>)> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut lease = self
+                .acquire(route)
+                .await
+                .map_err(|e| (ProxyError::NoConnection(e), None))?;
+            let used = lease.used();
+            let Some(sender) = lease.sender() else {
+                continue;
+            };
+            if sender.ready().await.is_err() {
+                // Closed under us before anything was written: another connection may do.
+                if attempts >= MAX_ATTEMPTS {
+                    return Err((ProxyError::DownstreamClosed, Some(used)));
+                }
+                continue;
+            }
+            lease.start_clock();
+            let read_timeout = lease.downstream().read_timeout;
+            let Some(sender) = lease.sender() else {
+                continue;
+            };
+            let fut = sender.try_send_request(req);
+            let result = match read_timeout {
+                Some(d) => match tokio::time::timeout(d, fut).await {
+                    Ok(r) => r,
+                    Err(_) => return Err((ProxyError::DownstreamReadTimeout, Some(used))),
+                },
+                None => fut.await,
+            };
+            match result {
+                Ok(resp) => {
+                    lease.record_response();
+                    return Ok((resp, lease));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(r) if attempts < MAX_ATTEMPTS => req = r,
+                    _ => return Err((ProxyError::downstream(e.into_error()), Some(used))),
+                },
+            }
+        }
+    }
+
+    fn route_down(&self, route: &Members) -> bool {
         route
-            .members
+            .indices
             .iter()
             .all(|&i| self.downstreams[i].health.get() == Health::Down)
     }
 
-    fn take_idle(self: &Rc<Self>, route: &Route) -> Option<Lease> {
+    fn take_idle(self: &Rc<Self>, route: &Members) -> Option<Lease> {
         loop {
             let pick = {
                 let mut views = self.scratch.borrow_mut();
                 views.clear();
-                views.extend(route.members.iter().map(|&i| {
+                views.extend(route.indices.iter().map(|&i| {
                     let d = &self.downstreams[i];
                     View {
                         idle: d.idle.borrow().len(),
@@ -241,7 +318,7 @@ impl Pool {
                 route.rr.set(rr);
                 pick
             }?;
-            let i = route.members[pick];
+            let i = route.indices[pick];
             // Most recently used first: its socket and our caches are warm.
             let conn = self.downstreams[i].idle.borrow_mut().pop()?;
             if conn.sender.is_closed() {
@@ -258,7 +335,7 @@ impl Pool {
             let waiter = {
                 let mut q = self.waiters.borrow_mut();
                 q.retain(|w| !w.tx.is_closed());
-                let pos = q.iter().position(|w| w.route.members.contains(&i));
+                let pos = q.iter().position(|w| w.route.indices.contains(&i));
                 pos.and_then(|p| q.remove(p))
             };
             let Some(w) = waiter else { break };
@@ -290,7 +367,7 @@ impl Pool {
 /// state); [`Lease::release`] after a complete response returns it to the pool.
 pub struct Lease {
     pool: Rc<Pool>,
-    pub index: usize,
+    index: usize,
     conn: Option<Conn>,
     sent_at: Instant,
 }
@@ -311,22 +388,29 @@ impl Lease {
         &self.pool.downstreams[self.index]
     }
 
+    pub fn used(&self) -> Used {
+        Used {
+            addr: self.downstream().addr,
+            local_port: self.local_port(),
+        }
+    }
+
     /// The connection's request handle. `None` only after release.
-    pub fn sender(&mut self) -> Option<&mut Sender> {
+    fn sender(&mut self) -> Option<&mut Sender> {
         self.conn.as_mut().map(|c| &mut c.sender)
     }
 
-    pub fn local_port(&self) -> Option<u16> {
+    fn local_port(&self) -> Option<u16> {
         self.conn.as_ref().map(|c| c.local_port)
     }
 
     /// Mark the moment the request goes out, for the response-time average.
-    pub fn start_clock(&mut self) {
+    fn start_clock(&mut self) {
         self.sent_at = Instant::now();
     }
 
     /// The response head arrived: feed the response time to the balancer.
-    pub fn record_response(&self) {
+    fn record_response(&self) {
         let d = self.downstream();
         let us = self.sent_at.elapsed().as_secs_f64() * 1e6;
         d.srtt_us.set(Some(lb::smooth(d.srtt_us.get(), us)));

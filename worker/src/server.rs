@@ -1,77 +1,51 @@
-//! Accepting client connections on an inherited listener and serving HTTP/1.1 on each.
+//! One `[[server]]` as a worker serves it: its pool, its route table and the worker state,
+//! built once at start-up from the configuration. The stages after accept read these, never
+//! the configuration.
 
-use std::os::fd::OwnedFd;
 use std::rc::Rc;
-use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use rproxy_shared::{error, warn};
-use tokio::net::{TcpListener, TcpStream};
+use rproxy_shared::cidr::Cidr;
+use rproxy_shared::config::Config;
 
-use crate::headers::Peer;
-use crate::proxy::{handle, ConnCtx, ServerCtx};
-use crate::state::ConnGuard;
-use crate::timed_io::TimedIo;
+use crate::access_log::AccessLog;
+use crate::pool::Pool;
+use crate::route::RouteTable;
+use crate::state::WorkerState;
 
-/// Accept until draining starts, then close this worker's copy of the listener (the socket
-/// itself stays open in the master and the other workers).
-pub async fn accept_loop(listener: OwnedFd, server: Rc<ServerCtx>) {
-    let std_listener = std::net::TcpListener::from(listener);
-    let listener = match std_listener
-        .set_nonblocking(true)
-        .and_then(|()| TcpListener::from_std(std_listener))
-    {
-        Ok(l) => l,
-        Err(e) => {
-            error!("cannot adopt listener of server[{}]: {e}", server.index);
-            return;
-        }
-    };
-    let http = builder(&server);
-    let mut drain = server.state.drain_signal();
-    loop {
-        tokio::select! {
-            biased;
-            _ = drain.wait_for(|d| *d) => return,
-            r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    // Counted from the accept, so a drain starting before the task first runs
-                    // still waits for this connection.
-                    let guard = server.state.conn_opened();
-                    let forwarded = Peer::new(peer.ip(), &server.cfg().trusted_proxies);
-                    let ctx = Rc::new(ConnCtx { server: Rc::clone(&server), peer, forwarded });
-                    tokio::task::spawn_local(serve(stream, ctx, http.clone(), guard));
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    warn!("accept on server[{}]: {e}", server.index);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
+/// Everything the connections of one `[[server]]` share.
+pub struct ServerCtx {
+    /// Position in `config.server`, for messages.
+    pub index: usize,
+    pub pool: Rc<Pool>,
+    pub routes: RouteTable,
+    /// `trusted-proxies`: peers whose X-Forwarded-For is kept and appended to.
+    pub trusted: Vec<Cidr>,
+    /// The largest request head (hyper's buffer, the framing guard's limit).
+    pub max_head: usize,
+    pub state: Rc<WorkerState>,
+}
+
+impl ServerCtx {
+    /// Build server `index` of `config` and start its pool's connections (on the current
+    /// `LocalSet`). Its access log joins the worker's, for flushing and reopening.
+    pub fn start(config: &Config, index: usize, state: &Rc<WorkerState>) -> Rc<ServerCtx> {
+        let cfg = &config.servers[index];
+        let pool = Pool::new(cfg);
+        pool.start();
+        state.pools.borrow_mut().push(Rc::clone(&pool));
+        let log = AccessLog::new(config, cfg.logging.as_ref(), state);
+        let routes = RouteTable::flat(cfg, log);
+        state
+            .access_logs
+            .borrow_mut()
+            .extend(routes.logs().cloned());
+        Rc::new(ServerCtx {
+            index,
+            pool,
+            routes,
+            trusted: cfg.trusted_proxies.clone(),
+            max_head: cfg.max_header_size,
+            state: Rc::clone(state),
+        })
     }
-}
-
-fn builder(server: &ServerCtx) -> http1::Builder {
-    let cfg = server.cfg();
-    let mut b = http1::Builder::new();
-    b.timer(TokioTimer::new())
-        .keep_alive(true)
-        // Header read and idle keep-alive wait; hyper applies it to both (0 = none).
-        .header_read_timeout(cfg.read_timeout)
-        // Request line + headers larger than this get 431 from hyper.
-        // (The framing guard in `serve` is given the same limit.)
-        .max_buf_size(cfg.max_header_size);
-    b
-}
-
-async fn serve(stream: TcpStream, ctx: Rc<ConnCtx>, http: http1::Builder, _guard: ConnGuard) {
-    let _ = stream.set_nodelay(true);
-    let write_timeout = ctx.server.cfg().write_timeout;
-    let max_head = ctx.server.cfg().max_header_size;
-    let io = TokioIo::new(TimedIo::new(stream, write_timeout).with_framing_guard(max_head));
-    let svc = service_fn(move |req| handle(req, Rc::clone(&ctx)));
-    let _ = http.serve_connection(io, svc).with_upgrades().await;
 }

@@ -14,8 +14,10 @@ use tokio::time::{Instant, Sleep};
 
 use crate::framing::FramingGuard;
 
-pub struct TimedIo {
-    inner: TcpStream,
+/// `S` is a downstream `TcpStream`, or whatever stream a client connection is by the time it
+/// reaches the HTTP stage (plain TCP today, TLS later).
+pub struct TimedIo<S = TcpStream> {
+    inner: S,
     /// Client side only: spoils request heads hyper would accept but we must refuse.
     guard: Option<FramingGuard>,
     write_timeout: Option<Duration>,
@@ -24,9 +26,9 @@ pub struct TimedIo {
     armed: bool,
 }
 
-impl TimedIo {
+impl<S> TimedIo<S> {
     /// `None`: writes may block forever.
-    pub fn new(inner: TcpStream, write_timeout: Option<Duration>) -> TimedIo {
+    pub fn new(inner: S, write_timeout: Option<Duration>) -> TimedIo<S> {
         TimedIo {
             inner,
             guard: None,
@@ -37,7 +39,7 @@ impl TimedIo {
     }
 
     /// Watch the request framing of what is read (client connections).
-    pub fn with_framing_guard(mut self, max_head: usize) -> TimedIo {
+    pub fn with_framing_guard(mut self, max_head: usize) -> TimedIo<S> {
         self.guard = Some(FramingGuard::new(max_head));
         self
     }
@@ -71,7 +73,7 @@ impl TimedIo {
     }
 }
 
-impl AsyncRead for TimedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -86,7 +88,7 @@ impl AsyncRead for TimedIo {
     }
 }
 
-impl AsyncWrite for TimedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

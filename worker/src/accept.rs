@@ -1,0 +1,57 @@
+//! The accept stage: take connections from an inherited listener until draining starts, count
+//! each one at once (the drain waits for it), and hand it on to TLS and HTTP on its own task.
+
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use rproxy_shared::{error, warn};
+use tokio::net::TcpListener;
+
+use crate::server::ServerCtx;
+use crate::{http, tls};
+
+/// Adopt a listener the master bound, then [`accept`] on it.
+pub async fn accept_loop(listener: OwnedFd, server: Rc<ServerCtx>) {
+    let std_listener = std::net::TcpListener::from(listener);
+    let listener = match std_listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(std_listener))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            error!("cannot adopt listener of server[{}]: {e}", server.index);
+            return;
+        }
+    };
+    accept(listener, server).await;
+}
+
+/// Accept until draining starts, then close this worker's copy of the listener (the socket
+/// itself stays open in the master and the other workers).
+pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>) {
+    let builder = http::builder(&server);
+    let mut drain = server.state.drain_signal();
+    loop {
+        tokio::select! {
+            biased;
+            _ = drain.wait_for(|d| *d) => return,
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    // Counted from the accept, so a drain starting before the task first runs
+                    // still waits for this connection.
+                    let guard = server.state.conn_opened();
+                    let _ = stream.set_nodelay(true);
+                    let info = tls::plain(peer, &server.trusted);
+                    let conn = Rc::new(http::Conn { server: Rc::clone(&server), info });
+                    tokio::task::spawn_local(http::serve(stream, conn, builder.clone(), guard));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!("accept on server[{}]: {e}", server.index);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
