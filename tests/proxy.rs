@@ -235,7 +235,7 @@ fn max_pending_and_pending_timeout_give_503() {
         port,
         &[b.port],
         "max-pending = 1\npending-timeout = 3",
-        "workers = 1",
+        "workers = 1\nlog-level = \"debug\"",
     )
     .replace("connections = 4", "connections = 1");
     let p = Proxy::start("pending", &cfg, port);
@@ -247,9 +247,7 @@ fn max_pending_and_pending_timeout_give_503() {
     // Waits in the queue (the one allowed), then gives up after pending-timeout.
     let t0 = Instant::now();
     let waiting = std::thread::spawn(move || (get(port, "/"), t0.elapsed()));
-    // Nothing outside the worker shows a queued request; it is queued within microseconds of
-    // arriving, and if it were not yet, the next request would wait 3 s instead of 503 at once.
-    std::thread::sleep(Duration::from_millis(300));
+    p.wait_log("request queued", Duration::from_secs(5));
     // The queue is full: 503 at once (a wait would take pending-timeout, 3 s).
     let t1 = Instant::now();
     assert_eq!(get(port, "/").0, 503);
@@ -267,6 +265,45 @@ fn max_pending_and_pending_timeout_give_503() {
     assert_eq!(b.hits(), 1, "a queued request reached the downstream");
     assert_eq!(busy.join().unwrap().0, 200);
     drop(p);
+}
+
+/// With every connection busy, waiting requests get the next free one in arrival order.
+#[test]
+fn pending_requests_are_served_first_in_first_out() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let cfg = flat_config(port, &[b.port], "", "workers = 1\nlog-level = \"debug\"")
+        .replace("connections = 4", "connections = 1");
+    let p = Proxy::start("fifo", &cfg, port);
+    let busy = std::thread::spawn(move || get(port, "/sleep/1000"));
+    wait_until("the connection busy", Duration::from_secs(5), || {
+        b.hits() >= 1
+    });
+    let t0 = Instant::now();
+    let mut waiting = Vec::new();
+    for i in 1..=4 {
+        waiting.push(std::thread::spawn(move || {
+            let r = get(port, "/sleep/200");
+            (r, t0.elapsed())
+        }));
+        p.wait_log_count("request queued", i, Duration::from_secs(5));
+    }
+    assert_eq!(busy.join().unwrap().0, 200);
+    let done: Vec<Duration> = waiting
+        .into_iter()
+        .map(|t| {
+            let ((status, _), at) = t.join().unwrap();
+            assert_eq!(status, 200);
+            at
+        })
+        .collect();
+    // One connection, 200 ms each: in queue order, each at least ~200 ms after the previous.
+    for w in done.windows(2) {
+        assert!(
+            w[1] >= w[0] + Duration::from_millis(150),
+            "not FIFO: {done:?}"
+        );
+    }
 }
 
 /// A downstream that reads the request head, then does `act` with the socket.

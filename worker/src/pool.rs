@@ -230,6 +230,11 @@ impl Pool {
                 route: Rc::clone(route),
                 tx,
             });
+            // Off the fast path (every connection busy); operators and tests see the queue.
+            rproxy_shared::debug!(
+                "request queued for a downstream connection ({} waiting)",
+                q.len()
+            );
             rx
         };
         match tokio::time::timeout(self.pending_timeout, rx).await {
