@@ -127,6 +127,83 @@ fn client_text_is_data() {
     assert!(l.ends_with(" 200"), "{l}");
 }
 
+/// A lone request's line reaches the file by the periodic flush (every 200 ms), without a
+/// reopen, a stop or more traffic.
+#[test]
+fn access_log_flushes_within_200_ms() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("logflush");
+    let log = dir.join("access.log");
+    let _p = Proxy::start(
+        "logflush",
+        &logged_config(port, b.port, &log, "{URI} {STATUS}", 1),
+        port,
+    );
+    for i in 0..3 {
+        assert_eq!(get(port, &format!("/lone/{i}")).0, 200);
+        let t0 = Instant::now();
+        while read_lines(&log).len() <= i {
+            // 200 ms, with 3x margin for a loaded machine.
+            assert!(
+                t0.elapsed() < Duration::from_millis(600),
+                "line {i} not flushed after {:?}",
+                t0.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Lines are written as soon as a worker has 32 KiB of them, not only at the 200 ms tick: the
+/// line that crosses 32 KiB is in the file by the time its response reaches the client.
+#[test]
+fn access_log_flushes_at_32_kib() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("log32k");
+    let log = dir.join("access.log");
+    let _p = Proxy::start(
+        "log32k",
+        &logged_config(port, b.port, &log, "{US_HDR}:'X-Pad' {STATUS}", 1),
+        port,
+    );
+    let pad = "p".repeat(4000);
+    // Each burst is 9 lines of 4 KiB on one connection, answered within a few milliseconds;
+    // a 200 ms tick falls inside a burst now and then, but not inside all five.
+    let mut size_flushes = 0;
+    for _ in 0..5 {
+        let before = std::fs::metadata(&log).map_or(0, |m| m.len());
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let req = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Pad: {pad}\r\n\r\n");
+        let mut burst = req.repeat(8);
+        burst.push_str(&format!(
+            "GET / HTTP/1.1\r\nHost: t\r\nX-Pad: {pad}\r\nConnection: close\r\n\r\n"
+        ));
+        use std::io::{Read, Write};
+        s.write_all(burst.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out)
+                .matches("HTTP/1.1 200")
+                .count(),
+            9
+        );
+        let after = std::fs::metadata(&log).map_or(0, |m| m.len());
+        if after - before >= 32 * 1024 {
+            size_flushes += 1;
+        }
+        // Let the tick empty the buffer before the next burst.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        size_flushes >= 3,
+        "only {size_flushes} of 5 bursts were flushed at 32 KiB"
+    );
+}
+
 #[test]
 fn sigusr1_reopens_after_rotation() {
     let b = Backend::start("b");
