@@ -436,7 +436,7 @@ else
 	# postinst starts the unit only when systemd runs. The container step
 	# below runs the package's postinst under a booted systemd instead.
 	skip systemd-install "systemd started rproxy.service on install" \
-		"systemd is not PID 1 here (PID 1 is $pid1): postinst does not start units; the nspawn step checks it under systemd"
+		"systemd is not PID 1 here (PID 1 is $pid1): postinst starts units only when systemd runs"
 fi
 
 check_installed() {
