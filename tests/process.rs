@@ -19,7 +19,7 @@ fn three_unprivileged_workers_named_rproxy_worker() {
     );
     let workers = p.workers();
     assert_eq!(workers.len(), 3, "workers: {workers:?}");
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = is_root("workers drop to nobody, the master stays root");
     for w in &workers {
         assert_eq!(comm(*w), "rproxy-worker");
         if root {

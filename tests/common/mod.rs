@@ -45,6 +45,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether the tests run as root. Checks that need it say `SKIP:` on stderr when not (CI runs
+/// as root, and `.ci/run` refuses to run otherwise).
+pub fn is_root(check: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("SKIP: {check} (needs root)");
+    }
+    root
+}
+
 /// `user`/`group` lines for test configs: workers drop to nobody when we are root.
 pub fn identity() -> &'static str {
     "user = \"nobody\"\ngroup = \"nogroup\"\n"
