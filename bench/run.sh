@@ -76,6 +76,12 @@ if [[ -z $OUT ]]; then
     if [[ $ONLY == both ]]; then OUT="$BENCH_DIR/results-latest.md"; else OUT="$BENCH_DIR/results-$ONLY-only.md"; fi
 fi
 want() { [[ " ${PROXIES[*]} " == *" $1 "* ]]; }
+# The published table must name the code it measured: refuse to overwrite it from a tree with
+# uncommitted changes (any other --out is fine for experiments).
+if [[ $OUT == "$BENCH_DIR/results-latest.md" ]] &&
+    (cd "$ROOT" && git status --porcelain 2>/dev/null | grep -qv '^??'); then
+    die "uncommitted changes: commit first, or write elsewhere with --out FILE"
+fi
 
 # ------------------------------------------------------------------ cleanup: only what we started
 STARTED=()   # "pid:starttime" of every server master we started
