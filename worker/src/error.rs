@@ -1,5 +1,5 @@
 //! Every way a request can fail in a worker, and the one place that turns a failure into the
-//! status of DESIGN section 8 and into rproxy's own response. The stages only say what went
+//! status of DESIGN section 8 (400/404/405/502/503/504) and into rproxy's own response. The stages only say what went
 //! wrong; none of them picks a status.
 
 use std::net::SocketAddr;
@@ -21,6 +21,8 @@ pub enum ProxyError {
     BadRewrite,
     /// No route for the request's host and path.
     NotFound,
+    /// `CONNECT`: rproxy is no tunnel; answered without touching a downstream.
+    MethodNotAllowed,
     /// No downstream connection could be had (every member down, queue full, waited too long).
     NoConnection(NoConnection),
     /// Every connection tried was closed before the request could be written.
@@ -32,6 +34,9 @@ pub enum ProxyError {
     /// The chosen connection was refused, reset, closed before a response, or answered with
     /// something that is not HTTP.
     Downstream(hyper::Error),
+    /// `101 Switching Protocols` to a request that asked for no (WebSocket) upgrade: the
+    /// connection would become a tunnel the client never negotiated.
+    UnrequestedSwitch,
 }
 
 impl ProxyError {
@@ -57,10 +62,13 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::NotFound => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoConnection(_) | ProxyError::DownstreamWriteTimeout(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ProxyError::DownstreamClosed | ProxyError::Downstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::DownstreamClosed
+            | ProxyError::Downstream(_)
+            | ProxyError::UnrequestedSwitch => StatusCode::BAD_GATEWAY,
             ProxyError::DownstreamReadTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -99,6 +107,7 @@ fn text(code: StatusCode) -> &'static str {
     match code {
         StatusCode::BAD_REQUEST => "400 Bad Request\n",
         StatusCode::NOT_FOUND => "404 Not Found\n",
+        StatusCode::METHOD_NOT_ALLOWED => "405 Method Not Allowed\n",
         StatusCode::BAD_GATEWAY => "502 Bad Gateway\n",
         StatusCode::SERVICE_UNAVAILABLE => "503 Service Unavailable\n",
         StatusCode::GATEWAY_TIMEOUT => "504 Gateway Timeout\n",
@@ -113,6 +122,10 @@ impl std::fmt::Display for ProxyError {
             ProxyError::BadBody(e) => write!(f, "first chunk: {e}"),
             ProxyError::BadRewrite => f.write_str("the rewritten path is not a valid target"),
             ProxyError::NotFound => f.write_str("no route"),
+            ProxyError::MethodNotAllowed => f.write_str("CONNECT is not proxied"),
+            ProxyError::UnrequestedSwitch => {
+                f.write_str("101 Switching Protocols to a request without a WebSocket upgrade")
+            }
             ProxyError::NoConnection(n) => n.fmt(f),
             ProxyError::DownstreamClosed => f.write_str("every connection tried was closed"),
             ProxyError::DownstreamReadTimeout => f.write_str("downstream read-timeout"),
@@ -141,6 +154,8 @@ mod tests {
             (ProxyError::BadRequest("x"), 400, true),
             (ProxyError::BadRewrite, 400, false),
             (ProxyError::NotFound, 404, false),
+            (ProxyError::MethodNotAllowed, 405, false),
+            (ProxyError::UnrequestedSwitch, 502, false),
             (
                 ProxyError::NoConnection(NoConnection::QueueFull),
                 503,

@@ -19,19 +19,22 @@ use crate::http::Conn;
 use crate::pool::{Pool, Used};
 use crate::route::Route;
 use crate::tls::ConnInfo;
-use crate::{headers, respond, rewrite};
+use crate::{head, headers, respond, rewrite};
 
 /// A failed step, and the downstream connection it had reached (for the log).
 type Failed = (ProxyError, Option<Used>);
 
 /// hyper's service for one request.
 pub async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     conn: Rc<Conn>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let state = &conn.server.state;
     state.requests.set(state.requests.get() + 1);
     let last = respond::upgrade_asked(&req);
+    if let Err(e) = head::check(&mut req) {
+        return Ok(refuse(&req, &conn, e));
+    }
     let host = req.headers().get(HOST).map(|h| h.as_bytes());
     let Some(route) = conn.server.routes.lookup(host, req.uri().path()) else {
         let resp = ProxyError::NotFound.into_response(conn.info.peer, None);
@@ -46,6 +49,18 @@ pub async fn handle(
         log.finish(entry, &conn.info, route.name(), &resp, used);
     }
     Ok(respond::finish(resp, state.draining() || last))
+}
+
+/// rproxy's answer to a request refused before routing (its Host cannot be trusted to pick a
+/// route): logged in the connection's default access log; the connection closes.
+fn refuse(req: &Request<Incoming>, conn: &Conn, e: ProxyError) -> Response<ProxyBody> {
+    let route = conn.server.routes.connection_default();
+    let entry = route.log.as_ref().map(|l| l.begin(req));
+    let resp = e.into_response(conn.info.peer, None);
+    if let (Some(log), Some(entry)) = (&route.log, &entry) {
+        log.finish(entry, &conn.info, None, &resp, None);
+    }
+    respond::finish(resp, true)
 }
 
 async fn forward(
@@ -119,8 +134,9 @@ fn rewrite(req: &mut Request<RequestBody>, route: &Route) -> Result<(), ProxyErr
     Ok(())
 }
 
-/// Hop-by-hop headers out, forged forwarding headers out, ours in (`headers.rs`). Returns the
-/// client side of a WebSocket upgrade when the request asks for one.
+/// Hop-by-hop headers out (any upgrade but WebSocket with them), names with `_` out, forged
+/// forwarding headers out, ours in (`headers.rs`). Returns the client side of a WebSocket
+/// upgrade when the request asks for one.
 fn set_headers(
     req: &mut Request<RequestBody>,
     route: &Route,
@@ -129,6 +145,7 @@ fn set_headers(
     let upgrade = headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut *req));
     headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+    headers::drop_underscored(req.headers_mut());
     headers::set_forwarding(
         req.headers_mut(),
         &route.headers,
@@ -150,14 +167,16 @@ async fn exchange(
     let (mut resp, lease) = pool.send(&route.members, req).await?;
     let used = lease.used();
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client) = client_upgrade {
-            let downstream = hyper::upgrade::on(&mut resp);
-            tokio::task::spawn_local(tunnel(client, downstream));
-            // The downstream connection now belongs to the tunnel.
-            drop(lease);
-            let (parts, _) = resp.into_parts();
-            return Ok((Response::from_parts(parts, ProxyBody::empty()), used));
-        }
+        let Some(client) = client_upgrade else {
+            // Dropping the lease closes the connection the downstream meant to switch.
+            return Err((ProxyError::UnrequestedSwitch, Some(used)));
+        };
+        let downstream = hyper::upgrade::on(&mut resp);
+        tokio::task::spawn_local(tunnel(client, downstream));
+        // The downstream connection now belongs to the tunnel.
+        drop(lease);
+        let (parts, _) = resp.into_parts();
+        return Ok((Response::from_parts(parts, ProxyBody::empty()), used));
     }
     let read_timeout = lease.downstream().read_timeout;
     Ok((respond::downstream(resp, lease, read_timeout), used))

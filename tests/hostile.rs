@@ -1,0 +1,277 @@
+//! What a hostile client, backend or local user tried, byte for byte, through the real binary:
+//! each test sends the exact attack and checks what the client got and what reached the
+//! downstream.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A downstream that answers every request head on a connection with `response`, and keeps
+/// each head it read (lowercased) for the test. Its threads end with their connections or
+/// after 20 s.
+fn scripted_origin(response: &'static [u8]) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            let Ok((mut s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if s.read(&mut byte).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    seen.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&head).to_ascii_lowercase());
+                    if s.write_all(response).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, heads)
+}
+
+fn start(name: &str, backend: u16, extra_server: &str) -> (Proxy, u16) {
+    let port = free_port();
+    let p = Proxy::start(
+        name,
+        &flat_config(port, &[backend], extra_server, "workers = 1"),
+        port,
+    );
+    (p, port)
+}
+
+#[test]
+fn request_heads_a_proxy_must_refuse_get_400() {
+    let b = Backend::start("b");
+    let (_p, port) = start("head400", b.port, "");
+    let attacks: &[(&str, &[u8])] = &[
+        ("no host", b"GET /headers HTTP/1.1\r\n\r\n"),
+        (
+            "two hosts",
+            b"GET /headers HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ),
+        (
+            "invalid host",
+            b"GET /headers HTTP/1.1\r\nHost: a b/c@d\r\n\r\n",
+        ),
+        ("userinfo host", b"GET /headers HTTP/1.1\r\nHost: u@a\r\n\r\n"),
+        ("not origin-form", b"GET abc HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("authority-form", b"GET evil:80 HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("asterisk on GET", b"GET * HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("other scheme", b"GET ftp://a/b HTTP/1.1\r\nHost: a\r\n\r\n"),
+        (
+            "userinfo in target",
+            b"GET http://u:p@a/headers HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
+            "chunk size overflow",
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nx\r\n0\r\n\r\n",
+        ),
+    ];
+    for (name, bytes) in attacks {
+        let before = b.hits();
+        let text = raw_response(port, bytes);
+        let (status, _) = parse_response(&text);
+        assert_eq!(status, 400, "{name}: {:?}", String::from_utf8_lossy(&text));
+        assert_eq!(b.hits(), before, "{name} reached the downstream");
+    }
+}
+
+#[test]
+fn connect_is_405_and_costs_no_downstream_connection() {
+    let b = Backend::start("b");
+    let (_p, port) = start("connect", b.port, "");
+    wait_until("4 pooled connections", Duration::from_secs(5), || {
+        b.accepted() >= 4
+    });
+    let accepted = b.accepted();
+    for _ in 0..6 {
+        let (status, _) = raw(
+            port,
+            b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n",
+        );
+        assert_eq!(status, 405);
+    }
+    // A connection thrown away would be replaced by a new one (maintenance reconnects at once).
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(b.hits(), 0);
+    assert_eq!(
+        b.accepted(),
+        accepted,
+        "pooled connections were thrown away"
+    );
+    let (status, _) = get(port, "/x");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn absolute_form_sets_host_and_odd_headers_are_dropped() {
+    let b = Backend::start("b");
+    let (_p, port) = start("absform", b.port, "");
+    let (status, body) = raw(
+        port,
+        b"GET http://target.test:81/headers HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.starts_with("GET /headers\n"), "{text}");
+    assert!(text.contains("host: target.test:81\n"), "{text}");
+    assert!(!text.contains("other.test"), "{text}");
+
+    let (status, body) = raw(
+        port,
+        b"GET /headers HTTP/1.1\r\nHost: t\r\nX_Forwarded_For: 6.6.6.6\r\nConnection: Host, close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    assert!(!text.contains("6.6.6.6"), "{text}");
+    assert!(!text.contains("x_forwarded_for"), "{text}");
+    assert!(
+        text.contains("host: t\n"),
+        "Connection named Host away: {text}"
+    );
+
+    // OPTIONS * is legal and forwarded as it is.
+    let (status, _) = raw(
+        port,
+        b"OPTIONS * HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+}
+
+/// `Upgrade: h2c` + a 101 used to open a raw tunnel in which forged headers reached the
+/// backend. Other upgrade tokens are removed, so such a 101 is unrequested: 502.
+#[test]
+fn h2c_upgrade_is_removed_and_an_unrequested_101_is_502() {
+    let (bport, heads) = scripted_origin(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+    );
+    let (_p, port) = start("h2c", bport, "");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let (status, _) = parse_response(&out);
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&out));
+    // Nothing a tunnel would carry got through: the connection ended with the 502.
+    let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(!heads[0].contains("h2c"), "{heads:?}");
+    assert!(!heads[0].contains("upgrade"), "{heads:?}");
+    assert!(!heads[0].contains("6.6.6.6"), "{heads:?}");
+}
+
+/// RFC 9112 6.3: Transfer-Encoding wins; the Content-Length beside it used to reach the client,
+/// which then read 3 bytes of a 10-byte body.
+#[test]
+fn response_with_transfer_encoding_and_content_length_loses_content_length() {
+    let (bport, _) = scripted_origin(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n",
+    );
+    let (_p, port) = start("tecl", bport, "");
+    let text = raw_response(
+        port,
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let s = String::from_utf8_lossy(&text).to_ascii_lowercase();
+    assert!(s.starts_with("http/1.1 200"), "{s}");
+    assert!(!s.contains("content-length: 3"), "{s}");
+    let (_, body) = parse_response(&text);
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("0123456789"), "{body}");
+}
+
+/// Past 64 KiB the framing guard used to stop checking, and a head sent in one write was
+/// accepted up to ~114 KB: a padded head with Content-Length and Transfer-Encoding was forwarded.
+#[test]
+fn heads_over_max_header_size_are_431_in_one_write() {
+    let b = Backend::start("b");
+    let (_p, port) = start("head431", b.port, "max-header-size = 65536");
+    let mut padded = b"POST /echo HTTP/1.1\r\nHost: t\r\nX-Pad: ".to_vec();
+    padded.resize(70_000, b'a');
+    padded.extend_from_slice(
+        b"\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    let mut big = b"GET / HTTP/1.1\r\nHost: t\r\nX-Pad: ".to_vec();
+    big.resize(114_000, b'a');
+    big.extend_from_slice(b"\r\n\r\n");
+    let mut just_over = b"GET / HTTP/1.1\r\nHost: t\r\nX-Pad: ".to_vec();
+    just_over.resize(65_536 - 3, b'a');
+    just_over.extend_from_slice(b"\r\n\r\n");
+    for (name, bytes) in [
+        ("padded cl+te", &padded),
+        ("114 KB", &big),
+        ("limit + 1", &just_over),
+    ] {
+        let text = raw_response(port, bytes);
+        let (status, _) = parse_response(&text);
+        assert_eq!(
+            status,
+            431,
+            "{name}: {:?}",
+            String::from_utf8_lossy(&text[..text.len().min(200)])
+        );
+    }
+    assert_eq!(b.hits(), 0);
+    // The limit itself is accepted.
+    let mut at_limit = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Pad: ".to_vec();
+    at_limit.resize(65_536 - 4, b'a');
+    at_limit.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(at_limit.len(), 65_536);
+    let (status, _) = raw(port, &at_limit);
+    assert_eq!(status, 200);
+}
+
+/// hyper answers 400 and 431 itself; those requests get an access-log line too.
+#[test]
+fn requests_refused_inside_hyper_are_logged() {
+    let b = Backend::start("b");
+    let dir = temp_dir("refused-log");
+    let log = dir.join("access.log");
+    let extra = format!(
+        "max-header-size = 8192\n[server.logging]\ntype = \"file\"\nfilename = \"{}\"\nformat = '{{STATUS}} {{METH}} {{SRC}}'\n",
+        log.display()
+    );
+    let (_p, port) = start("refused-log", b.port, &extra);
+    let mut big = b"GET / HTTP/1.1\r\nHost: t\r\nX-Pad: ".to_vec();
+    big.resize(20_000, b'a');
+    big.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(raw(port, &big).0, 431);
+    let smuggle = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    assert_eq!(raw(port, smuggle).0, 400);
+    assert_eq!(raw(port, b"GET / HTTP/1.1\r\n\r\n").0, 400);
+    wait_until("three log lines", Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).is_ok_and(|s| s.lines().count() >= 3)
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.contains(&"431 - 127.0.0.1"), "{text}");
+    assert!(lines.contains(&"400 - 127.0.0.1"), "{text}");
+    assert!(lines.contains(&"400 GET 127.0.0.1"), "{text}");
+}
