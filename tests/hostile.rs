@@ -275,3 +275,140 @@ fn requests_refused_inside_hyper_are_logged() {
     assert!(lines.contains(&"400 - 127.0.0.1"), "{text}");
     assert!(lines.contains(&"400 GET 127.0.0.1"), "{text}");
 }
+
+/// Latencies of `GET path` on fresh connections, one after another, for `d`.
+fn probe(port: u16, path: &str, d: Duration) -> Vec<(u16, Duration)> {
+    let end = Instant::now() + d;
+    let mut out = Vec::new();
+    while Instant::now() < end {
+        let t0 = Instant::now();
+        let (status, _) = raw(
+            port,
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        out.push((status, t0.elapsed()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    out
+}
+
+fn p99(samples: &[(u16, Duration)]) -> Duration {
+    let mut v: Vec<Duration> = samples.iter().map(|s| s.1).collect();
+    v.sort();
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+/// With `connections = 1`: ten `POST`s announcing 1000 bytes and sending none, and a client
+/// reading a 50 MB response slowly, used to make every other request a 503 (the uploads held
+/// pooled connections forever, the download held the only one). Now the uploads hold none and
+/// are cut at `read-timeout` (408), the download gets its own connection, and a normal client
+/// gets 200s the whole time.
+#[test]
+fn stalled_uploads_and_a_slow_downloader_leave_the_pool_to_others() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let cfg = flat_config(port, &[b.port], "read-timeout = 2", "workers = 1")
+        .replace("connections = 4", "connections = 1");
+    let _p = Proxy::start("slowclients", &cfg, port);
+    let t0 = Instant::now();
+    let uploads: Vec<TcpStream> = (0..10)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // The slow downloader: 64 KiB every 200 ms of a 50 MB body.
+    let mut down = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    down.write_all(b"GET /big/50000000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0usize;
+        let end = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < end {
+            got += down.read(&mut buf).unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        got
+    });
+    let samples = probe(port, "/x", Duration::from_secs(3));
+    assert!(
+        samples.iter().all(|s| s.0 == 200),
+        "{:?}",
+        samples
+            .iter()
+            .filter(|s| s.0 != 200)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert!(samples.len() > 20, "{samples:?}");
+    assert!(
+        p99(&samples) < Duration::from_millis(100),
+        "p99 {:?}",
+        p99(&samples)
+    );
+    assert!(
+        reader.join().unwrap() > 0,
+        "the slow download made no progress"
+    );
+    // The uploads were cut at read-timeout, with 408.
+    for mut s in uploads {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        assert_eq!(
+            parse_response(&out).0,
+            408,
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    assert!(t0.elapsed() < Duration::from_secs(10));
+}
+
+/// A body dripped a byte at a time: each pause longer than `read-timeout` ends it (408), before
+/// and after a downstream connection was leased.
+#[test]
+fn a_client_pausing_mid_body_is_cut_at_read_timeout() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let cfg = flat_config(port, &[b.port], "read-timeout = 1", "workers = 1")
+        .replace("connections = 4", "connections = 1");
+    let _p = Proxy::start("drip", &cfg, port);
+    // Small body: one byte, then a pause of 3 s.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    let t0 = Instant::now();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nx")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert_eq!(
+        parse_response(&out).0,
+        408,
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert_eq!(b.hits(), 0);
+    // Large body: 100 KiB (past the read-ahead, so a connection is leased), then a pause.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    let t0 = Instant::now();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n")
+        .unwrap();
+    s.write_all(&vec![b'a'; 100 * 1024]).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let status = parse_response(&out).0;
+    assert!(
+        status == 408 || out.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    // The pool recovered: its one connection was replaced.
+    assert_eq!(get(port, "/x").0, 200);
+}

@@ -5,15 +5,15 @@
 
 use std::convert::Infallible;
 use std::rc::Rc;
+use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{ProxyBody, RequestBody};
+use crate::body::{PrereadError, ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::http::Conn;
 use crate::pool::{Pool, Used};
@@ -69,7 +69,9 @@ async fn forward(
     route: &Route,
     conn: &ConnInfo,
 ) -> Result<(Response<ProxyBody>, Used), Failed> {
-    let mut req = check(req).await.map_err(|e| (e, None))?;
+    let mut req = check(req, route.timeouts.read)
+        .await
+        .map_err(|e| (e, None))?;
     rewrite(&mut req, route).map_err(|e| (e, None))?;
     let client_upgrade = set_headers(&mut req, route, conn);
     exchange(req, client_upgrade, pool, route).await
@@ -77,9 +79,14 @@ async fn forward(
 
 /// Framing hyper accepts but a proxy must not forward (request smuggling): Transfer-Encoding
 /// other than a single `chunked` (with or without Content-Length), differing Content-Lengths.
-/// A chunked body's first chunk is read here, so nothing is forwarded before it proved
-/// well-formed.
-async fn check(req: Request<Incoming>) -> Result<Request<RequestBody>, ProxyError> {
+/// The body is read ahead here (up to `body::PREREAD`, each read within the client
+/// `read-timeout`): nothing is forwarded before a chunked body's first chunk proved
+/// well-formed, and no pooled connection waits for a client that announced a body and is slow
+/// to send it.
+async fn check(
+    req: Request<Incoming>,
+    read_timeout: Option<Duration>,
+) -> Result<Request<RequestBody>, ProxyError> {
     let h = req.headers();
     let mut te = h.get_all(TRANSFER_ENCODING).iter();
     if let Some(v) = te.next() {
@@ -100,15 +107,11 @@ async fn check(req: Request<Incoming>) -> Result<Request<RequestBody>, ProxyErro
             return Err(ProxyError::BadRequest("differing Content-Length values"));
         }
     }
-    let chunked = h.contains_key(TRANSFER_ENCODING);
-    let (parts, mut body) = req.into_parts();
-    let body = if chunked {
-        match body.frame().await {
-            Some(Err(e)) => return Err(ProxyError::BadBody(e)),
-            first => RequestBody::Peeked(first.and_then(Result::ok), body),
-        }
-    } else {
-        RequestBody::Direct(body)
+    let (parts, body) = req.into_parts();
+    let body = match RequestBody::preread(body, read_timeout).await {
+        Ok(b) => b,
+        Err(PrereadError::Body(e)) => return Err(ProxyError::BadBody(e)),
+        Err(PrereadError::Timeout) => return Err(ProxyError::ClientBodyTimeout),
     };
     Ok(Request::from_parts(parts, body))
 }
