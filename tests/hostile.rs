@@ -412,3 +412,279 @@ fn a_client_pausing_mid_body_is_cut_at_read_timeout() {
     // The pool recovered: its one connection was replaced.
     assert_eq!(get(port, "/x").0, 200);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Files opened as root, and start-up
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// SIGKILLs a daemon (and its workers) this test started, if still there.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            kill_tree(self.0);
+        }
+    }
+}
+
+fn run_rproxy(
+    args: &[&str],
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(args)
+        .arg("-c")
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("INVOCATION_ID");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > end {
+            kill_tree(child.id() as i32);
+            let _ = child.wait();
+            return (None, "timed out".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+/// With `daemonize = true` a bind error used to exit 0 with the message lost.
+#[test]
+fn daemon_start_errors_reach_the_terminal_with_exit_1() {
+    let b = Backend::start("b");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = temp_dir("daemon-fail");
+    let pid_file = dir.join("rproxy.pid");
+    let cfg = flat_config(
+        port,
+        &[b.port],
+        "",
+        &format!(
+            "workers = 1\ndaemonize = true\npid-file = \"{}\"",
+            pid_file.display()
+        ),
+    );
+    let path = dir.join("rproxy.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let (code, out) = run_rproxy(&[], &path, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&port.to_string()),
+        "the bind error was lost: {out}"
+    );
+    wait_until("pid file removed", Duration::from_secs(3), || {
+        !pid_file.exists()
+    });
+
+    // A good start returns 0 only once the daemon serves.
+    drop(taken);
+    let (code, out) = run_rproxy(&[], &path, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _guard = KillOnDrop(pid);
+    assert_eq!(get(port, "/").0, 200, "exit 0 before the daemon served");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&pid_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o644);
+    // The pid file is locked: a second master on it is refused and leaves it alone.
+    let (code, out) = run_rproxy(&["-f"], &path, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        pid.to_string()
+    );
+    // Every worker runs with no_new_privs.
+    for w in children_of(pid) {
+        let status = std::fs::read_to_string(format!("/proc/{w}/status")).unwrap();
+        assert!(status.contains("NoNewPrivs:\t1"), "worker {w}: {status}");
+    }
+}
+
+/// A first generation whose workers keep dying before Ready used to be respawned forever.
+#[test]
+#[cfg_attr(
+    not(feature = "test-faults"),
+    ignore = "the fault hook is only built with --features test-faults"
+)]
+fn a_first_generation_that_never_gets_ready_exits_1() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("never-ready");
+    let fault = dir.join("fail-workers");
+    std::fs::write(&fault, b"").unwrap();
+    let path = dir.join("rproxy.toml");
+    std::fs::write(&path, flat_config(port, &[b.port], "", "workers = 2")).unwrap();
+    let t0 = Instant::now();
+    let (code, out) = run_rproxy(
+        &["-f"],
+        &path,
+        &[("RPROXY_TEST_FAULT_FILE", fault.to_str().unwrap())],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("before they were ready"), "{out}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // Nothing left running: the port is free again.
+    assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
+}
+
+/// The master used to follow a symlink planted in the log directory and chown its target to
+/// the worker user (nginx CVE-2016-1247).
+#[test]
+fn log_symlinks_are_refused_and_their_targets_never_chowned() {
+    if !is_root() {
+        eprintln!(
+            "SKIP: log_symlinks_are_refused_and_their_targets_never_chowned needs root (chown)"
+        );
+        return;
+    }
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("symlink");
+    let secret = dir.join("root-only");
+    std::fs::write(&secret, b"secret\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let log = dir.join("access.log");
+    std::os::unix::fs::symlink(&secret, &log).unwrap();
+    let extra = format!(
+        "[server.logging]\ntype = \"file\"\nfilename = \"{}\"\nformat = '{{STATUS}}'\n",
+        log.display()
+    );
+    let path = dir.join("rproxy.toml");
+    std::fs::write(&path, flat_config(port, &[b.port], &extra, "workers = 1")).unwrap();
+    // `-t` and start-up give the same verdict.
+    let (code, out) = run_rproxy(&["-t"], &path, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("symbolic link"), "{out}");
+    let (code, out) = run_rproxy(&["-f"], &path, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    let m = std::fs::metadata(&secret).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&m),
+        0,
+        "the target was chowned"
+    );
+    assert!(!out.contains("secret\n"), "{out}");
+}
+
+/// `-t` used to create the log files (0644, before the master could create them 0640) and
+/// to print the first line of a file that is not TOML.
+#[test]
+fn config_check_creates_nothing_and_quotes_nothing() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("check-creates");
+    let log = dir.join("access.log");
+    let err_log = dir.join("error.log");
+    let extra = format!(
+        "[server.logging]\ntype = \"file\"\nfilename = \"{}\"\nformat = '{{STATUS}}'\n",
+        log.display()
+    );
+    let path = dir.join("rproxy.toml");
+    std::fs::write(
+        &path,
+        flat_config(
+            port,
+            &[b.port],
+            &extra,
+            &format!("workers = 1\nerror-log = \"{}\"", err_log.display()),
+        ),
+    )
+    .unwrap();
+    let (code, out) = run_rproxy(&["-t"], &path, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!log.exists() && !err_log.exists(), "-t created a log file");
+    // Started, the master creates them 0640.
+    let p = Proxy::start_error_log(
+        "check-creates",
+        &std::fs::read_to_string(&path).unwrap(),
+        port,
+        &err_log,
+    );
+    for f in [&log, &err_log] {
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(f).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o640, "{}", f.display());
+    }
+    drop(p);
+
+    let shadow = dir.join("shadow");
+    std::fs::write(&shadow, "root:$6$s3cr3t-hash:19000:0:99999:7:::\n").unwrap();
+    let (code, out) = run_rproxy(&["-t"], &shadow, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("line 1"), "{out}");
+    assert!(
+        !out.contains("s3cr3t"),
+        "the file's content was printed: {out}"
+    );
+
+    // A configuration others can write is worth a warning.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let (code, out) = run_rproxy(&["-t"], &path, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("can write"), "{out}");
+}
+
+/// A reload that changed `error-log` left the new workers writing to the old file.
+#[test]
+fn a_reload_gives_new_workers_the_new_error_log() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("reload-errlog");
+    let old = dir.join("old.log");
+    let new = dir.join("new.log");
+    let cfg = |log: &std::path::Path, backends: &[u16]| {
+        flat_config(
+            port,
+            backends,
+            "",
+            &format!("workers = 1\nerror-log = \"{}\"", log.display()),
+        )
+    };
+    let p = Proxy::start_error_log("reload-errlog", &cfg(&old, &[b.port]), port, &old);
+    // The new configuration adds a downstream nobody listens on: only a worker says it is down.
+    let dead = free_port();
+    p.write_config(&cfg(&new, &[b.port, dead]));
+    p.signal(libc::SIGHUP);
+    wait_until(
+        "the new worker's message in the new file",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&new)
+                .is_ok_and(|t| t.contains(&format!("127.0.0.1:{dead} is down")))
+        },
+    );
+    let old_text = std::fs::read_to_string(&old).unwrap();
+    assert!(
+        !old_text.contains(&format!("127.0.0.1:{dead} is down")),
+        "{old_text}"
+    );
+}
