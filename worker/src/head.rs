@@ -62,35 +62,15 @@ pub fn check<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
     }
 }
 
-/// `uri-host [ ":" port ]` of RFC 9110 7.2, loosely: reg-name, IPv4 and IP-literal characters
-/// and the port colon. No `@` (userinfo), `/`, `?`, `#`, whitespace or controls, which a
-/// downstream or a log reader could split differently from us.
+/// A Host (or target authority) a downstream and a log reader will split as we do: not empty,
+/// and none of what ends or splits an authority (whitespace and controls, `/`, `\\`, `?`, `#`)
+/// or brings userinfo (`@`). Like nginx, other bytes pass (`{`, `%`, non-ASCII): they are data
+/// to a downstream, and the access log escapes them.
 fn valid_host(v: &[u8]) -> bool {
     !v.is_empty()
-        && v.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'%'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b':'
-                        | b'['
-                        | b']'
-                )
-        })
+        && !v
+            .iter()
+            .any(|&b| b <= b' ' || matches!(b, 0x7f | b'/' | b'\\' | b'?' | b'#' | b'@'))
 }
 
 #[cfg(test)]
