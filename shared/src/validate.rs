@@ -395,14 +395,8 @@ fn globals(c: &File, e: &mut Errs) {
         writable("error-log", Path::new(&c.error_log), e);
     }
     if !c.pid_file.is_empty() {
-        let p = Path::new(&c.pid_file);
-        match p.parent() {
-            Some(d) if d.as_os_str().is_empty() || d.is_dir() => {}
-            _ => e.push(
-                "pid-file",
-                format!("directory of {} does not exist", p.display()),
-            ),
-        }
+        // The same checks as log files: the master opens it the same way (no link, regular).
+        writable("pid-file", Path::new(&c.pid_file), e);
     }
 }
 
@@ -610,7 +604,7 @@ fn logging(l: &schema::Logging, k: &str, e: &mut Errs) -> Option<Logging> {
     })
 }
 
-/// Whether the master will be able to open log file `p` (DESIGN section 11: no symbolic link,
+/// Whether the master will be able to open log (or pid) file `p` (DESIGN section 11: no symbolic link,
 /// a regular file), without creating or changing anything (`-t` creates no file): an existing
 /// file is opened for appending and closed; for a new one, its directory must be writable.
 fn writable(k: &str, p: &Path, e: &mut Errs) {
