@@ -44,6 +44,10 @@ pub struct Generation {
     /// Access-log files in `config.access_log_paths()` order; workers forked from now on
     /// inherit these (a log reopen replaces them).
     pub log_files: Vec<OwnedFd>,
+    /// `error-log` of `config`, put on descriptor 2 of each worker it forks: a reload that
+    /// changes the path gives the new workers the new file (the master's own descriptor 2 is
+    /// switched only after the new generation exists).
+    pub error_log: Option<OwnedFd>,
     // The TLS contexts built from `config` (keys read as root) will live here too, beside the
     // log files: a reload builds new ones for the new generation while the old one drains with
     // its own.
@@ -130,6 +134,10 @@ impl Generation {
             );
         }
         let log_files = startup::open_access_logs(&config, identity.owner())?;
+        let error_log = match config.error_log.as_deref() {
+            Some(p) => Some(OwnedFd::from(startup::open_log(p, identity.owner())?)),
+            None => None,
+        };
         let slots = (0..config.workers)
             .map(|_| Slot {
                 failures: 0,
@@ -141,6 +149,7 @@ impl Generation {
             config,
             identity,
             log_files,
+            error_log,
             state,
             started: Instant::now(),
             slots,

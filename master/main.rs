@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    startup::check_config_mode(&cli.config);
     let unsupported = config.unsupported();
     if cli.test {
         for u in &unsupported {
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
+            startup::report_failure(&e);
             ExitCode::from(1)
         }
     }
@@ -76,13 +78,14 @@ fn start(cli: cli::Cli, config: rproxy_shared::config::Config) -> Result<(), Str
     if config.daemonize && !cli.foreground && !notify::under_systemd() {
         startup::daemonize()?;
     }
-    let pid_file = config.pid_file.clone();
-    if let Some(p) = &pid_file {
-        startup::write_pid_file(p)?;
-    }
+    let pid_path = config.pid_file.clone();
+    let pid_file = match &pid_path {
+        Some(p) => Some(startup::write_pid_file(p)?),
+        None => None,
+    };
     let result = master.run(config);
-    if let Some(p) = &pid_file {
-        startup::remove_pid_file(p);
+    if let (Some(f), Some(p)) = (pid_file, &pid_path) {
+        f.remove(p);
     }
     if result.is_ok() {
         info!("exiting");

@@ -59,6 +59,9 @@ impl Master {
             // Workers forked from now on inherit the new files.
             if let ToWorker::ReopenLogs(files) = message {
                 g.log_files = files.access_logs;
+                if files.error_log.is_some() {
+                    g.error_log = files.error_log;
+                }
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Forking one worker: the channel, then in the child everything that must happen before it
-//! may touch the network (DESIGN section 3): signal mask reset, closing what it must not hold,
-//! privilege drop, process name; then the worker crate takes over and never returns here.
+//! may touch the network (DESIGN section 3): signal mask reset, its generation's error log on
+//! descriptor 2, closing what it must not hold, privilege drop, no new privileges, process name; then the worker crate takes over and never returns here.
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -49,6 +49,12 @@ fn child_main(
         }
     }
 
+    if let Some(f) = &generation.error_log {
+        if let Err(e) = nix::unistd::dup2_stderr(f) {
+            rproxy_shared::error!("worker (slot {slot}): cannot use its error log: {e}");
+            return 2;
+        }
+    }
     let mut keep: Vec<RawFd> = vec![0, 1, 2, chan.as_raw_fd()];
     keep.extend(listeners.iter().map(|(_, fd)| fd.as_raw_fd()));
     keep.extend(generation.log_files.iter().map(|f| f.as_raw_fd()));
@@ -59,6 +65,12 @@ fn child_main(
 
     if let Err(e) = generation.identity.drop_to() {
         rproxy_shared::error!("cannot drop privileges: {e}");
+        return 2;
+    }
+    // No exec'd program (none today; a library might) can gain privileges through set-uid bits
+    // or file capabilities.
+    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        rproxy_shared::error!("prctl(PR_SET_NO_NEW_PRIVS): {e}");
         return 2;
     }
     // The name is cosmetic (ps, top): a failure is not worth refusing to serve.

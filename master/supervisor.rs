@@ -26,6 +26,11 @@ use crate::stop::Stop;
 
 const TICK_MS: u16 = 100;
 
+/// Workers of the first generation dying before Ready this many times in a row (with no worker
+/// ever Ready) make start-up fail: exit 1 instead of respawning forever (DESIGN section 3).
+/// With the back-off (0, 200, 400, 800 ms) that is about 1.5 s plus the workers' own start.
+const MAX_STARTUP_DEATHS: u32 = 5;
+
 /// Everything the master process supervises; driven by [`Master::run`] until it stops.
 pub struct Master {
     pub(crate) config_path: PathBuf,
@@ -41,6 +46,10 @@ pub struct Master {
     pub(crate) killed_all: bool,
     /// Workers that have not yet confirmed the last log reopen.
     pub(crate) reopen_pending: usize,
+    /// Consecutive deaths before Ready while no worker was ever Ready.
+    startup_deaths: u32,
+    /// Set when start-up failed: the loop ends and `run` returns it.
+    failed: Option<String>,
     sigfd: SignalFd,
 }
 
@@ -73,6 +82,8 @@ impl Master {
             announced_ready: false,
             killed_all: false,
             reopen_pending: 0,
+            startup_deaths: 0,
+            failed: None,
             sigfd,
         })
     }
@@ -81,10 +92,33 @@ impl Master {
     pub fn run(mut self, config: Config) -> Result<(), String> {
         let config = Arc::new(config);
         self.listeners.bind_for(&config)?;
-        let id = self.start_generation(config, GenState::Active)?;
+        let id = match self.start_generation(config, GenState::Active) {
+            Ok(id) => id,
+            Err(e) => {
+                self.kill_everything();
+                return Err(e);
+            }
+        };
         self.current = id;
         self.serve();
-        Ok(())
+        match self.failed.take() {
+            Some(e) => {
+                self.kill_everything();
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Start-up failed: no worker may outlive the master.
+    fn kill_everything(&mut self) {
+        for g in &mut self.gens {
+            g.kill_all();
+            for w in &g.workers {
+                let _ = waitpid(w.pid, None);
+            }
+            g.workers.clear();
+        }
     }
 
     fn serve(&mut self) {
@@ -97,7 +131,7 @@ impl Master {
                 self.read_channel(pid);
             }
             self.reap();
-            if self.timers() {
+            if self.failed.is_some() || self.timers() {
                 return;
             }
         }
@@ -227,6 +261,7 @@ impl Master {
                     env!("CARGO_PKG_VERSION")
                 );
                 notify::ready(&format!("serving with {n} workers"));
+                crate::startup::report_ready();
             }
             _ => {}
         }
@@ -288,6 +323,17 @@ impl Master {
             } else {
                 warn!("worker {pid} (generation {}) {how} while draining", g.id);
             }
+        } else if !self.announced_ready && w.ready_at.is_none() {
+            self.startup_deaths += 1;
+            if self.startup_deaths >= MAX_STARTUP_DEATHS {
+                self.failed = Some(format!(
+                    "workers died {} times in a row before they were ready (last: {how}): \
+                     giving up",
+                    self.startup_deaths
+                ));
+                return;
+            }
+            crate::health::schedule_replacement(g, &w, &how);
         } else {
             crate::health::schedule_replacement(g, &w, &how);
         }

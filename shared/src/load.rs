@@ -193,6 +193,11 @@ fn figment_errors(file: &str, err: figment::Error) -> Vec<ConfigError> {
                         expected.join(", ")
                     )
                 }
+                // A syntax error quotes the offending line of the file: never shown, since
+                // `-t -c` may be pointed at a file only root can read (only where it is).
+                figment::error::Kind::Message(m) => {
+                    m.lines().next().unwrap_or("syntax error").to_string()
+                }
                 kind => kind.to_string(),
             };
             let reason = if origin == "environment" {

@@ -374,6 +374,14 @@ fn globals(c: &File, e: &mut Errs) {
         e.push("heartbeat-timeout", "must be at least 1 second");
     }
     match nix::unistd::User::from_name(&c.user) {
+        // Workers are the part facing the network: they must never keep root (DESIGN 11).
+        Ok(Some(u)) if u.uid.is_root() => e.push(
+            "user",
+            format!(
+                "`{}` is root: workers must run as an unprivileged user",
+                c.user
+            ),
+        ),
         Ok(Some(_)) => {}
         Ok(None) => e.push("user", format!("no such user `{}`", c.user)),
         Err(err) => e.push("user", format!("cannot look up `{}`: {err}", c.user)),
@@ -387,14 +395,8 @@ fn globals(c: &File, e: &mut Errs) {
         writable("error-log", Path::new(&c.error_log), e);
     }
     if !c.pid_file.is_empty() {
-        let p = Path::new(&c.pid_file);
-        match p.parent() {
-            Some(d) if d.as_os_str().is_empty() || d.is_dir() => {}
-            _ => e.push(
-                "pid-file",
-                format!("directory of {} does not exist", p.display()),
-            ),
-        }
+        // The same checks as log files: the master opens it the same way (no link, regular).
+        writable("pid-file", Path::new(&c.pid_file), e);
     }
 }
 
@@ -602,10 +604,41 @@ fn logging(l: &schema::Logging, k: &str, e: &mut Errs) -> Option<Logging> {
     })
 }
 
-/// Log paths are opened (and created) the way the master will open them.
+/// Whether the master will be able to open log (or pid) file `p` (DESIGN section 11: no symbolic link,
+/// a regular file), without creating or changing anything (`-t` creates no file): an existing
+/// file is opened for appending and closed; for a new one, its directory must be writable.
 fn writable(k: &str, p: &Path, e: &mut Errs) {
-    if let Err(err) = OpenOptions::new().append(true).create(true).open(p) {
-        e.push(k, format!("cannot open {} for writing: {err}", p.display()));
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_symlink() => e.push(
+            k,
+            format!(
+                "{} is a symbolic link (log files are opened without following links)",
+                p.display()
+            ),
+        ),
+        Ok(m) if !m.is_file() => e.push(k, format!("{} is not a regular file", p.display())),
+        Ok(_) => {
+            if let Err(err) = OpenOptions::new().append(true).open(p) {
+                e.push(k, format!("cannot open {} for writing: {err}", p.display()));
+            }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            if let Err(err) = nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK) {
+                e.push(
+                    k,
+                    format!(
+                        "cannot create {}: directory {}: {err}",
+                        p.display(),
+                        dir.display()
+                    ),
+                );
+            }
+        }
+        Err(err) => e.push(k, format!("cannot open {}: {err}", p.display())),
     }
 }
 
@@ -631,7 +664,11 @@ mod tests {
         r
     }
 
+    /// The current user, or `nobody` when that is root (a configuration error).
     fn me() -> String {
+        if nix::unistd::getuid().is_root() {
+            return "user = \"nobody\"\ngroup = \"nogroup\"\n".to_string();
+        }
         let u = nix::unistd::User::from_uid(nix::unistd::getuid())
             .unwrap()
             .unwrap();
@@ -639,6 +676,44 @@ mod tests {
             .unwrap()
             .unwrap();
         format!("user = \"{}\"\ngroup = \"{}\"\n", u.name, g.name)
+    }
+
+    #[test]
+    fn root_workers_are_refused() {
+        let errs = load("rootuser", "user = \"root\"\n[[server]]\n").unwrap_err();
+        assert!(
+            errs.0
+                .iter()
+                .any(|e| e.key == "user" && e.reason.contains("root")),
+            "{errs}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_do_not_quote_the_file() {
+        let errs = load("syntax", "root:$6$secret:19000:0:99999:7:::\n").unwrap_err();
+        let text = errs.to_string();
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("line 1"), "{text}");
+    }
+
+    #[test]
+    fn log_checks_create_nothing_and_refuse_links() {
+        let dir = std::env::temp_dir().join(format!("rproxy-writable-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let new = dir.join("new.log");
+        let mut e = super::Errs {
+            file: String::new(),
+            list: Vec::new(),
+        };
+        super::writable("k", &new, &mut e);
+        assert!(e.list.is_empty());
+        assert!(!new.exists(), "the check created the file");
+        let link = dir.join("link.log");
+        std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+        super::writable("k", &link, &mut e);
+        assert_eq!(e.list.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -145,6 +145,18 @@ impl AccessLog {
         });
     }
 
+    /// The line for a request hyper refused itself (400 for a head it cannot parse, including
+    /// heads the framing guard spoiled; 431 for a head over `max-header-size`): nothing of the
+    /// request is known, so every request field prints `-`.
+    pub fn refused(&self, conn: &ConnInfo, status: u16) {
+        self.write(&Record {
+            src: Some(conn.peer.ip()),
+            status: Some(status),
+            us_sport: Some(conn.peer.port()),
+            ..Record::new(SystemTime::now())
+        });
+    }
+
     /// Render and queue one line.
     fn write(&self, rec: &Record<'_>) {
         match &self.sink {

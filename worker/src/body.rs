@@ -3,6 +3,7 @@
 //! only when the client socket has room, and only then do we read from the downstream, so a
 //! slow client pauses the downstream instead of growing a buffer.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
@@ -33,7 +35,12 @@ impl ProxyBody {
 
     /// The downstream's body; the connection goes back to the pool when it has been read to
     /// the end, and is closed if the body is abandoned half-way.
-    pub fn downstream(inner: Incoming, lease: Lease, read_timeout: Option<Duration>) -> ProxyBody {
+    pub fn downstream(
+        inner: Incoming,
+        mut lease: Lease,
+        read_timeout: Option<Duration>,
+    ) -> ProxyBody {
+        lease.streaming();
         ProxyBody::Downstream(Streamed {
             inner,
             lease: Some(lease),
@@ -135,43 +142,150 @@ impl Body for ProxyBody {
     }
 }
 
-/// The request body sent to a downstream: the client's, possibly with its first frame already
-/// read (a chunked body is checked up to its first chunk before anything is forwarded, so a
-/// malformed chunk size gets a 400 instead of reaching the downstream).
-pub enum RequestBody {
-    Direct(Incoming),
-    Peeked(Option<Frame<Bytes>>, Incoming),
+/// The request body sent to a downstream: what was read from the client before a connection
+/// was leased ([`RequestBody::preread`]), then the rest of the client's body as it arrives,
+/// with the client `read-timeout` between reads.
+pub struct RequestBody {
+    /// The first frame read ahead, then the others: a body that came in one frame (most small
+    /// ones) allocates nothing here.
+    first: Option<Frame<Bytes>>,
+    more: VecDeque<Frame<Bytes>>,
+    rest: Incoming,
+    read_timeout: Option<Duration>,
+    /// Created the first time the client makes us wait, re-armed after that.
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+/// The client paused mid-body longer than its `read-timeout`.
+#[derive(Debug)]
+pub struct ClientBodyTimeout;
+
+impl std::fmt::Display for ClientBodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("client read-timeout in the request body")
+    }
+}
+
+impl std::error::Error for ClientBodyTimeout {}
+
+/// Why a body could not be read ahead.
+pub enum PrereadError {
+    /// Malformed (a bad chunk) or the client went away.
+    Body(hyper::Error),
+    Timeout,
+}
+
+/// How much of a request body is read before a downstream connection is leased: a client that
+/// announces a body and sends none (or drips it) holds no pooled connection meanwhile, and a
+/// small body is forwarded in one go.
+pub const PREREAD: usize = 64 * 1024;
+
+impl RequestBody {
+    /// Read `body` until it ends, [`PREREAD`] bytes are in, or (a chunked body) its first data;
+    /// each read waits at most `read_timeout`. A body with nothing to read costs nothing.
+    pub async fn preread(
+        mut rest: Incoming,
+        read_timeout: Option<Duration>,
+    ) -> Result<RequestBody, PrereadError> {
+        let mut first = None;
+        let mut more = VecDeque::new();
+        let mut len = 0;
+        while len < PREREAD && !rest.is_end_stream() {
+            let next = rest.frame();
+            let frame = match read_timeout {
+                Some(d) => tokio::time::timeout(d, next)
+                    .await
+                    .map_err(|_| PrereadError::Timeout)?,
+                None => next.await,
+            };
+            match frame {
+                None => break,
+                Some(Err(e)) => return Err(PrereadError::Body(e)),
+                Some(Ok(f)) => {
+                    len += f.data_ref().map_or(0, Bytes::len);
+                    if first.is_none() {
+                        first = Some(f);
+                    } else {
+                        more.push_back(f);
+                    }
+                }
+            }
+        }
+        Ok(RequestBody {
+            first,
+            more,
+            rest,
+            read_timeout,
+            timer: None,
+            armed: false,
+        })
+    }
+
+    /// The client kept us waiting: arm the timer (once per wait); true when it expired.
+    fn waited_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(limit) = self.read_timeout else {
+            return false;
+        };
+        if !self.armed {
+            self.armed = true;
+            let deadline = Instant::now() + limit;
+            match &mut self.timer {
+                Some(t) => t.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        self.timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+    }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            RequestBody::Direct(b) => Pin::new(b).poll_frame(cx),
-            RequestBody::Peeked(first, rest) => match first.take() {
-                Some(f) => Poll::Ready(Some(Ok(f))),
-                None => Pin::new(rest).poll_frame(cx),
-            },
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(f) = this.first.take().or_else(|| this.more.pop_front()) {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        match Pin::new(&mut this.rest).poll_frame(cx) {
+            Poll::Pending => {
+                if this.waited_too_long(cx) {
+                    // The downstream connection, mid-request, is discarded with this error;
+                    // the client gets 408 and is closed (`ProxyError::ClientBodyTimeout`).
+                    return Poll::Ready(Some(Err(ClientBodyTimeout.into())));
+                }
+                Poll::Pending
+            }
+            r => {
+                this.armed = false;
+                r.map(|f| f.map(|r| r.map_err(Into::into)))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Direct(b) => b.is_end_stream(),
-            RequestBody::Peeked(first, rest) => first.is_none() && rest.is_end_stream(),
-        }
+        self.first.is_none() && self.more.is_empty() && self.rest.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Direct(b) => b.size_hint(),
-            RequestBody::Peeked(None, rest) => rest.size_hint(),
-            RequestBody::Peeked(Some(_), _) => SizeHint::default(),
+        let ahead: u64 = self
+            .first
+            .iter()
+            .chain(&self.more)
+            .map(|f| f.data_ref().map_or(0, |d| d.len() as u64))
+            .sum();
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(ahead));
+        if let Some(u) = rest.upper() {
+            hint.set_upper(u.saturating_add(ahead));
         }
+        hint
     }
 }

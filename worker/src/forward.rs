@@ -5,33 +5,36 @@
 
 use std::convert::Infallible;
 use std::rc::Rc;
+use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{ProxyBody, RequestBody};
+use crate::body::{PrereadError, ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::http::Conn;
 use crate::pool::{Pool, Used};
 use crate::route::Route;
 use crate::tls::ConnInfo;
-use crate::{headers, respond, rewrite};
+use crate::{head, headers, respond, rewrite};
 
 /// A failed step, and the downstream connection it had reached (for the log).
 type Failed = (ProxyError, Option<Used>);
 
 /// hyper's service for one request.
 pub async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     conn: Rc<Conn>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let state = &conn.server.state;
     state.requests.set(state.requests.get() + 1);
     let last = respond::upgrade_asked(&req);
+    if let Err(e) = head::check(&mut req) {
+        return Ok(refuse(&req, &conn, e));
+    }
     let host = req.headers().get(HOST).map(|h| h.as_bytes());
     let Some(route) = conn.server.routes.lookup(host, req.uri().path()) else {
         let resp = ProxyError::NotFound.into_response(conn.info.peer, None);
@@ -48,13 +51,27 @@ pub async fn handle(
     Ok(respond::finish(resp, state.draining() || last))
 }
 
+/// rproxy's answer to a request refused before routing (its Host cannot be trusted to pick a
+/// route): logged in the connection's default access log; the connection closes.
+fn refuse(req: &Request<Incoming>, conn: &Conn, e: ProxyError) -> Response<ProxyBody> {
+    let route = conn.server.routes.connection_default();
+    let entry = route.log.as_ref().map(|l| l.begin(req));
+    let resp = e.into_response(conn.info.peer, None);
+    if let (Some(log), Some(entry)) = (&route.log, &entry) {
+        log.finish(entry, &conn.info, None, &resp, None);
+    }
+    respond::finish(resp, true)
+}
+
 async fn forward(
     req: Request<Incoming>,
     pool: &Rc<Pool>,
     route: &Route,
     conn: &ConnInfo,
 ) -> Result<(Response<ProxyBody>, Used), Failed> {
-    let mut req = check(req).await.map_err(|e| (e, None))?;
+    let mut req = check(req, route.timeouts.read)
+        .await
+        .map_err(|e| (e, None))?;
     rewrite(&mut req, route).map_err(|e| (e, None))?;
     let client_upgrade = set_headers(&mut req, route, conn);
     exchange(req, client_upgrade, pool, route).await
@@ -62,9 +79,14 @@ async fn forward(
 
 /// Framing hyper accepts but a proxy must not forward (request smuggling): Transfer-Encoding
 /// other than a single `chunked` (with or without Content-Length), differing Content-Lengths.
-/// A chunked body's first chunk is read here, so nothing is forwarded before it proved
-/// well-formed.
-async fn check(req: Request<Incoming>) -> Result<Request<RequestBody>, ProxyError> {
+/// The body is read ahead here (up to `body::PREREAD`, each read within the client
+/// `read-timeout`): nothing is forwarded before a chunked body's first chunk proved
+/// well-formed, and no pooled connection waits for a client that announced a body and is slow
+/// to send it.
+async fn check(
+    req: Request<Incoming>,
+    read_timeout: Option<Duration>,
+) -> Result<Request<RequestBody>, ProxyError> {
     let h = req.headers();
     let mut te = h.get_all(TRANSFER_ENCODING).iter();
     if let Some(v) = te.next() {
@@ -85,15 +107,11 @@ async fn check(req: Request<Incoming>) -> Result<Request<RequestBody>, ProxyErro
             return Err(ProxyError::BadRequest("differing Content-Length values"));
         }
     }
-    let chunked = h.contains_key(TRANSFER_ENCODING);
-    let (parts, mut body) = req.into_parts();
-    let body = if chunked {
-        match body.frame().await {
-            Some(Err(e)) => return Err(ProxyError::BadBody(e)),
-            first => RequestBody::Peeked(first.and_then(Result::ok), body),
-        }
-    } else {
-        RequestBody::Direct(body)
+    let (parts, body) = req.into_parts();
+    let body = match RequestBody::preread(body, read_timeout).await {
+        Ok(b) => b,
+        Err(PrereadError::Body(e)) => return Err(ProxyError::BadBody(e)),
+        Err(PrereadError::Timeout) => return Err(ProxyError::ClientBodyTimeout),
     };
     Ok(Request::from_parts(parts, body))
 }
@@ -119,8 +137,9 @@ fn rewrite(req: &mut Request<RequestBody>, route: &Route) -> Result<(), ProxyErr
     Ok(())
 }
 
-/// Hop-by-hop headers out, forged forwarding headers out, ours in (`headers.rs`). Returns the
-/// client side of a WebSocket upgrade when the request asks for one.
+/// Hop-by-hop headers out (any upgrade but WebSocket with them), names with `_` out, forged
+/// forwarding headers out, ours in (`headers.rs`). Returns the client side of a WebSocket
+/// upgrade when the request asks for one.
 fn set_headers(
     req: &mut Request<RequestBody>,
     route: &Route,
@@ -129,6 +148,7 @@ fn set_headers(
     let upgrade = headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut *req));
     headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+    headers::drop_underscored(req.headers_mut());
     headers::set_forwarding(
         req.headers_mut(),
         &route.headers,
@@ -150,14 +170,16 @@ async fn exchange(
     let (mut resp, lease) = pool.send(&route.members, req).await?;
     let used = lease.used();
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client) = client_upgrade {
-            let downstream = hyper::upgrade::on(&mut resp);
-            tokio::task::spawn_local(tunnel(client, downstream));
-            // The downstream connection now belongs to the tunnel.
-            drop(lease);
-            let (parts, _) = resp.into_parts();
-            return Ok((Response::from_parts(parts, ProxyBody::empty()), used));
-        }
+        let Some(client) = client_upgrade else {
+            // Dropping the lease closes the connection the downstream meant to switch.
+            return Err((ProxyError::UnrequestedSwitch, Some(used)));
+        };
+        let downstream = hyper::upgrade::on(&mut resp);
+        tokio::task::spawn_local(tunnel(client, downstream));
+        // The downstream connection now belongs to the tunnel.
+        drop(lease);
+        let (parts, _) = resp.into_parts();
+        return Ok((Response::from_parts(parts, ProxyBody::empty()), used));
     }
     let read_timeout = lease.downstream().read_timeout;
     Ok((respond::downstream(resp, lease, read_timeout), used))

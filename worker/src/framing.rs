@@ -9,6 +9,10 @@
 //! last byte of its terminating empty line so that hyper's parser rejects the head: hyper then
 //! answers `400 Bad Request` and closes, and nothing reaches the downstream.
 //!
+//! It also enforces `max-header-size`, which hyper's `max_buf_size` does not (a head that
+//! arrives in one read is accepted whatever its length): a head longer than the limit is cut
+//! where the limit ends, so hyper holds a full buffer without a complete head and answers 431.
+//!
 //! The grammar followed is hyper's own (httparse for heads, hyper's chunked decoder for bodies),
 //! so that request boundaries agree with hyper's on every stream hyper accepts. A stream hyper
 //! rejects ends the connection anyway, so what the guard thinks of it does not matter; whenever
@@ -29,6 +33,10 @@ const SPOIL: u8 = 0;
 
 /// Largest Content-Length hyper accepts (`DecodedLength::MAX_LEN`).
 const MAX_CONTENT_LENGTH: u64 = u64::MAX - 2;
+
+/// Largest chunk size accepted (nginx's: a signed 64-bit offset). hyper takes any size that fits
+/// a u64 (`ffffffffffffffff`), which a downstream doing signed arithmetic may read as -1.
+const MAX_CHUNK: u64 = i64::MAX as u64;
 
 /// Case matters for methods: `connect` is an extension method, not a tunnel.
 const CONNECT: &[u8] = b"CONNECT";
@@ -53,11 +61,14 @@ const UPGRADE_BIT: u8 = 4;
 /// order, also a name followed by whitespace before its colon), or with more than one
 /// `Transfer-Encoding` line.
 ///
+/// Cut (see [`Verdict`]): a head longer than `max_head` (hyper then holds `max_head` bytes of an
+/// unfinished head: 431), a chunk size above [`MAX_CHUNK`] (the body read fails).
+///
 /// Passive from then on (hyper rejects it, or the rest of the connection may be a tunnel):
 /// a malformed request line or header line, a bad or conflicting Content-Length, a
-/// Transfer-Encoding not ending in `chunked` (or on HTTP/1.0), a bad chunk, a head longer than
-/// `max_head`, and a request hyper may upgrade (method `CONNECT`, or an `Upgrade` header on
-/// HTTP/1.1 — hyper's own rule).
+/// Transfer-Encoding not ending in `chunked` (or on HTTP/1.0), a bad chunk, and a request hyper
+/// may upgrade (method `CONNECT`, or an `Upgrade` header on HTTP/1.1 — hyper's own rule). A
+/// head that hyper could still accept is never left unwatched.
 pub struct FramingGuard {
     max_head: usize,
     mode: Mode,
@@ -83,12 +94,21 @@ impl FramingGuard {
     /// byte that makes the head unparsable (NUL, see [`SPOIL`]), so hyper's parser fails -> 400.
     /// A head ending in a bare-`\n` empty line, which hyper accepts too, has its final `\n`
     /// spoiled the same way.
-    pub fn inspect(&mut self, buf: &mut [u8]) {
+    ///
+    /// The verdict says how much of `buf` hyper may see; once it is not [`Verdict::Pass`] every
+    /// later call refuses everything.
+    pub fn inspect(&mut self, buf: &mut [u8]) -> Verdict {
         let mut i = 0;
         while i < buf.len() {
             i = match self.mode {
-                Mode::Passive => return,
-                Mode::Head => self.scan_head(buf, i),
+                Mode::Passive => return Verdict::Pass,
+                Mode::Refused(why) => return Verdict::Cut { keep: 0, why },
+                Mode::Head => match self.scan_head(buf, i) {
+                    Ok(next) => next,
+                    Err(keep) => {
+                        return self.cut(keep, Cut::HeadTooLarge);
+                    }
+                },
                 Mode::Length(n) => {
                     let avail = (buf.len() - i) as u64;
                     if n > avail {
@@ -100,9 +120,18 @@ impl FramingGuard {
                         i + n as usize
                     }
                 }
-                Mode::Chunked(c) => self.scan_chunked(buf, i, c),
+                Mode::Chunked(c) => match self.scan_chunked(buf, i, c) {
+                    Ok(next) => next,
+                    Err(keep) => return self.cut(keep, Cut::ChunkTooLarge),
+                },
             };
         }
+        Verdict::Pass
+    }
+
+    fn cut(&mut self, keep: usize, why: Cut) -> Verdict {
+        self.mode = Mode::Refused(why);
+        Verdict::Cut { keep, why }
     }
 
     fn start_head(&mut self) {
@@ -110,27 +139,28 @@ impl FramingGuard {
         self.head = Head::NEW;
     }
 
-    /// Continue the head from `buf[start..]`; returns where to continue.
-    fn scan_head(&mut self, buf: &mut [u8], start: usize) -> usize {
+    /// Continue the head from `buf[start..]`; returns where to continue, or `Err(keep)` when
+    /// the head goes on beyond `max_head` and only `buf[..keep]` may reach hyper.
+    fn scan_head(&mut self, buf: &mut [u8], start: usize) -> Result<usize, usize> {
         let budget = self.max_head.saturating_sub(self.head.len);
         let end = start + (buf.len() - start).min(budget);
         match self.head.scan(&buf[start..end]) {
             Scan::More => {
                 self.head.len += end - start;
                 if end < buf.len() {
-                    // The head goes on beyond max_head: hyper answers 431.
-                    self.mode = Mode::Passive;
+                    // Whatever follows, this head is too long: hyper must never complete it.
+                    return Err(end);
                 }
-                end
+                Ok(end)
             }
             Scan::Passive => {
                 self.mode = Mode::Passive;
-                buf.len()
+                Ok(buf.len())
             }
             Scan::Done(p) => {
                 let last = start + p;
                 self.end_head(buf, last);
-                last + 1
+                Ok(last + 1)
             }
         }
     }
@@ -172,8 +202,9 @@ impl FramingGuard {
     }
 
     /// Continue a chunked body (hyper's `ChunkedState` machine) from `buf[i..]` in state `c`;
-    /// returns where to continue.
-    fn scan_chunked(&mut self, buf: &[u8], mut i: usize, mut c: Chunk) -> usize {
+    /// returns where to continue, or `Err(keep)` for a chunk size above [`MAX_CHUNK`] whose
+    /// digits start at `buf[keep]` or earlier.
+    fn scan_chunked(&mut self, buf: &[u8], mut i: usize, mut c: Chunk) -> Result<usize, usize> {
         while i < buf.len() {
             let b = buf[i];
             c = match c {
@@ -181,7 +212,7 @@ impl FramingGuard {
                     let avail = (buf.len() - i) as u64;
                     if n > avail {
                         self.mode = Mode::Chunked(Chunk::Data(n - avail));
-                        return buf.len();
+                        return Ok(buf.len());
                     }
                     i += n as usize;
                     c = Chunk::DataCr;
@@ -189,36 +220,36 @@ impl FramingGuard {
                 }
                 Chunk::Start => match hex(b) {
                     Some(v) => Chunk::Size(v),
-                    None => return self.passive(buf),
+                    None => return Ok(self.passive(buf)),
                 },
                 Chunk::Size(n) => match hex(b) {
                     Some(v) => match n.checked_mul(16).and_then(|n| n.checked_add(v)) {
-                        Some(n) => Chunk::Size(n),
-                        None => return self.passive(buf),
+                        Some(n) if n <= MAX_CHUNK => Chunk::Size(n),
+                        _ => return Err(i),
                     },
                     None => match b {
                         b' ' | b'\t' => Chunk::SizeLws(n),
                         b';' => Chunk::Ext(n),
                         b'\r' => Chunk::SizeLf(n),
-                        _ => return self.passive(buf),
+                        _ => return Ok(self.passive(buf)),
                     },
                 },
                 Chunk::SizeLws(n) => match b {
                     b' ' | b'\t' => Chunk::SizeLws(n),
                     b';' => Chunk::Ext(n),
                     b'\r' => Chunk::SizeLf(n),
-                    _ => return self.passive(buf),
+                    _ => return Ok(self.passive(buf)),
                 },
                 Chunk::Ext(n) => match buf[i..].iter().position(|&b| b == b'\r' || b == b'\n') {
                     None => {
                         self.mode = Mode::Chunked(Chunk::Ext(n));
-                        return buf.len();
+                        return Ok(buf.len());
                     }
                     Some(p) => {
                         i += p;
                         if buf[i] == b'\n' {
                             // hyper refuses a bare LF in an extension.
-                            return self.passive(buf);
+                            return Ok(self.passive(buf));
                         }
                         Chunk::SizeLf(n)
                     }
@@ -226,15 +257,15 @@ impl FramingGuard {
                 Chunk::SizeLf(n) => match b {
                     b'\n' if n == 0 => Chunk::EndCr,
                     b'\n' => Chunk::Data(n),
-                    _ => return self.passive(buf),
+                    _ => return Ok(self.passive(buf)),
                 },
                 Chunk::DataCr => match b {
                     b'\r' => Chunk::DataLf,
-                    _ => return self.passive(buf),
+                    _ => return Ok(self.passive(buf)),
                 },
                 Chunk::DataLf => match b {
                     b'\n' => Chunk::Start,
-                    _ => return self.passive(buf),
+                    _ => return Ok(self.passive(buf)),
                 },
                 // After the last chunk: either the final CRLF or a trailer line.
                 Chunk::EndCr => match b {
@@ -244,7 +275,7 @@ impl FramingGuard {
                 Chunk::Trailer => match find(b'\r', &buf[i..]) {
                     None => {
                         self.mode = Mode::Chunked(Chunk::Trailer);
-                        return buf.len();
+                        return Ok(buf.len());
                     }
                     Some(p) => {
                         i += p;
@@ -253,20 +284,20 @@ impl FramingGuard {
                 },
                 Chunk::TrailerLf => match b {
                     b'\n' => Chunk::EndCr,
-                    _ => return self.passive(buf),
+                    _ => return Ok(self.passive(buf)),
                 },
                 Chunk::EndLf => match b {
                     b'\n' => {
                         self.start_head();
-                        return i + 1;
+                        return Ok(i + 1);
                     }
-                    _ => return self.passive(buf),
+                    _ => return Ok(self.passive(buf)),
                 },
             };
             i += 1;
         }
         self.mode = Mode::Chunked(c);
-        i
+        Ok(i)
     }
 
     fn passive(&mut self, buf: &[u8]) -> usize {
@@ -284,6 +315,38 @@ enum Mode {
     Chunked(Chunk),
     /// Never look again.
     Passive,
+    /// The stream was cut: nothing more reaches hyper.
+    Refused(Cut),
+}
+
+/// What the reader under hyper does with the bytes just inspected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand them all to hyper (possibly with a spoiled head).
+    Pass,
+    /// Hand over only `buf[..keep]`; every later read fails with `why`.
+    Cut { keep: usize, why: Cut },
+}
+
+/// Why a client stream was cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// The kept bytes complete `max_head` bytes of a head that goes on: hyper, holding a full
+    /// buffer and no complete head, answers 431 without reading again. Nothing after them may
+    /// reach hyper (it could complete the head).
+    HeadTooLarge,
+    /// A chunk size above [`MAX_CHUNK`]: the kept bytes end before it, so hyper parses the head
+    /// and the body read fails (400 before anything is forwarded, or the request is cut).
+    ChunkTooLarge,
+}
+
+impl Cut {
+    pub fn message(self) -> &'static str {
+        match self {
+            Cut::HeadTooLarge => "request head larger than max-header-size",
+            Cut::ChunkTooLarge => "chunk size too large",
+        }
+    }
 }
 
 /// hyper's chunked decoder states; sizes are the current chunk's (left, for `Data`).

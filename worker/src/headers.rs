@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use rproxy_shared::cidr::{self, Cidr};
 use rproxy_shared::config::Headers;
@@ -15,21 +15,24 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Whether the request asks for a protocol switch (`Connection: upgrade` + `Upgrade`).
+/// Whether the request asks for a WebSocket upgrade (`Connection: upgrade` + `Upgrade:
+/// websocket`), the only protocol switch rproxy passes: after a 101 the connection is a raw
+/// tunnel where no header rule applies (an `h2c` switch would carry forged X-Forwarded-For).
 pub fn wants_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(UPGRADE) && connection_has(h, "upgrade")
+    list_has(h, &UPGRADE, "websocket") && list_has(h, &CONNECTION, "upgrade")
 }
 
-fn connection_has(h: &HeaderMap, token: &str) -> bool {
-    h.get_all(CONNECTION).iter().any(|v| {
+fn list_has(h: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    h.get_all(name).iter().any(|v| {
         v.to_str()
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
             .unwrap_or(false)
     })
 }
 
-/// Remove hop-by-hop headers (RFC 9110 7.6.1): the fixed set and whatever `Connection` names.
-/// With `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay for a protocol switch.
+/// Remove hop-by-hop headers (RFC 9110 7.6.1): the fixed set and whatever `Connection` names,
+/// except `Host`, which no `Connection` can name away. With `keep_upgrade`, `Upgrade:
+/// websocket` (only that token) and `Connection: upgrade` stay for a protocol switch.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     if h.contains_key(CONNECTION) {
         // Rare path: names listed in Connection are removed too.
@@ -39,7 +42,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|s| s.split(','))
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == UPGRADE))
+            .filter(|n| n != HOST && !(keep_upgrade && n == UPGRADE))
             .collect();
         for n in listed {
             h.remove(n);
@@ -57,8 +60,26 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
     if keep_upgrade {
         h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
     } else {
         h.remove(UPGRADE);
+    }
+}
+
+/// Remove request headers whose name has `_` (nginx's `underscores_in_headers off`): a
+/// CGI-style downstream maps `-` and `_` alike, so `X_Forwarded_For` would read as our
+/// `X-Forwarded-For`.
+pub fn drop_underscored(h: &mut HeaderMap) {
+    if h.keys().any(|k| k.as_str().contains('_')) {
+        // Rare path.
+        let names: Vec<HeaderName> = h
+            .keys()
+            .filter(|k| k.as_str().contains('_'))
+            .cloned()
+            .collect();
+        for n in names {
+            h.remove(n);
+        }
     }
 }
 
@@ -173,6 +194,29 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn only_websocket_upgrades_and_host_stays() {
+        let mut h = map(&[("connection", "upgrade"), ("upgrade", "h2c")]);
+        assert!(!wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty());
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "WebSocket, h2c")]);
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        let mut h = map(&[("connection", "Host, close"), ("host", "a")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["host"], "a");
+    }
+
+    #[test]
+    fn underscored_names_dropped() {
+        let mut h = map(&[("x_forwarded_for", "6.6.6.6"), ("x-a", "1"), ("a_b", "2")]);
+        drop_underscored(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-a"));
     }
 
     #[test]

@@ -44,6 +44,27 @@ where
     let write_timeout = conn.server.routes.connection_default().timeouts.write;
     let max_head = conn.server.max_head;
     let io = TokioIo::new(TimedIo::new(stream, write_timeout).with_framing_guard(max_head));
-    let svc = service_fn(move |req| handle(req, Rc::clone(&conn)));
-    let _ = http.serve_connection(io, svc).with_upgrades().await;
+    let svc = service_fn({
+        let conn = Rc::clone(&conn);
+        move |req| handle(req, Rc::clone(&conn))
+    });
+    if let Err(e) = http.serve_connection(io, svc).with_upgrades().await {
+        log_refused(&conn, &e);
+    }
+}
+
+/// hyper answers a head it cannot parse (400) or that is too large (431) itself, without
+/// calling the service: such requests get their access-log line here. A connection that ends
+/// mid-head without an answer (timeout, reset) gets none.
+fn log_refused(conn: &Conn, e: &hyper::Error) {
+    let status = if e.is_parse_too_large() {
+        431
+    } else if e.is_parse() {
+        400
+    } else {
+        return;
+    };
+    if let Some(log) = &conn.server.routes.connection_default().log {
+        log.refused(&conn.info, status);
+    }
 }

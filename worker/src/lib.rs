@@ -5,7 +5,7 @@
 //! locks or atomics on the request path, and the kernel spreads connections over workers.
 //!
 //! The files follow the life of a connection (DESIGN section 2): `accept` -> `tls` -> `http`
-//! -> `route` -> `forward` (check, rewrite, headers, exchange) -> `pool` -> `respond` ->
+//! -> `head` (method, target, Host) -> `route` -> `forward` (check, rewrite, headers, exchange) -> `pool` -> `respond` ->
 //! `access_log`; failures are `error::ProxyError`, classified once. `server` builds what the
 //! stages share, once per `[[server]]`.
 
@@ -18,6 +18,7 @@ mod control;
 mod error;
 mod forward;
 mod framing;
+mod head;
 mod headers;
 mod http;
 mod lb;

@@ -37,6 +37,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Attempts on fresh connections for a request that could not even be written.
 const MAX_ATTEMPTS: usize = 3;
 
+/// A downstream may have up to this many times `connections` open while some of them stream
+/// responses to clients that read slowly (see [`Pool::overflow`]).
+const OVERFLOW_FACTOR: usize = 4;
+
 type Sender = SendRequest<RequestBody>;
 
 /// One established downstream connection.
@@ -69,6 +73,9 @@ pub struct Downstream {
     health: Cell<Health>,
     srtt_us: Cell<Option<f64>>,
     in_flight: Cell<u32>,
+    /// Leased connections whose response head went to the client and whose body is still
+    /// streaming: their pace is the client's, not the downstream's.
+    streaming: Cell<usize>,
     /// Wakes the maintenance task when a connection is lost.
     lost: Notify,
 }
@@ -169,6 +176,7 @@ impl Pool {
                 }),
                 srtt_us: Cell::new(None),
                 in_flight: Cell::new(0),
+                streaming: Cell::new(0),
                 lost: Notify::new(),
             })
             .collect();
@@ -213,6 +221,9 @@ impl Pool {
         }
         if self.route_down(route) {
             return Err(NoConnection::AllDown);
+        }
+        if let Some(l) = self.overflow(route).await {
+            return Ok(l);
         }
         let rx = {
             let mut q = self.waiters.borrow_mut();
@@ -298,6 +309,37 @@ impl Pool {
         }
     }
 
+    /// No idle connection, but some are busy streaming responses to slow clients (a 50 MB
+    /// response read at 1 MB / 2 s holds one for 100 s): open one more instead of making every
+    /// other request wait for them. Up to one extra per streaming connection, at most
+    /// `OVERFLOW_FACTOR` x `connections` in all; extras are closed when they come back idle
+    /// ([`Pool::put`]). Connections busy waiting for the downstream's answer do not count:
+    /// then the downstream is the slow one and requests queue (`max-pending`).
+    async fn overflow(self: &Rc<Self>, route: &Members) -> Option<Lease> {
+        let i = route
+            .indices
+            .iter()
+            .copied()
+            .find(|&i| self.may_overflow(i))?;
+        let d = &self.downstreams[i];
+        d.open.set(d.open.get() + 1);
+        match connect(self, i).await {
+            Ok(conn) => Some(Lease::new(Rc::clone(self), i, conn)),
+            Err(e) => {
+                d.open.set(d.open.get() - 1);
+                rproxy_shared::debug!("extra connection to {}: {e}", d.label());
+                None
+            }
+        }
+    }
+
+    fn may_overflow(&self, i: usize) -> bool {
+        let d = &self.downstreams[i];
+        let cap = d.target * OVERFLOW_FACTOR;
+        let extra = d.streaming.get().min(cap - d.target);
+        d.health.get() == Health::Up && d.target > 0 && d.open.get() < d.target + extra
+    }
+
     fn route_down(&self, route: &Members) -> bool {
         route
             .indices
@@ -333,8 +375,10 @@ impl Pool {
         }
     }
 
-    /// A connection became free: the first waiter that may use it gets it, else it idles.
-    fn put(self: &Rc<Self>, i: usize, conn: Conn) {
+    /// A connection became free: the first waiter that may use it gets it, else it idles, unless
+    /// `connections` are already idle or busy without it (an extra from [`Pool::overflow`]): then
+    /// it is closed. `fresh`: just opened by maintenance, always kept.
+    fn put(self: &Rc<Self>, i: usize, conn: Conn, fresh: bool) {
         let mut conn = conn;
         loop {
             let waiter = {
@@ -358,7 +402,12 @@ impl Pool {
                 },
             }
         }
-        self.downstreams[i].idle.borrow_mut().push(conn);
+        let d = &self.downstreams[i];
+        if !fresh && d.idle.borrow().len() + d.in_flight.get() as usize >= d.target {
+            // Dropping the sender closes it; its task then counts it out of `open`.
+            return;
+        }
+        d.idle.borrow_mut().push(conn);
     }
 
     /// Requests waiting on a route whose downstreams are all down get their 503 now.
@@ -375,6 +424,7 @@ pub struct Lease {
     index: usize,
     conn: Option<Conn>,
     sent_at: Instant,
+    streaming: bool,
 }
 
 impl Lease {
@@ -386,6 +436,20 @@ impl Lease {
             index,
             conn: Some(conn),
             sent_at: Instant::now(),
+            streaming: false,
+        }
+    }
+
+    /// The response head went to the client; the body now streams at the client's pace.
+    /// Requests already queued would wait for that client: they get an extra connection.
+    pub fn streaming(&mut self) {
+        if !self.streaming {
+            self.streaming = true;
+            let d = self.downstream();
+            d.streaming.set(d.streaming.get() + 1);
+            if !self.pool.waiters.borrow().is_empty() {
+                tokio::task::spawn_local(extra_for_waiters(Rc::clone(&self.pool), self.index));
+            }
         }
     }
 
@@ -426,7 +490,7 @@ impl Lease {
         if let Some(conn) = self.conn.take() {
             self.uncount();
             if !conn.sender.is_closed() {
-                self.pool.put(self.index, conn);
+                self.pool.put(self.index, conn, false);
             }
         }
     }
@@ -434,6 +498,9 @@ impl Lease {
     fn uncount(&self) {
         let d = self.downstream();
         d.in_flight.set(d.in_flight.get().saturating_sub(1));
+        if self.streaming {
+            d.streaming.set(d.streaming.get().saturating_sub(1));
+        }
     }
 }
 
@@ -442,6 +509,23 @@ impl Drop for Lease {
         if self.conn.take().is_some() {
             // Dropping the sender closes the connection; maintenance opens a new one.
             self.uncount();
+        }
+    }
+}
+
+/// One extra connection to downstream `i` for the requests queued when one of its connections
+/// started streaming to a client (see [`Pool::overflow`]); closed if nobody wants it.
+async fn extra_for_waiters(pool: Rc<Pool>, i: usize) {
+    if !pool.may_overflow(i) {
+        return;
+    }
+    let d = &pool.downstreams[i];
+    d.open.set(d.open.get() + 1);
+    match connect(&pool, i).await {
+        Ok(conn) => pool.put(i, conn, false),
+        Err(e) => {
+            d.open.set(d.open.get() - 1);
+            rproxy_shared::debug!("extra connection to {}: {e}", d.label());
         }
     }
 }
@@ -460,7 +544,7 @@ async fn maintain(pool: Rc<Pool>, i: usize) {
                         }
                         d.health.set(Health::Up);
                     }
-                    pool.put(i, conn);
+                    pool.put(i, conn, true);
                 }
                 Err(e) => {
                     d.open.set(d.open.get() - 1);

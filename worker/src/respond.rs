@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use http::header::{CONNECTION, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
@@ -22,6 +22,11 @@ pub fn downstream(
     // hyper answers an HTTP/1.0 client in 1.0 itself; an old downstream must not downgrade an
     // HTTP/1.1 client (and its keep-alive).
     parts.version = Version::HTTP_11;
+    if parts.headers.contains_key(TRANSFER_ENCODING) {
+        // hyper decoded by Transfer-Encoding; a Content-Length left beside it would frame the
+        // re-encoded body for the client and cut it short (RFC 9112 6.3).
+        parts.headers.remove(CONTENT_LENGTH);
+    }
     headers::strip_hop_by_hop(&mut parts.headers, false);
     Response::from_parts(parts, ProxyBody::downstream(body, lease, read_timeout))
 }

@@ -41,10 +41,14 @@ pub fn config(toml: &str) -> Config {
     let group = nix::unistd::Group::from_gid(nix::unistd::getgid())
         .unwrap()
         .unwrap();
-    let text = format!(
-        "user = \"{}\"\ngroup = \"{}\"\n{toml}",
-        user.name, group.name
-    );
+    // Workers may not run as root (DESIGN 11): root's tests name nobody, which is never used
+    // since these workers are not forked.
+    let (user, group) = if user.uid.is_root() {
+        ("nobody".to_string(), "nogroup".to_string())
+    } else {
+        (user.name, group.name)
+    };
+    let text = format!("user = \"{user}\"\ngroup = \"{group}\"\n{toml}");
     let path = std::env::temp_dir().join(format!(
         "rproxy-worker-test-{}-{}.toml",
         std::process::id(),

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use crate::framing::FramingGuard;
+use crate::framing::{Cut, FramingGuard, Verdict};
 
 /// `S` is a downstream `TcpStream`, or whatever stream a client connection is by the time it
 /// reaches the HTTP stage (plain TCP today, TLS later).
@@ -20,6 +20,8 @@ pub struct TimedIo<S = TcpStream> {
     inner: S,
     /// Client side only: spoils request heads hyper would accept but we must refuse.
     guard: Option<FramingGuard>,
+    /// Set when the guard cut the stream: every later read fails.
+    cut: Option<Cut>,
     write_timeout: Option<Duration>,
     /// Armed while a write is blocked.
     timer: Option<Pin<Box<Sleep>>>,
@@ -32,6 +34,7 @@ impl<S> TimedIo<S> {
         TimedIo {
             inner,
             guard: None,
+            cut: None,
             write_timeout,
             timer: None,
             armed: false,
@@ -79,10 +82,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(why) = self.cut {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                why.message(),
+            )));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Some(g) = &mut self.guard {
-            g.inspect(&mut buf.filled_mut()[before..]);
+            if let Verdict::Cut { keep, why } = g.inspect(&mut buf.filled_mut()[before..]) {
+                // What follows the cut never reaches hyper; the kept bytes make it answer (431)
+                // or fail the body read on the next call.
+                buf.set_filled(before + keep);
+                self.cut = Some(why);
+            }
         }
         r
     }

@@ -240,7 +240,6 @@ fn not_understood_framing_goes_passive() {
         b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a\nx\r\n",
         b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxy",
         b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1 2\r\n",
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n11111111111111111\r\n",
     ];
     for &c in cases {
         assert_eq!(
@@ -265,24 +264,69 @@ fn repeated_equal_content_length_is_tracked() {
 }
 
 #[test]
-fn head_over_max_goes_passive() {
+fn head_over_max_is_cut() {
     let mut s = b"GET / HTTP/1.1\r\nX: ".to_vec();
     s.resize(200, b'a');
     s.extend_from_slice(b"\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let cut = |keep| Verdict::Cut {
+        keep,
+        why: Cut::HeadTooLarge,
+    };
     let mut g = FramingGuard::new(100);
-    let out = feed_with(&mut g, &[&s]);
-    assert_eq!(out, s);
-    assert_eq!(g.mode, Mode::Passive);
+    assert_eq!(g.inspect(&mut s.clone()), cut(100));
+    // At the same stream offset whatever the reads, and nothing after it.
+    let mut g = FramingGuard::new(100);
+    assert_eq!(g.inspect(&mut s[..50].to_vec()), Verdict::Pass);
+    assert_eq!(g.inspect(&mut s[50..].to_vec()), cut(50));
+    assert_eq!(g.inspect(&mut b"\r\n\r\n".to_vec()), cut(0));
     // Exactly max_head bytes is still a head.
     let mut g = FramingGuard::new(s.len());
     assert_eq!(changed(&s, &feed_with(&mut g, &[&s])), vec![s.len() - 1]);
     let mut g = FramingGuard::new(s.len() - 1);
-    assert!(changed(&s, &feed_with(&mut g, &[&s[..50], &s[50..]])).is_empty());
+    assert_eq!(g.inspect(&mut s.clone()), cut(s.len() - 1));
     // Leading empty lines count, as in hyper's buffer.
     let get = b"GET / HTTP/1.1\r\n\r\n";
     let mut g = FramingGuard::new(get.len() + 1);
-    feed_with(&mut g, &[b"\r\n", get]);
-    assert_eq!(g.mode, Mode::Passive);
+    assert_eq!(g.inspect(&mut b"\r\n".to_vec()), Verdict::Pass);
+    assert_eq!(g.inspect(&mut get.to_vec()), cut(get.len() - 1));
+}
+
+/// Past 64 KiB the guard used to stop looking: a padded CL + TE head was forwarded.
+#[test]
+fn long_padded_cl_te_head_gets_431_from_hyper() {
+    let mut s = b"POST /x HTTP/1.1\r\nHost: a\r\nX-Pad: ".to_vec();
+    s.resize(70_000, b'a');
+    s.extend_from_slice(b"\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    let max = 65_536;
+    let mut bytes = s.clone();
+    let keep = match FramingGuard::new(max).inspect(&mut bytes) {
+        Verdict::Cut { keep, .. } => keep,
+        v => panic!("{v:?}"),
+    };
+    bytes.truncate(keep);
+    let (resp, served) = hyper_serve_max(&bytes, max);
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    assert!(served.is_empty());
+}
+
+#[test]
+fn chunk_size_beyond_i64_is_cut_before_its_digits() {
+    let head = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let mut s = head.to_vec();
+    s.extend_from_slice(b"ffffffffffffffff\r\nx\r\n0\r\n\r\n");
+    let mut g = FramingGuard::new(MAX);
+    let v = g.inspect(&mut s);
+    assert_eq!(
+        v,
+        Verdict::Cut {
+            keep: head.len() + 15,
+            why: Cut::ChunkTooLarge
+        }
+    );
+    // The largest signed size is still a chunk size.
+    let mut s = head.to_vec();
+    s.extend_from_slice(b"7fffffffffffffff\r\n");
+    assert_eq!(FramingGuard::new(MAX).inspect(&mut s), Verdict::Pass);
 }
 
 #[test]
@@ -406,6 +450,11 @@ fn through_hyper_unguarded(input: &[u8]) -> (String, usize) {
 /// hyper's HTTP/1 server on `bytes` as they are: its response bytes and the target of each
 /// request that reached the service.
 fn hyper_serve(bytes: &[u8]) -> (String, Vec<String>) {
+    hyper_serve_max(bytes, 400 * 1024)
+}
+
+/// [`hyper_serve`] with hyper's `max_buf_size` = `max`.
+fn hyper_serve_max(bytes: &[u8], max: usize) -> (String, Vec<String>) {
     use std::cell::RefCell;
     use std::convert::Infallible;
     use std::rc::Rc;
@@ -436,6 +485,7 @@ fn hyper_serve(bytes: &[u8]) -> (String, Vec<String>) {
         // half_close: the client shuts its side down once everything is sent.
         let conn = hyper::server::conn::http1::Builder::new()
             .half_close(true)
+            .max_buf_size(max)
             .serve_connection(TokioIo::new(server), svc);
         let talk = async move {
             client.write_all(&bytes).await.unwrap();
