@@ -2,8 +2,12 @@
 //!
 //! `rtt` improves on RProxy's (which picked the single lowest last-RTT connection and so sent
 //! nearly everything to one place): each downstream keeps a smoothed response time, and the
-//! choice is random with weight `1 / (srtt^2 * (in_flight + 1))`. Two equal downstreams share
-//! the traffic; one ten times slower gets about 1% of it, and a busy one is chosen less.
+//! choice is random with weight `1 / ((srtt + 1 ms)^2 * (in_flight + 1))`. Two equal
+//! downstreams share the traffic; one ten times slower (5 ms against 0.5 ms) gets about 6% of
+//! it, and a busy one is chosen less. The 1 ms added to every srtt keeps sub-millisecond jitter
+//! (loopback, a LAN, a loaded host) from starving a downstream: without it, one unlucky sample
+//! of 1.5 ms against 0.3 ms cut a downstream's share to a few percent, and the fewer samples
+//! it then got, the slower its average recovered.
 
 /// What the balancer sees of one downstream.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +67,7 @@ pub fn choose(method: LbMethod, views: &[View], rr: &mut usize, rng: &mut Rng) -
                 .fold(f64::INFINITY, f64::min);
             let default = if best.is_finite() { best } else { 1000.0 };
             let weight = |v: &View| {
-                let s = v.srtt_us.unwrap_or(default).max(1.0);
+                let s = v.srtt_us.unwrap_or(default).max(0.0) + JITTER_US;
                 1.0 / (s * s * f64::from(v.in_flight + 1))
             };
             let total: f64 = views.iter().filter(|v| v.idle > 0).map(weight).sum();
@@ -83,6 +87,9 @@ pub fn choose(method: LbMethod, views: &[View], rr: &mut usize, rng: &mut Rng) -
         }
     }
 }
+
+/// Added to every smoothed response time before weighting (see the module doc).
+const JITTER_US: f64 = 1000.0;
 
 /// Exponentially weighted moving average of response times (alpha 0.2).
 pub fn smooth(old: Option<f64>, sample_us: f64) -> f64 {
@@ -200,7 +207,15 @@ mod tests {
             &[v(1, Some(500.0)), v(1, Some(5000.0))],
             10_000,
         );
-        assert!(h[0] > 9500, "{h:?}");
+        // (1.5 ms / 6 ms)^2: a 16x weight, about 94 %.
+        assert!(h[0] > 9200, "{h:?}");
+        // Sub-millisecond jitter does not starve: 0.3 ms against 1.5 ms still shares.
+        let h = share(
+            LbMethod::Rtt,
+            &[v(1, Some(300.0)), v(1, Some(1500.0))],
+            10_000,
+        );
+        assert!(h[1] > 1800, "{h:?}");
         // Unmeasured ones are tried.
         let h = share(LbMethod::Rtt, &[v(1, Some(500.0)), v(1, None)], 1000);
         assert!(h[1] > 300, "{h:?}");
