@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use openssl::ssl::SslContext;
 use rproxy_shared::channel::{MasterEnd, ToWorker};
 use rproxy_shared::config::Config;
 use rproxy_shared::warn;
@@ -44,9 +45,10 @@ pub struct Generation {
     /// Access-log files in `config.access_log_paths()` order; workers forked from now on
     /// inherit these (a log reopen replaces them).
     pub log_files: Vec<OwnedFd>,
-    // The TLS contexts built from `config` (keys read as root) will live here too, beside the
-    // log files: a reload builds new ones for the new generation while the old one drains with
-    // its own.
+    /// The TLS context of each server (`None` for plain ones), built from `config` with the
+    /// keys read as root; workers inherit them by fork. A reload builds new ones (re-reading
+    /// every certificate, key and CRL) while the old generation drains with its own.
+    pub tls: Vec<Option<SslContext>>,
     pub state: GenState,
     pub started: Instant,
     pub slots: Vec<Slot>,
@@ -130,6 +132,10 @@ impl Generation {
             );
         }
         let log_files = startup::open_access_logs(&config, identity.owner())?;
+        let tls = crate::tls::build(&config)?;
+        for w in crate::tls::expiry_warnings(&config) {
+            warn!("{w}");
+        }
         let slots = (0..config.workers)
             .map(|_| Slot {
                 failures: 0,
@@ -141,6 +147,7 @@ impl Generation {
             config,
             identity,
             log_files,
+            tls,
             state,
             started: Instant::now(),
             slots,

@@ -11,10 +11,12 @@ mod notify;
 mod privileges;
 mod reload;
 mod reopen;
+mod session_cache;
 mod spawn;
 mod startup;
 mod stop;
 mod supervisor;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -45,6 +47,9 @@ fn main() -> ExitCode {
                 "rproxy: {}: warning: {u}; rproxy will refuse to start with it",
                 cli.config.display()
             );
+        }
+        for w in tls::expiry_warnings(&config) {
+            eprintln!("rproxy: {}: warning: {w}", cli.config.display());
         }
         println!("rproxy: configuration {} ok", cli.config.display());
         println!("configuration ok");

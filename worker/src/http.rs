@@ -1,10 +1,17 @@
 //! The HTTP stage: HTTP/1.1 with hyper on a client stream, whatever the stream is (plain TCP
-//! today, TLS later), with the client write-timeout and the framing guard under hyper
-//! (`TimedIo`), and each request handed to [`crate::forward::handle`].
+//! or TLS), with the client write-timeout and the framing guard under hyper (`TimedIo`), and
+//! each request handed to [`crate::forward::handle`]. HTTP/2 (TLS clients that chose `h2` by
+//! ALPN) is hyper's HTTP/2 server on this worker's `LocalSet`, handing its requests to the same
+//! `handle`, so they reach the HTTP/1.1 downstreams under the same header rules.
 
 use std::rc::Rc;
 
-use hyper::server::conn::http1;
+use std::future::Future;
+
+use http::header::HOST;
+use http::{HeaderValue, Request};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -46,4 +53,63 @@ where
     let io = TokioIo::new(TimedIo::new(stream, write_timeout).with_framing_guard(max_head));
     let svc = service_fn(move |req| handle(req, Rc::clone(&conn)));
     let _ = http.serve_connection(io, svc).with_upgrades().await;
+}
+
+/// Streams one HTTP/2 client may have open at once.
+const MAX_STREAMS: u32 = 100;
+
+/// Serve HTTP/2 on `stream` until either side closes. When the worker drains, the client gets
+/// GOAWAY and the streams in flight finish.
+pub async fn serve_h2<S>(stream: S, conn: Rc<Conn>, _guard: ConnGuard)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let timeouts = conn.server.routes.connection_default().timeouts;
+    let io = TokioIo::new(TimedIo::new(stream, timeouts.write));
+    let mut b = http2::Builder::new(LocalExec);
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(u32::try_from(conn.server.max_head).unwrap_or(u32::MAX));
+    let mut drain = conn.server.state.drain_signal();
+    let c = Rc::clone(&conn);
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        host_from_authority(&mut req);
+        handle(req, Rc::clone(&c))
+    });
+    let h2 = b.serve_connection(io, svc);
+    tokio::pin!(h2);
+    tokio::select! {
+        _ = h2.as_mut() => return,
+        _ = drain.wait_for(|d| *d) => {}
+    }
+    h2.as_mut().graceful_shutdown();
+    let _ = h2.await;
+}
+
+/// HTTP/2 carries the host in `:authority`; the route lookup and the HTTP/1.1 downstream read
+/// `Host`.
+fn host_from_authority(req: &mut Request<Incoming>) {
+    if req.headers().contains_key(HOST) {
+        return;
+    }
+    let Some(a) = req.uri().authority() else {
+        return;
+    };
+    if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+        req.headers_mut().insert(HOST, v);
+    }
+}
+
+/// hyper's HTTP/2 tasks (one per stream) run on the worker's current-thread `LocalSet`, so
+/// they need not be `Send`.
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
 }
