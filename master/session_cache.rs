@@ -238,4 +238,32 @@ mod tests {
         }
         assert_eq!(c.get(&99u32.to_be_bytes()).as_deref(), Some(&b"y"[..]));
     }
+
+    /// A process that dies holding the lock (a worker SIGKILLed mid-copy) neither hangs the
+    /// others nor leaves its half-written slot behind.
+    #[test]
+    fn a_dead_lock_holder_is_recovered() {
+        let c = SessionCache::new(8).unwrap();
+        c.put(b"keep", b"ok", Duration::from_secs(60));
+        // SAFETY: the child only locks, marks a slot as being written and exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                let slot = c.set_of(b"keep");
+                std::mem::forget(c.lock());
+                // SAFETY: we hold the lock; mimic a copy interrupted by SIGKILL.
+                unsafe { (*c.header).writing = slot + 1 };
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(0) }
+            }
+            pid => {
+                let mut st = 0;
+                // SAFETY: waits for our own child.
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+            }
+        }
+        // The slot the dead holder was writing is gone; the cache works on.
+        assert_eq!(c.get(b"keep"), None);
+        c.put(b"new", b"v", Duration::from_secs(60));
+        assert_eq!(c.get(b"new").as_deref(), Some(&b"v"[..]));
+    }
 }

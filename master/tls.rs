@@ -365,7 +365,122 @@ pub fn expiry_warnings(config: &Config) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::ssl::{Ssl, SslConnector, SslMethod, SslVerifyMode};
+    use openssl::x509::{X509NameBuilder, X509};
+
     use super::glob;
+
+    fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        let name = name.build();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(3).unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        let (c, k) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+        std::fs::write(&c, b.build().to_pem().unwrap()).unwrap();
+        std::fs::write(&k, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        (c, k)
+    }
+
+    /// The certificate CN and ALPN protocol a client offering `sni` and h2 gets.
+    fn hello(ctx: &openssl::ssl::SslContext, sni: Option<&str>) -> (String, Vec<u8>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server_ctx = ctx.clone();
+        let t = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut s = Ssl::new(&server_ctx).unwrap().accept(s).unwrap();
+            let _ = s.write_all(b"x");
+        });
+        let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+        b.set_verify(SslVerifyMode::NONE);
+        b.set_alpn_protos(b"\x02h2\x08http/1.1").unwrap();
+        let c = b.build().into_context();
+        let mut ssl = Ssl::new(&c).unwrap();
+        if let Some(n) = sni {
+            ssl.set_hostname(n).unwrap();
+        }
+        let s = ssl
+            .connect(std::net::TcpStream::connect(addr).unwrap())
+            .unwrap();
+        let cert = s.ssl().peer_certificate().unwrap();
+        let cn = cert
+            .subject_name()
+            .entries_by_nid(Nid::COMMONNAME)
+            .next()
+            .unwrap();
+        let cn = String::from_utf8_lossy(cn.data().as_slice()).into_owned();
+        let alpn = s.ssl().selected_alpn_protocol().unwrap_or(b"").to_vec();
+        t.join().unwrap();
+        (cn, alpn)
+    }
+
+    /// SNI picks a vhost's certificate (glob and alias), the server's is the default, and
+    /// every context answers ALPN.
+    #[test]
+    fn sni_switches_to_the_vhost_context_with_its_own_alpn() {
+        let dir = std::env::temp_dir().join(format!("rproxy-sni-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (dc, dk) = self_signed(&dir, "default.test");
+        let (bc, bk) = self_signed(&dir, "b.test");
+        let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .unwrap()
+            .unwrap();
+        let group = nix::unistd::Group::from_gid(me.gid).unwrap().unwrap();
+        let cfg = format!(
+            "user = \"{}\"\ngroup = \"{}\"\n[[server]]\nport = 1\n\
+             [server.ssl]\nenabled = true\ncert = \"{}\"\nkey = \"{}\"\n\
+             [[server.downstream]]\naddr = \"127.0.0.1\"\nname = \"d\"\n\
+             [[server.vhost]]\nname = \"*.b.test\"\naliases = [\"b.test\"]\n\
+             [server.vhost.ssl]\nenabled = true\ncert = \"{}\"\nkey = \"{}\"\nalpn = [\"h2\"]\n\
+             [[server.vhost.rule]]\nuri-gmatch = \"/*\"\ndownstreams = [\"d\"]\n",
+            me.name,
+            group.name,
+            dc.display(),
+            dk.display(),
+            bc.display(),
+            bk.display()
+        );
+        let path = dir.join("rproxy.toml");
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(cfg.as_bytes())
+            .unwrap();
+        let config = rproxy_shared::load::load(&path).unwrap_or_else(|e| panic!("{:?}", e.0));
+        let ctxs = super::build(&config).unwrap();
+        let ctx = ctxs[0].as_ref().unwrap();
+        assert_eq!(
+            hello(ctx, Some("www.b.test")),
+            ("b.test".into(), b"h2".to_vec())
+        );
+        assert_eq!(
+            hello(ctx, Some("B.TEST")),
+            ("b.test".into(), b"h2".to_vec())
+        );
+        assert_eq!(
+            hello(ctx, Some("other.test")),
+            ("default.test".into(), b"h2".to_vec())
+        );
+        assert_eq!(hello(ctx, None), ("default.test".into(), b"h2".to_vec()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn alpn_server_preference() {
