@@ -296,25 +296,24 @@ fn start_must_fail(config: &Path) -> (Option<i32>, String) {
 /// of their own, so the refusal itself is what is tested); starting with them is refused.
 #[test]
 fn vhost_sections_are_refused_at_start() {
-    for (name, extra, key) in [(
+    let (name, extra, key) = (
         "vhost",
-        "\n  [[server.vhost]]\n  name = \"a.test\"\n".to_string(),
+        "\n  [[server.vhost]]\n  name = \"a.test\"\n",
         "server[0].vhost: vhost routing is not implemented",
-    )] {
-        let dir = temp_dir(name);
-        let p = dir.join("rproxy.toml");
-        std::fs::write(&p, format!("{GOOD}{extra}")).unwrap();
-        let (code, out, err) = check(&p, &[]);
-        assert_eq!(code, 0, "{name}: -t refused a valid file: {err}");
-        assert!(out.contains("configuration ok"), "{name}: {out}");
-        assert!(
-            err.contains(key) && err.contains("warning"),
-            "{name}: {err}"
-        );
-        let (status, err) = start_must_fail(&p);
-        assert_eq!(status, Some(1), "{name}: started anyway: {err}");
-        assert!(err.contains(key), "{name}: {err}");
-    }
+    );
+    let dir = temp_dir(name);
+    let p = dir.join("rproxy.toml");
+    std::fs::write(&p, format!("{GOOD}{extra}")).unwrap();
+    let (code, out, err) = check(&p, &[]);
+    assert_eq!(code, 0, "{name}: -t refused a valid file: {err}");
+    assert!(out.contains("configuration ok"), "{name}: {out}");
+    assert!(
+        err.contains(key) && err.contains("warning"),
+        "{name}: {err}"
+    );
+    let (status, err) = start_must_fail(&p);
+    assert_eq!(status, Some(1), "{name}: started anyway: {err}");
+    assert!(err.contains(key), "{name}: {err}");
 }
 
 /// A TLS section passes `-t` without a warning and serves HTTPS; an expired certificate is
