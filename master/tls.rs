@@ -13,6 +13,7 @@ use std::ffi::c_void;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use foreign_types::ForeignTypeRef;
 use openssl::hash::{hash, MessageDigest};
 use openssl::ssl::{
     AlpnError, NameType, SniError, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode,
@@ -35,6 +36,8 @@ const SESSION_ID_CONTEXT: &[u8] = b"rproxy";
 extern "C" {
     // Macros or functions openssl-sys does not declare; all are exported by libssl 1.1 and 3.
     fn SSL_CTX_set_timeout(ctx: *mut openssl_sys::SSL_CTX, t: libc::c_long) -> libc::c_long;
+    fn SSL_CTX_get_verify_depth(ctx: *const openssl_sys::SSL_CTX) -> libc::c_int;
+    fn SSL_set_verify_depth(ssl: *mut openssl_sys::SSL, depth: libc::c_int);
 }
 
 /// Random ticket keys made once per master: a reload keeps them, so tickets survive reloads.
@@ -78,8 +81,14 @@ pub fn build(config: &Config) -> Result<Vec<Option<SslContext>>, String> {
                     };
                     ssl.set_ssl_context(ctx)
                         .map_err(|_| SniError::ALERT_FATAL)?;
-                    // SSL_set_SSL_CTX switches certificate and store, not the verify mode.
+                    // SSL_set_SSL_CTX switches certificate, CA store and client CA list, not
+                    // the verify mode and depth (as nginx, copy them). Protocol versions,
+                    // ciphers and sessions were settled by the server's context already.
                     ssl.set_verify(ctx.verify_mode());
+                    // SAFETY: both objects are valid for the duration of the callback.
+                    unsafe {
+                        SSL_set_verify_depth(ssl.as_ptr(), SSL_CTX_get_verify_depth(ctx.as_ptr()))
+                    };
                     Ok(())
                 });
             }

@@ -499,3 +499,82 @@ fn without_cache_or_tickets_nothing_resumes() {
         assert!(!s_client(p.port, &pki, "-tls1_2", &sess));
     }
 }
+
+/// One HTTP/2 connection multiplexes streams onto the pooled HTTP/1.1 downstream connections;
+/// a header block over `max-header-size` gets its stream refused and never reaches the
+/// downstream.
+#[test]
+fn http2_streams_multiplex_and_oversized_headers_are_refused() {
+    let pki = Pki::new(&temp_dir("tls-h2mux-pki"));
+    let (p, b) = start("tls-h2mux", &pki, "", "workers = 1\n");
+    let resolve = format!("rproxy.test:{}:127.0.0.1", p.port);
+    let ca = pki.dir.join("ca.crt");
+    let urls: Vec<String> = (0..20)
+        .map(|_| format!("https://rproxy.test:{}/sleep/200", p.port))
+        .collect();
+    let out = Command::new("curl")
+        .args(["-sS", "--http2", "-Z", "--parallel-max", "20", "--cacert"])
+        .arg(&ca)
+        .args([
+            "--resolve",
+            &resolve,
+            "-w",
+            "%{http_version} %{http_code}\n",
+            "-o",
+            "/dev/null",
+        ])
+        .args(&urls)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("2 200").count(), 20, "{text}");
+
+    let before = b.hits();
+    let big = format!("X-Big: {}", "a".repeat(70_000));
+    let out = Command::new("curl")
+        .args(["-sS", "--http2", "--retry", "0", "--cacert"])
+        .arg(&ca)
+        .args([
+            "--resolve",
+            &resolve,
+            "-H",
+            &big,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("https://rproxy.test:{}/", p.port))
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&out.stdout), "200");
+    assert_eq!(b.hits(), before, "an oversized head reached the downstream");
+}
+
+/// The shared cache outlives a worker killed with SIGKILL: its replacement and the others
+/// still resume the sessions stored before.
+#[test]
+fn session_ids_survive_a_killed_worker() {
+    let pki = Pki::new(&temp_dir("tls-sidkill-pki"));
+    let (p, _b) = start("tls-sidkill", &pki, "tickets = false\n", "workers = 4\n");
+    let sess = pki.dir.join("session.pem");
+    assert!(!s_client(p.port, &pki, "-tls1_2", &sess));
+    let victim = p.workers()[0];
+    // SAFETY: signalling a worker of the proxy this test started.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    wait_until(
+        "the killed worker replaced",
+        Duration::from_secs(10),
+        || {
+            let w = p.workers();
+            w.len() == 4 && !w.contains(&victim)
+        },
+    );
+    for i in 0..8 {
+        assert!(
+            s_client(p.port, &pki, "-tls1_2", &sess),
+            "connection {i} after the kill not resumed\n{}",
+            p.log()
+        );
+    }
+}
