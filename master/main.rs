@@ -16,6 +16,7 @@ mod spawn;
 mod startup;
 mod stop;
 mod supervisor;
+mod ticket_keys;
 mod tls;
 
 use std::process::ExitCode;

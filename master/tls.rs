@@ -5,9 +5,10 @@
 //! with its own.
 //!
 //! What every context of every generation shares, and what therefore lives as long as the
-//! master (made once, before the first fork that needs it): the ticket keys (one key for all
-//! workers, so a ticket issued by one worker resumes on any other and across reloads) and the
-//! session-ID cache in shared memory (`session_cache.rs`).
+//! master (made once, before the first fork that needs it): the ticket key ring (rotated by
+//! the master, read by every worker: `ticket_keys.rs`) and the session-ID cache
+//! (`session_cache.rs`), both in shared memory, so a session resumes on any worker and across
+//! reloads.
 
 use std::ffi::c_void;
 use std::path::Path;
@@ -39,9 +40,6 @@ extern "C" {
     fn SSL_CTX_get_verify_depth(ctx: *const openssl_sys::SSL_CTX) -> libc::c_int;
     fn SSL_set_verify_depth(ssl: *mut openssl_sys::SSL, depth: libc::c_int);
 }
-
-/// Random ticket keys made once per master: a reload keeps them, so tickets survive reloads.
-static TICKET_KEYS: OnceLock<[u8; 80]> = OnceLock::new();
 
 /// The master's one session cache, made before the first fork of a generation that uses it.
 static CACHE: OnceLock<SessionCache> = OnceLock::new();
@@ -204,27 +202,31 @@ fn verification(b: &mut SslContextBuilder, ssl: &Ssl, key: &str) -> Result<(), S
 /// Tickets (keys shared by every worker and generation) and the shared session-ID cache.
 fn sessions(b: &mut SslContextBuilder, ssl: &Ssl, key: &str) -> Result<(), String> {
     if ssl.tickets {
-        let keys = match &ssl.ticket_key_file {
-            Some(p) => {
-                ticket_keys_from_file(p).map_err(|e| format!("{key}.ticket-key-file: {e}"))?
-            }
-            None => *TICKET_KEYS.get_or_init(random_keys),
-        };
         // One ticket per handshake: clients use one, and each costs an encryption.
         b.set_num_tickets(1)
             .map_err(|e| format!("{key}.tickets: {e}"))?;
-        let mut keys = keys;
-        // SAFETY: `b` owns a valid SSL_CTX; the control copies the 80 bytes it is given.
-        let rc = unsafe {
-            openssl_sys::SSL_CTX_ctrl(
-                b.as_ptr(),
-                SSL_CTRL_SET_TLSEXT_TICKET_KEYS,
-                keys.len() as libc::c_long,
-                keys.as_mut_ptr() as *mut c_void,
-            )
-        };
-        if rc != 1 {
-            return Err(format!("{key}.tickets: OpenSSL refused the ticket keys"));
+        match &ssl.ticket_key_file {
+            Some(p) => {
+                // The fleet's key: fixed while this configuration serves (rotate the file and
+                // reload).
+                let mut keys =
+                    ticket_keys_from_file(p).map_err(|e| format!("{key}.ticket-key-file: {e}"))?;
+                // SAFETY: `b` owns a valid SSL_CTX; the control copies the 80 bytes given.
+                let rc = unsafe {
+                    openssl_sys::SSL_CTX_ctrl(
+                        b.as_ptr(),
+                        SSL_CTRL_SET_TLSEXT_TICKET_KEYS,
+                        keys.len() as libc::c_long,
+                        keys.as_mut_ptr() as *mut c_void,
+                    )
+                };
+                if rc != 1 {
+                    return Err(format!("{key}.ticket-key-file: OpenSSL refused the keys"));
+                }
+            }
+            // The master's rotating ring, shared by every worker and generation.
+            None => crate::ticket_keys::install(b.as_ptr())
+                .map_err(|e| format!("{key}.tickets: {e}"))?,
         }
     } else {
         // Without tickets, TLS 1.3 resumes with stateful tickets kept in the session cache.
@@ -284,15 +286,6 @@ fn ticket_keys_from_file(p: &Path) -> Result<[u8; 80], String> {
         n => return Err(format!("{} is {n} bytes; it must be 48 or 80", p.display())),
     }
     Ok(keys)
-}
-
-fn random_keys() -> [u8; 80] {
-    let mut k = [0u8; 80];
-    // A failing RNG leaves zeros: refuse tickets rather than use predictable keys.
-    if openssl::rand::rand_bytes(&mut k).is_err() {
-        rproxy_shared::error!("no random bytes for the TLS ticket keys");
-    }
-    k
 }
 
 /// The ALPN protocols of one context. Every context, the SNI ones too, needs its own callback,

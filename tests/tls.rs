@@ -410,12 +410,12 @@ fn resumption(name: &str, ssl_extra: &str, version: &str) {
 
 #[test]
 fn tickets_resume_across_workers_and_reloads_tls13() {
-    resumption("tls-ticket13", "", "-tls1_3");
+    resumption("tls-ticket13", "cache-enabled = false\n", "-tls1_3");
 }
 
 #[test]
 fn tickets_resume_across_workers_and_reloads_tls12() {
-    resumption("tls-ticket12", "", "-tls1_2");
+    resumption("tls-ticket12", "cache-enabled = false\n", "-tls1_2");
 }
 
 #[test]
@@ -577,4 +577,61 @@ fn session_ids_survive_a_killed_worker() {
             p.log()
         );
     }
+}
+
+/// The master rotates the ticket key ring (every 700 ms here, 12 h in production): a ticket
+/// under the previous key still resumes (and is renewed), one older than the ring does not.
+#[test]
+fn ticket_keys_rotate_and_old_tickets_expire_from_the_ring() {
+    let pki = Pki::new(&temp_dir("tls-rotate-pki"));
+    let backend = Backend::start("tls");
+    let port = free_port();
+    let cfg = flat_config(
+        port,
+        &[backend.port],
+        &pki.ssl_section("cache-enabled = false\n"),
+        "workers = 2\n",
+    );
+    let p = Proxy::start_with_env(
+        "tls-rotate",
+        &cfg,
+        port,
+        &[("RPROXY_TEST_TICKET_ROTATE_MS", "700")],
+    );
+    let sess = pki.dir.join("session.pem");
+    let old = pki.dir.join("old.pem");
+    assert!(!s_client(p.port, &pki, "-tls1_2", &sess));
+    std::fs::copy(&sess, &old).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        s_client(p.port, &pki, "-tls1_2", &sess),
+        "a ticket under the previous key was refused"
+    );
+    // Four rotations later the first key has left the ring.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(!s_client(p.port, &pki, "-tls1_2", &old));
+}
+
+/// A `ticket-key-file` (48 bytes, nginx's size) is the key of every worker and survives a
+/// reload, with the session cache off so only tickets can resume.
+#[test]
+fn ticket_key_file_resumes_across_workers_and_reloads() {
+    let pki = Pki::new(&temp_dir("tls-keyfile-pki"));
+    let keyfile = pki.dir.join("ticket.key");
+    let mut k = [0u8; 48];
+    openssl::rand::rand_bytes(&mut k).unwrap();
+    std::fs::write(&keyfile, k).unwrap();
+    let extra = format!(
+        "cache-enabled = false\nticket-key-file = \"{}\"\n",
+        keyfile.display()
+    );
+    let (p, _b) = start("tls-keyfile", &pki, &extra, "workers = 4\n");
+    let sess = pki.dir.join("session.pem");
+    assert!(!s_client(p.port, &pki, "-tls1_2", &sess));
+    for _ in 0..6 {
+        assert!(s_client(p.port, &pki, "-tls1_2", &sess));
+    }
+    p.signal(libc::SIGHUP);
+    p.wait_log("reload complete", Duration::from_secs(10));
+    assert!(s_client(p.port, &pki, "-tls1_2", &sess));
 }
