@@ -47,6 +47,11 @@ impl Pki {
             },
         );
         std::fs::write(dir.join("ca.crt"), ca.to_pem().unwrap()).unwrap();
+        std::fs::write(
+            dir.join("ca.key"),
+            ca_key.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
         let mut pki = Pki {
             dir: dir.to_path_buf(),
             ca,
@@ -634,4 +639,72 @@ fn ticket_key_file_resumes_across_workers_and_reloads() {
     p.signal(libc::SIGHUP);
     p.wait_log("reload complete", Duration::from_secs(10));
     assert!(s_client(p.port, &pki, "-tls1_2", &sess));
+}
+
+/// `openssl ca` over the test CA: revoke `client.crt` first when asked, then write `crl.pem`.
+fn make_crl(pki: &Pki, revoke: bool) -> PathBuf {
+    let d = &pki.dir;
+    std::fs::write(
+        d.join("ca.cnf"),
+        "[ ca ]\ndefault_ca = d\n[ d ]\ndatabase = index.txt\ndefault_md = sha256\ndefault_crl_days = 30\n",
+    )
+    .unwrap();
+    if !d.join("index.txt").exists() {
+        std::fs::write(d.join("index.txt"), "").unwrap();
+    }
+    let ca = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(d)
+            .args([
+                "ca", "-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.crt",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    if revoke {
+        ca(&["-revoke", "client.crt"]);
+    }
+    ca(&["-gencrl", "-out", "crl.pem"]);
+    d.join("crl.pem")
+}
+
+/// A CRL is checked, and re-read on reload: the client passes until its certificate is
+/// revoked and the proxy reloaded. Without `enforce-peer-cert` a client with no certificate
+/// is still served, without X-SSL-Subject.
+#[test]
+fn crl_is_checked_and_reread_on_reload() {
+    let pki = Pki::new(&temp_dir("tls-crl-pki"));
+    let crl = make_crl(&pki, false);
+    let extra = format!(
+        "ca = \"{}\"\ncrl = \"{}\"\nverify-peer = true\n[server.headers]\nx-ssl-subject = true\n",
+        pki.dir.join("ca.crt").display(),
+        crl.display()
+    );
+    let (p, _b) = start("tls-crl", &pki, &extra, "workers = 2\n");
+    let with = client_ctx(&pki, SslVersion::TLS1_3, true);
+    let without = client_ctx(&pki, SslVersion::TLS1_3, false);
+    let a = tls_get(&with, p.port, "rproxy.test", "").unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(header(&a.body, "x-ssl-subject"), Some("/C=US/CN=client"));
+    let a = tls_get(&without, p.port, "rproxy.test", "").unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(header(&a.body, "x-ssl-subject"), None);
+
+    make_crl(&pki, true);
+    p.signal(libc::SIGHUP);
+    p.wait_log("reload complete", Duration::from_secs(10));
+    match tls_get(&with, p.port, "rproxy.test", "") {
+        Err(_) => {}
+        Ok(a) => assert_eq!(a.status, 0, "a revoked certificate was served: {}", a.body),
+    }
+    assert_eq!(
+        tls_get(&without, p.port, "rproxy.test", "").unwrap().status,
+        200
+    );
 }
