@@ -46,7 +46,6 @@ impl Scheme {
 #[derive(Debug)]
 pub struct TlsFacts {
     /// The server name the client asked for (lowercase), for vhost routing.
-    #[allow(dead_code)] // Read by the route lookup (vhosts by SNI).
     pub sni: Option<Box<str>>,
     /// `X-SSL-Cipher`.
     pub cipher: Option<HeaderValue>,
@@ -77,6 +76,15 @@ pub struct ConnInfo {
     pub scheme: Scheme,
     /// `None` on a plain listener.
     pub tls: Option<TlsFacts>,
+}
+
+impl ConnInfo {
+    /// The TLS server name (SNI, lowercase) the client asked for: what the route lookup
+    /// takes as `Option<&str>`.
+    #[allow(dead_code)] // For the vhost route lookup.
+    pub fn sni(&self) -> Option<&str> {
+        self.tls.as_ref().and_then(|t| t.sni.as_deref())
+    }
 }
 
 /// A connection that goes straight to HTTP (a listener without `ssl`).
