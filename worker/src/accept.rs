@@ -2,14 +2,17 @@
 //! each one at once (the drain waits for it), and hand it on to TLS (on a `[server.ssl]`
 //! listener) and HTTP (HTTP/2 when ALPN chose it) on its own task.
 
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use rproxy_shared::{error, warn};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::server::ServerCtx;
+use crate::state::ConnGuard;
 use crate::tls::Acceptor;
 use crate::{http, tls};
 
@@ -45,18 +48,8 @@ pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>, tls: Option<Rc
                     let guard = server.state.conn_opened();
                     let _ = stream.set_nodelay(true);
                     if let Some(tls) = &tls {
-                        let (tls, server, builder) = (Rc::clone(tls), Rc::clone(&server), builder.clone());
-                        tokio::task::spawn_local(async move {
-                            let Some((stream, info, h2)) = tls.handshake(stream, peer, &server.trusted).await else {
-                                return;
-                            };
-                            let conn = Rc::new(http::Conn { server, info });
-                            if h2 {
-                                http::serve_h2(stream, conn, guard).await;
-                            } else {
-                                http::serve(stream, conn, builder, guard).await;
-                            }
-                        });
+                        let (tls, server) = (Rc::clone(tls), Rc::clone(&server));
+                        tokio::task::spawn_local(secure(tls, stream, peer, server, builder.clone(), guard));
                         continue;
                     }
                     let info = tls::plain(peer, &server.trusted);
@@ -70,5 +63,26 @@ pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>, tls: Option<Rc
                 }
             },
         }
+    }
+}
+
+/// The TLS stage, then HTTP/2 or HTTP/1.1 as ALPN chose. The connection counts (for drain)
+/// from its accept, handshake included.
+async fn secure(
+    tls: Rc<Acceptor>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    server: Rc<ServerCtx>,
+    builder: http1::Builder,
+    guard: ConnGuard,
+) {
+    let Some((stream, info, h2)) = tls.handshake(stream, peer, &server.trusted).await else {
+        return;
+    };
+    let conn = Rc::new(http::Conn { server, info });
+    if h2 {
+        http::serve_h2(stream, conn, guard).await;
+    } else {
+        http::serve(stream, conn, builder, guard).await;
     }
 }
