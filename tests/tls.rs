@@ -708,3 +708,45 @@ fn crl_is_checked_and_reread_on_reload() {
         200
     );
 }
+
+/// An HTTP/2 connection with no stream for a whole `read-timeout` gets GOAWAY and is closed
+/// (hyper's HTTP/2 server alone would keep it forever).
+#[test]
+fn idle_http2_connections_end_at_read_timeout() {
+    let pki = Pki::new(&temp_dir("tls-h2idle-pki"));
+    let backend = Backend::start("tls");
+    let port = free_port();
+    let cfg = flat_config(
+        port,
+        &[backend.port],
+        &format!("read-timeout = 1\n{}", pki.ssl_section("")),
+        "workers = 1\n",
+    );
+    let p = Proxy::start("tls-h2idle", &cfg, port);
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(pki.dir.join("ca.crt")).unwrap();
+    b.set_alpn_protos(b"\x02h2").unwrap();
+    let c = b.build();
+    let tcp = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = c.connect("rproxy.test", tcp).unwrap();
+    assert_eq!(s.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+    // The preface and an empty SETTINGS frame, then silence.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "still open after {took:?}");
+    // Frames: 9-byte headers; look for a GOAWAY (type 7).
+    let mut i = 0;
+    let mut goaway = false;
+    while i + 9 <= got.len() {
+        let len =
+            (usize::from(got[i]) << 16) | (usize::from(got[i + 1]) << 8) | usize::from(got[i + 2]);
+        goaway |= got[i + 3] == 7;
+        i += 9 + len;
+    }
+    assert!(goaway, "no GOAWAY in {got:?}");
+}

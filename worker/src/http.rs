@@ -6,7 +6,14 @@
 
 use std::rc::Rc;
 
+use std::cell::Cell;
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body::{Body, Frame, SizeHint};
 
 use http::header::HOST;
 use http::{HeaderValue, Request};
@@ -16,6 +23,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::body::ProxyBody;
 use crate::forward::handle;
 use crate::server::ServerCtx;
 use crate::state::ConnGuard;
@@ -58,8 +66,9 @@ where
 /// Streams one HTTP/2 client may have open at once.
 const MAX_STREAMS: u32 = 100;
 
-/// Serve HTTP/2 on `stream` until either side closes. When the worker drains, the client gets
-/// GOAWAY and the streams in flight finish.
+/// Serve HTTP/2 on `stream` until either side closes. When the worker drains, or when the
+/// connection has had no stream for a whole `read-timeout`, the client gets GOAWAY and the
+/// streams in flight finish.
 pub async fn serve_h2<S>(stream: S, conn: Rc<Conn>, _guard: ConnGuard)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
@@ -71,19 +80,111 @@ where
         .max_concurrent_streams(MAX_STREAMS)
         .max_header_list_size(u32::try_from(conn.server.max_head).unwrap_or(u32::MAX));
     let mut drain = conn.server.state.drain_signal();
-    let c = Rc::clone(&conn);
+    let activity = Rc::new(Activity::default());
+    let (c, a) = (Rc::clone(&conn), Rc::clone(&activity));
     let svc = service_fn(move |mut req: Request<Incoming>| {
         host_from_authority(&mut req);
-        handle(req, Rc::clone(&c))
+        let stream = StreamGuard::new(&a);
+        let fut = handle(req, Rc::clone(&c));
+        async move {
+            let resp = fut.await?;
+            Ok::<_, Infallible>(resp.map(|body| Tracked {
+                body,
+                _stream: stream,
+            }))
+        }
     });
     let h2 = b.serve_connection(io, svc);
     tokio::pin!(h2);
-    tokio::select! {
-        _ = h2.as_mut() => return,
-        _ = drain.wait_for(|d| *d) => {}
-    }
+    // hyper's HTTP/2 server has no idle timeout: without one, a client that opens a
+    // connection and goes quiet (or never sends a request) would hold it forever.
+    let mut seen = activity.started.get();
+    let idle = loop {
+        tokio::select! {
+            _ = h2.as_mut() => return,
+            _ = drain.wait_for(|d| *d) => break false,
+            _ = idle_tick(timeouts.read) => {
+                let started = activity.started.get();
+                if activity.open.get() == 0 && started == seen {
+                    break true;
+                }
+                seen = started;
+            }
+        }
+    };
     h2.as_mut().graceful_shutdown();
-    let _ = h2.await;
+    if idle {
+        // A graceful close waits for the client's PING answer; a silent client gets one more
+        // `read-timeout`, then the connection is dropped (it has no stream to lose).
+        tokio::select! {
+            _ = h2.as_mut() => {}
+            _ = idle_tick(timeouts.read) => {}
+        }
+    } else {
+        // Draining: streams in flight finish; `shutdown-timeout` bounds the worker.
+        let _ = h2.await;
+    }
+}
+
+/// One `read-timeout` (forever when it is 0).
+async fn idle_tick(read: Option<Duration>) {
+    match read {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The streams of one HTTP/2 connection: open ones (request received, response body not
+/// finished) and how many ever started. Idle = none open and none started for a whole
+/// `read-timeout`.
+#[derive(Default)]
+struct Activity {
+    open: Cell<usize>,
+    started: Cell<u64>,
+}
+
+/// One open stream; moved into the response body, so it ends when the body is done or
+/// dropped (also when the client resets the stream before the response).
+struct StreamGuard(Rc<Activity>);
+
+impl StreamGuard {
+    fn new(a: &Rc<Activity>) -> StreamGuard {
+        a.open.set(a.open.get() + 1);
+        a.started.set(a.started.get() + 1);
+        StreamGuard(Rc::clone(a))
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
+    }
+}
+
+/// A response body that keeps its stream counted as open until it is done.
+struct Tracked {
+    body: ProxyBody,
+    _stream: StreamGuard,
+}
+
+impl Body for Tracked {
+    type Data = <ProxyBody as Body>::Data;
+    type Error = <ProxyBody as Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// HTTP/2 carries the host in `:authority`; the route lookup and the HTTP/1.1 downstream read
