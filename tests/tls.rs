@@ -587,6 +587,10 @@ fn session_ids_survive_a_killed_worker() {
 /// The master rotates the ticket key ring (every 700 ms here, 12 h in production): a ticket
 /// under the previous key still resumes (and is renewed), one older than the ring does not.
 #[test]
+#[cfg_attr(
+    not(feature = "test-faults"),
+    ignore = "the short rotation interval is only built with --features test-faults"
+)]
 fn ticket_keys_rotate_and_old_tickets_expire_from_the_ring() {
     let pki = Pki::new(&temp_dir("tls-rotate-pki"));
     let backend = Backend::start("tls");
