@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use openssl::ssl::SslContext;
 use rproxy_shared::channel::{MasterEnd, ToWorker};
 use rproxy_shared::config::Config;
 use rproxy_shared::warn;
@@ -48,9 +49,10 @@ pub struct Generation {
     /// changes the path gives the new workers the new file (the master's own descriptor 2 is
     /// switched only after the new generation exists).
     pub error_log: Option<OwnedFd>,
-    // The TLS contexts built from `config` (keys read as root) will live here too, beside the
-    // log files: a reload builds new ones for the new generation while the old one drains with
-    // its own.
+    /// The TLS context of each server (`None` for plain ones), built from `config` with the
+    /// keys read as root; workers inherit them by fork. A reload builds new ones (re-reading
+    /// every certificate, key and CRL) while the old generation drains with its own.
+    pub tls: Vec<Option<SslContext>>,
     pub state: GenState,
     pub started: Instant,
     pub slots: Vec<Slot>,
@@ -138,6 +140,10 @@ impl Generation {
             Some(p) => Some(OwnedFd::from(startup::open_log(p, identity.owner())?)),
             None => None,
         };
+        let tls = crate::tls::build(&config)?;
+        for w in crate::tls::expiry_warnings(&config) {
+            warn!("{w}");
+        }
         let slots = (0..config.workers)
             .map(|_| Slot {
                 failures: 0,
@@ -150,6 +156,7 @@ impl Generation {
             identity,
             log_files,
             error_log,
+            tls,
             state,
             started: Instant::now(),
             slots,

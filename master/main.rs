@@ -11,10 +11,13 @@ mod notify;
 mod privileges;
 mod reload;
 mod reopen;
+mod session_cache;
 mod spawn;
 mod startup;
 mod stop;
 mod supervisor;
+mod ticket_keys;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -46,6 +49,9 @@ fn main() -> ExitCode {
                 "rproxy: {}: warning: {u}; rproxy will refuse to start with it",
                 cli.config.display()
             );
+        }
+        for w in tls::expiry_warnings(&config) {
+            eprintln!("rproxy: {}: warning: {w}", cli.config.display());
         }
         println!("rproxy: configuration {} ok", cli.config.display());
         println!("configuration ok");

@@ -90,6 +90,7 @@ fn child_main(
         generation: generation.id,
         listeners,
         log_files,
+        tls: generation.tls.clone(),
         channel: chan,
     })
 }

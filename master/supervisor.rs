@@ -361,6 +361,7 @@ impl Master {
         self.respawn_due(now);
         self.give_up_stuck_reload(now);
         self.kill_late_drainers(now);
+        crate::ticket_keys::rotate_if_due(now);
         false
     }
 

@@ -232,6 +232,15 @@ fn unresolvable_downstream_is_refused() {
 /// A self-signed certificate and its key, written to `dir` (readable by anyone, as a real
 /// deployment's would be by root): `(cert, key)`.
 fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    certificate(dir, now - 60, now + 30 * 86_400)
+}
+
+/// A self-signed certificate for `rproxy.test` valid between two Unix times.
+fn certificate(dir: &Path, from: i64, to: i64) -> (std::path::PathBuf, std::path::PathBuf) {
     use openssl::asn1::Asn1Time;
     use openssl::hash::MessageDigest;
     use openssl::pkey::PKey;
@@ -246,10 +255,9 @@ fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     b.set_subject_name(&name).unwrap();
     b.set_issuer_name(&name).unwrap();
     b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+    b.set_not_before(&Asn1Time::from_unix(from).unwrap())
         .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-        .unwrap();
+    b.set_not_after(&Asn1Time::from_unix(to).unwrap()).unwrap();
     b.sign(&key, MessageDigest::sha256()).unwrap();
     let (cert, keyf) = (dir.join("server.crt"), dir.join("server.key"));
     std::fs::write(&cert, b.build().to_pem().unwrap()).unwrap();
@@ -287,38 +295,63 @@ fn start_must_fail(config: &Path) -> (Option<i32>, String) {
 /// `-t` only warns about sections this version cannot serve (with files that pass every check
 /// of their own, so the refusal itself is what is tested); starting with them is refused.
 #[test]
-fn tls_and_vhost_sections_are_refused_at_start() {
+fn vhost_sections_are_refused_at_start() {
+    let (name, extra, key) = (
+        "vhost",
+        "\n  [[server.vhost]]\n  name = \"a.test\"\n",
+        "server[0].vhost: vhost routing is not implemented",
+    );
+    let dir = temp_dir(name);
+    let p = dir.join("rproxy.toml");
+    std::fs::write(&p, format!("{GOOD}{extra}")).unwrap();
+    let (code, out, err) = check(&p, &[]);
+    assert_eq!(code, 0, "{name}: -t refused a valid file: {err}");
+    assert!(out.contains("configuration ok"), "{name}: {out}");
+    assert!(
+        err.contains(key) && err.contains("warning"),
+        "{name}: {err}"
+    );
+    let (status, err) = start_must_fail(&p);
+    assert_eq!(status, Some(1), "{name}: started anyway: {err}");
+    assert!(err.contains(key), "{name}: {err}");
+}
+
+/// A TLS section passes `-t` without a warning and serves HTTPS; an expired certificate is
+/// only a warning (it still starts: renewing it is a reload away).
+#[test]
+fn tls_sections_start_and_expired_certificates_warn() {
     let certs = temp_dir("tls-fixture");
     let (cert, key) = self_signed(&certs);
+    let backend = Backend::start("tls-ok");
+    let port = free_port();
     let tls = format!(
-        "\n  [server.ssl]\n  enabled = true\n  cert = \"{}\"\n  key = \"{}\"\n",
+        "[server.ssl]\nenabled = true\ncert = \"{}\"\nkey = \"{}\"\n",
         cert.display(),
         key.display()
     );
-    for (name, extra, key) in [
-        (
-            "vhost",
-            "\n  [[server.vhost]]\n  name = \"a.test\"\n".to_string(),
-            "server[0].vhost: vhost routing is not implemented",
-        ),
-        (
-            "tls",
-            tls,
-            "server[0].ssl.enabled: TLS serving is not implemented",
-        ),
-    ] {
-        let dir = temp_dir(name);
-        let p = dir.join("rproxy.toml");
-        std::fs::write(&p, format!("{GOOD}{extra}")).unwrap();
-        let (code, out, err) = check(&p, &[]);
-        assert_eq!(code, 0, "{name}: -t refused a valid file: {err}");
-        assert!(out.contains("configuration ok"), "{name}: {out}");
-        assert!(
-            err.contains(key) && err.contains("warning"),
-            "{name}: {err}"
-        );
-        let (status, err) = start_must_fail(&p);
-        assert_eq!(status, Some(1), "{name}: started anyway: {err}");
-        assert!(err.contains(key), "{name}: {err}");
-    }
+    let cfg = flat_config(port, &[backend.port], &tls, "workers = 1\n");
+    let (code, out, err) = check_text("tls-ok", &cfg);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration ok"), "{out}");
+    assert!(!err.contains("warning"), "{err}");
+    let p = Proxy::start("tls-serves", &cfg, port);
+    let out = Command::new("curl")
+        .args(["-sSk", &format!("https://127.0.0.1:{}/", p.port)])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "tls-ok", "{out:?}");
+
+    let old = temp_dir("tls-expired");
+    let (cert, key) = certificate(&old, 1_000_000_000, 1_100_000_000);
+    let text = format!(
+        "{GOOD}\n  [server.ssl]\n  enabled = true\n  cert = \"{}\"\n  key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let (code, _, err) = check_text("tls-expired", &text);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("server[0].ssl.cert") && err.contains("expired"),
+        "{err}"
+    );
 }

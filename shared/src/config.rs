@@ -192,7 +192,7 @@ pub struct X509Extension {
 }
 
 /// An enabled TLS section whose files were readable and whose key matched its certificate at
-/// load. Served by the TLS stage (not in this version: start-up refuses it).
+/// load. The master builds its OpenSSL context; the worker's TLS stage serves it.
 #[derive(Debug, Clone)]
 pub struct Ssl {
     pub cert: PathBuf,
@@ -352,16 +352,11 @@ impl Config {
     }
 
     /// Sections this version validates but cannot serve yet. `-t` reports them as warnings;
-    /// start-up and reload refuse them, so a TLS port never silently serves plain HTTP and a
-    /// routed configuration never silently becomes a flat one.
+    /// start-up and reload refuse them, so a routed configuration never silently becomes a
+    /// flat one.
     pub fn unsupported(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (i, s) in self.servers.iter().enumerate() {
-            if s.ssl.is_some() {
-                out.push(format!(
-                    "server[{i}].ssl.enabled: TLS serving is not implemented in this version"
-                ));
-            }
             if !s.vhosts.is_empty() {
                 out.push(format!(
                     "server[{i}].vhost: vhost routing is not implemented in this version"

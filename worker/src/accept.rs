@@ -1,18 +1,23 @@
 //! The accept stage: take connections from an inherited listener until draining starts, count
-//! each one at once (the drain waits for it), and hand it on to TLS and HTTP on its own task.
+//! each one at once (the drain waits for it), and hand it on to TLS (on a `[server.ssl]`
+//! listener) and HTTP (HTTP/2 when ALPN chose it) on its own task.
 
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use rproxy_shared::{error, warn};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::server::ServerCtx;
+use crate::state::ConnGuard;
+use crate::tls::Acceptor;
 use crate::{http, tls};
 
 /// Adopt a listener the master bound, then [`accept`] on it.
-pub async fn accept_loop(listener: OwnedFd, server: Rc<ServerCtx>) {
+pub async fn accept_loop(listener: OwnedFd, server: Rc<ServerCtx>, tls: Option<Rc<Acceptor>>) {
     let std_listener = std::net::TcpListener::from(listener);
     let listener = match std_listener
         .set_nonblocking(true)
@@ -24,12 +29,12 @@ pub async fn accept_loop(listener: OwnedFd, server: Rc<ServerCtx>) {
             return;
         }
     };
-    accept(listener, server).await;
+    accept(listener, server, tls).await;
 }
 
 /// Accept until draining starts, then close this worker's copy of the listener (the socket
 /// itself stays open in the master and the other workers).
-pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>) {
+pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>, tls: Option<Rc<Acceptor>>) {
     let builder = http::builder(&server);
     let mut drain = server.state.drain_signal();
     loop {
@@ -42,6 +47,11 @@ pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>) {
                     // still waits for this connection.
                     let guard = server.state.conn_opened();
                     let _ = stream.set_nodelay(true);
+                    if let Some(tls) = &tls {
+                        let (tls, server) = (Rc::clone(tls), Rc::clone(&server));
+                        tokio::task::spawn_local(secure(tls, stream, peer, server, builder.clone(), guard));
+                        continue;
+                    }
                     let info = tls::plain(peer, &server.trusted);
                     let conn = Rc::new(http::Conn { server: Rc::clone(&server), info });
                     tokio::task::spawn_local(http::serve(stream, conn, builder.clone(), guard));
@@ -53,5 +63,26 @@ pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>) {
                 }
             },
         }
+    }
+}
+
+/// The TLS stage, then HTTP/2 or HTTP/1.1 as ALPN chose. The connection counts (for drain)
+/// from its accept, handshake included.
+async fn secure(
+    tls: Rc<Acceptor>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    server: Rc<ServerCtx>,
+    builder: http1::Builder,
+    guard: ConnGuard,
+) {
+    let Some((stream, info, h2)) = tls.handshake(stream, peer, &server.trusted).await else {
+        return;
+    };
+    let conn = Rc::new(http::Conn { server, info });
+    if h2 {
+        http::serve_h2(stream, conn, guard).await;
+    } else {
+        http::serve(stream, conn, builder, guard).await;
     }
 }

@@ -156,6 +156,9 @@ fn set_headers(
         conn.scheme.as_str(),
         &route.extension_names,
     );
+    if let Some(tls) = &conn.tls {
+        tls.add_headers(req.headers_mut(), &route.headers, &route.extension_names);
+    }
     client_upgrade
 }
 

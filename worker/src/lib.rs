@@ -37,6 +37,7 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use openssl::ssl::SslContext;
 use rproxy_shared::channel::WorkerEnd;
 use rproxy_shared::config::Config;
 use rproxy_shared::errlog;
@@ -52,6 +53,9 @@ pub struct WorkerArgs {
     pub listeners: Vec<(usize, OwnedFd)>,
     /// Access-log files in `config.access_log_paths()` order.
     pub log_files: Vec<OwnedFd>,
+    /// The TLS context of each server in `config.servers` order (`None`: plain), built by the
+    /// master before fork.
+    pub tls: Vec<Option<SslContext>>,
     pub channel: WorkerEnd,
 }
 
@@ -78,12 +82,18 @@ async fn serve(args: WorkerArgs) -> i32 {
         generation,
         listeners,
         log_files,
+        tls,
         channel,
     } = args;
     let state = WorkerState::new(Arc::clone(&config), log_files);
     for (index, listener) in listeners {
         let server = ServerCtx::start(&config, index, &state);
-        tokio::task::spawn_local(accept::accept_loop(listener, server));
+        let tls = tls
+            .get(index)
+            .cloned()
+            .flatten()
+            .map(|ctx| Rc::new(tls::Acceptor::new(ctx, &config.servers[index])));
+        tokio::task::spawn_local(accept::accept_loop(listener, server, tls));
     }
     tokio::task::spawn_local(access_log::flusher(Rc::clone(&state)));
     tokio::task::spawn_local(control::run(Rc::clone(&state), channel));

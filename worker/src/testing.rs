@@ -81,7 +81,7 @@ pub async fn start(config: &Config) -> Proxy {
     let server = ServerCtx::start(config, 0, &state);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::task::spawn_local(crate::accept::accept(listener, server));
+    tokio::task::spawn_local(crate::accept::accept(listener, server, None));
     Proxy { addr, state }
 }
 

@@ -1,0 +1,756 @@
+//! TLS termination end to end: the real binary, certificates made here with the openssl crate
+//! (a small CA, a server certificate, a client certificate), clients built on the openssl
+//! crate (versions, sessions, client certificates) and curl (HTTP/2 by ALPN).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::bn::BigNum;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::ssl::{
+    Ssl, SslConnector, SslContext, SslFiletype, SslMethod, SslVerifyMode, SslVersion,
+};
+use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
+use openssl::x509::{X509Extension, X509NameBuilder, X509};
+
+/// A test CA with a server and a client certificate, as PEM files in `dir`. The server key is
+/// mode 0600 (root only): the master reads it, the workers (nobody) never need to.
+struct Pki {
+    dir: PathBuf,
+    ca: X509,
+    ca_key: PKey<Private>,
+    client: X509,
+}
+
+const CLIENT_OID: &str = "1.3.6.1.4.1.55555.1";
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let ca_key = key();
+        let ca = cert(
+            &[("C", "US"), ("O", "rproxy test"), ("CN", "test CA")],
+            &ca_key,
+            None,
+            1,
+            |b| {
+                b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+                    .unwrap();
+            },
+        );
+        std::fs::write(dir.join("ca.crt"), ca.to_pem().unwrap()).unwrap();
+        std::fs::write(
+            dir.join("ca.key"),
+            ca_key.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
+        let mut pki = Pki {
+            dir: dir.to_path_buf(),
+            ca,
+            ca_key,
+            client: X509::builder().unwrap().build(),
+        };
+        pki.server("server", "rproxy.test");
+        let client_key = key();
+        let client = cert(
+            &[("C", "US"), ("CN", "client")],
+            &client_key,
+            Some((&pki.ca, &pki.ca_key)),
+            0x1f2e3d,
+            |b| {
+                // A private extension whose value is a DER UTF8String.
+                #[allow(deprecated)]
+                let ext = X509Extension::new(None, None, CLIENT_OID, "ASN1:UTF8String:team-blue")
+                    .unwrap();
+                b.append_extension(ext).unwrap();
+            },
+        );
+        std::fs::write(dir.join("client.crt"), client.to_pem().unwrap()).unwrap();
+        std::fs::write(
+            dir.join("client.key"),
+            client_key.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
+        pki.client = client;
+        pki
+    }
+
+    /// `NAME.crt` + `NAME.key` for `host`, signed by the CA.
+    fn server(&self, name: &str, host: &str) -> (PathBuf, PathBuf) {
+        let k = key();
+        let c = cert(
+            &[("CN", host)],
+            &k,
+            Some((&self.ca, &self.ca_key)),
+            2,
+            |b| {
+                let san = SubjectAlternativeName::new()
+                    .dns(host)
+                    .build(&b.x509v3_context(Some(&self.ca), None))
+                    .unwrap();
+                b.append_extension(san).unwrap();
+            },
+        );
+        let (cp, kp) = (
+            self.dir.join(format!("{name}.crt")),
+            self.dir.join(format!("{name}.key")),
+        );
+        let mut chain = c.to_pem().unwrap();
+        chain.extend(self.ca.to_pem().unwrap());
+        std::fs::write(&cp, chain).unwrap();
+        std::fs::write(&kp, k.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        let _ = Command::new("chmod").arg("600").arg(&kp).status();
+        (cp, kp)
+    }
+
+    fn ssl_section(&self, extra: &str) -> String {
+        format!(
+            "[server.ssl]\nenabled = true\ncert = \"{}\"\nkey = \"{}\"\n{extra}",
+            self.dir.join("server.crt").display(),
+            self.dir.join("server.key").display()
+        )
+    }
+}
+
+fn key() -> PKey<Private> {
+    PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap()
+}
+
+fn cert(
+    subject: &[(&str, &str)],
+    key: &PKey<Private>,
+    issuer: Option<(&X509, &PKey<Private>)>,
+    serial: u32,
+    ext: impl FnOnce(&mut openssl::x509::X509Builder),
+) -> X509 {
+    let mut name = X509NameBuilder::new().unwrap();
+    for (k, v) in subject {
+        name.append_entry_by_text(k, v).unwrap();
+    }
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_u32(serial).unwrap()).unwrap())
+        .unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(issuer.map_or(&name, |(c, _)| c.subject_name()))
+        .unwrap();
+    b.set_pubkey(key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    ext(&mut b);
+    b.sign(issuer.map_or(key, |(_, k)| k), MessageDigest::sha256())
+        .unwrap();
+    b.build()
+}
+
+/// A client context: trusts the test CA, offers only `version`, optionally a client cert.
+fn client_ctx(pki: &Pki, version: SslVersion, with_cert: bool) -> SslContext {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(pki.dir.join("ca.crt")).unwrap();
+    b.set_min_proto_version(Some(version)).unwrap();
+    b.set_max_proto_version(Some(version)).unwrap();
+    if with_cert {
+        b.set_certificate_file(pki.dir.join("client.crt"), SslFiletype::PEM)
+            .unwrap();
+        b.set_private_key_file(pki.dir.join("client.key"), SslFiletype::PEM)
+            .unwrap();
+    }
+    b.set_verify(SslVerifyMode::PEER);
+    b.build().into_context()
+}
+
+/// One request over TLS, or the handshake error.
+struct Answer {
+    status: u16,
+    body: String,
+    cipher: String,
+    cert_cn: String,
+}
+
+fn tls_get(ctx: &SslContext, port: u16, sni: &str, head: &str) -> Result<Answer, String> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ssl = Ssl::new(ctx).unwrap();
+    ssl.set_hostname(sni).unwrap();
+    ssl.param_mut().set_host(sni).unwrap();
+    let mut s = ssl.connect(tcp).map_err(|e| e.to_string())?;
+    let req = format!("GET /headers HTTP/1.1\r\nHost: {sni}\r\n{head}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    if let Err(e) = s.read_to_end(&mut out) {
+        if out.is_empty() {
+            return Err(e.to_string());
+        }
+    }
+    let (status, body) = parse_response(&out);
+    let cert_cn = s
+        .ssl()
+        .peer_certificate()
+        .and_then(|c| {
+            c.subject_name()
+                .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+                .next()
+                .map(|e| String::from_utf8_lossy(e.data().as_slice()).into_owned())
+        })
+        .unwrap_or_default();
+    Ok(Answer {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        cipher: s
+            .ssl()
+            .current_cipher()
+            .map(|c| c.name().to_string())
+            .unwrap_or_default(),
+        cert_cn,
+    })
+}
+
+fn header<'a>(body: &'a str, name: &str) -> Option<&'a str> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+}
+
+fn start(name: &str, pki: &Pki, ssl_extra: &str, global: &str) -> (Proxy, Backend) {
+    let backend = Backend::start("tls");
+    let port = free_port();
+    let cfg = flat_config(port, &[backend.port], &pki.ssl_section(ssl_extra), global);
+    (Proxy::start(name, &cfg, port), backend)
+}
+
+#[test]
+fn tls_1_3_and_1_2_are_served_with_x_forwarded_proto_https() {
+    let pki = Pki::new(&temp_dir("tls-basic-pki"));
+    let (p, _b) = start("tls-basic", &pki, "", "workers = 2\n");
+    for v in [SslVersion::TLS1_3, SslVersion::TLS1_2] {
+        let ctx = client_ctx(&pki, v, false);
+        let a = tls_get(
+            &ctx,
+            p.port,
+            "rproxy.test",
+            "X-Forwarded-Proto: http\r\nX-SSL-Subject: /CN=admin\r\nX-SSL-Cipher: NULL\r\n",
+        )
+        .unwrap_or_else(|e| panic!("{v:?}: {e}\n{}", p.log()));
+        assert_eq!(a.status, 200, "{v:?}: {}", a.body);
+        assert_eq!(a.cert_cn, "rproxy.test");
+        assert_eq!(
+            header(&a.body, "x-forwarded-proto"),
+            Some("https"),
+            "{}",
+            a.body
+        );
+        // Forged, and not turned on: never reaches the downstream.
+        assert_eq!(header(&a.body, "x-ssl-subject"), None, "{}", a.body);
+        assert_eq!(header(&a.body, "x-ssl-cipher"), None, "{}", a.body);
+    }
+    // Plain HTTP on a TLS port is a failed handshake, not a request.
+    let (status, _) = get(p.port, "/");
+    assert_eq!(status, 0);
+}
+
+#[test]
+fn a_disabled_protocol_is_refused() {
+    let pki = Pki::new(&temp_dir("tls-proto-pki"));
+    let (p, _b) = start(
+        "tls-proto",
+        &pki,
+        "protocols-off = [\"SSLv2\", \"SSLv3\", \"TLSv1.2\"]\n",
+        "workers = 1\n",
+    );
+    let old = client_ctx(&pki, SslVersion::TLS1_2, false);
+    assert!(tls_get(&old, p.port, "rproxy.test", "").is_err());
+    let new = client_ctx(&pki, SslVersion::TLS1_3, false);
+    assert_eq!(
+        tls_get(&new, p.port, "rproxy.test", "").unwrap().status,
+        200
+    );
+}
+
+const ALL_SSL_HEADERS: &str = "[server.headers]\nx-ssl-subject = true\nx-ssl-issuer = true\n\
+x-ssl-notbefore = true\nx-ssl-notafter = true\nx-ssl-serial = true\nx-ssl-sha1 = true\n\
+x-ssl-cipher = true\nx-ssl-certificate = true\n";
+
+#[test]
+fn client_certificates_enforced_and_x_ssl_headers_in_rproxy_formats() {
+    let pki = Pki::new(&temp_dir("tls-client-pki"));
+    let backend = Backend::start("tls");
+    let port = free_port();
+    let server = format!(
+        "{}{ALL_SSL_HEADERS}[[server.headers.x509-extension]]\nname = \"X-Client-Team\"\noid = \"{CLIENT_OID}\"\n",
+        pki.ssl_section(&format!(
+            "ca = \"{}\"\nverify-peer = true\nenforce-peer-cert = true\n",
+            pki.dir.join("ca.crt").display()
+        ))
+    );
+    let cfg = flat_config(port, &[backend.port], &server, "workers = 2\n");
+    let p = Proxy::start("tls-client", &cfg, port);
+
+    for v in [SslVersion::TLS1_3, SslVersion::TLS1_2] {
+        // No certificate: refused (in TLS 1.3 the alert may only arrive with the first read).
+        let bare = client_ctx(&pki, v, false);
+        match tls_get(&bare, p.port, "rproxy.test", "") {
+            Err(_) => {}
+            Ok(a) => assert_eq!(a.status, 0, "{v:?}: served without a certificate"),
+        }
+
+        let ctx = client_ctx(&pki, v, true);
+        let forged = "X-SSL-Subject: /CN=admin\r\nX-SSL-Serial: 01\r\nX-Client-Team: red\r\n";
+        let a = tls_get(&ctx, p.port, "rproxy.test", forged)
+            .unwrap_or_else(|e| panic!("{v:?}: {e}\n{}", p.log()));
+        assert_eq!(a.status, 200, "{}", a.body);
+        let c = &pki.client;
+        let sha1: Vec<String> = c
+            .digest(MessageDigest::sha1())
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        let pem = String::from_utf8(c.to_pem().unwrap()).unwrap();
+        let escaped: String = pem
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let want = [
+            ("x-ssl-subject", "/C=US/CN=client".to_string()),
+            ("x-ssl-issuer", "/C=US/O=rproxy test/CN=test CA".to_string()),
+            ("x-ssl-notbefore", c.not_before().to_string()),
+            ("x-ssl-notafter", c.not_after().to_string()),
+            ("x-ssl-serial", "1F2E3D".to_string()),
+            ("x-ssl-sha1", sha1.join(":")),
+            ("x-ssl-cipher", a.cipher.clone()),
+            ("x-ssl-certificate", escaped),
+            ("x-client-team", "team-blue".to_string()),
+        ];
+        for (name, value) in want {
+            assert_eq!(
+                header(&a.body, name),
+                Some(value.as_str()),
+                "{v:?} {name}:\n{}",
+                a.body
+            );
+            assert_eq!(
+                a.body.matches(&format!("{name}:")).count(),
+                1,
+                "{name} exactly once:\n{}",
+                a.body
+            );
+        }
+        // The date format is OpenSSL's `Feb  4 16:52:42 2012 GMT`.
+        let nb = header(&a.body, "x-ssl-notbefore").unwrap();
+        assert!(nb.ends_with(" GMT") && nb.len() == 24, "{nb}");
+    }
+}
+
+/// One `openssl s_client` request offering the session in `sess` (when it exists) and saving
+/// the newest one there; whether the server resumed it. (The openssl crate's `set_session`
+/// never resumed here, against s_server either; s_client's `-sess_in` does.)
+fn s_client(port: u16, pki: &Pki, version: &str, sess: &Path) -> bool {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", "rproxy.test", version, "-ign_eof", "-CAfile"])
+        .arg(pki.dir.join("ca.crt"))
+        .arg("-sess_out")
+        .arg(sess);
+    if sess.exists() {
+        cmd.arg("-sess_in").arg(sess);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.1\r\nHost: rproxy.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("HTTP/1.1 200"), "{text}");
+    text.contains("\nReused, ")
+}
+
+/// Every later connection offers the session of the one before; all must resume, whichever
+/// of the 4 workers they land on, and still after a reload.
+fn resumption(name: &str, ssl_extra: &str, version: &str) {
+    let pki = Pki::new(&temp_dir(&format!("{name}-pki")));
+    let (p, _b) = start(name, &pki, ssl_extra, "workers = 4\n");
+    let sess = pki.dir.join("session.pem");
+    assert!(!s_client(p.port, &pki, version, &sess));
+    for i in 0..8 {
+        assert!(
+            s_client(p.port, &pki, version, &sess),
+            "{name}: connection {i} not resumed\n{}",
+            p.log()
+        );
+    }
+    p.signal(libc::SIGHUP);
+    p.wait_log("reload complete", Duration::from_secs(10));
+    for i in 0..4 {
+        assert!(
+            s_client(p.port, &pki, version, &sess),
+            "{name}: after the reload, connection {i} not resumed"
+        );
+    }
+}
+
+#[test]
+fn tickets_resume_across_workers_and_reloads_tls13() {
+    resumption("tls-ticket13", "cache-enabled = false\n", "-tls1_3");
+}
+
+#[test]
+fn tickets_resume_across_workers_and_reloads_tls12() {
+    resumption("tls-ticket12", "cache-enabled = false\n", "-tls1_2");
+}
+
+#[test]
+fn session_ids_resume_across_workers_and_reloads_tls12() {
+    resumption("tls-sid12", "tickets = false\n", "-tls1_2");
+}
+
+#[test]
+fn session_ids_resume_across_workers_and_reloads_tls13() {
+    resumption("tls-sid13", "tickets = false\n", "-tls1_3");
+}
+
+#[test]
+fn http2_by_alpn_reaches_the_http1_downstream() {
+    let pki = Pki::new(&temp_dir("tls-h2-pki"));
+    let (p, _b) = start("tls-h2", &pki, "", "workers = 1\n");
+    let url = format!("https://rproxy.test:{}/headers", p.port);
+    let resolve = format!("rproxy.test:{}:127.0.0.1", p.port);
+    let ca = pki.dir.join("ca.crt");
+    for (flag, proto) in [("--http2", "HTTP/2 200"), ("--http1.1", "HTTP/1.1 200")] {
+        let out = Command::new("curl")
+            .args(["-sS", "-i", flag, "--cacert"])
+            .arg(&ca)
+            .args(["--resolve", &resolve, &url, "-H", "X-SSL-Subject: forged"])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with(proto),
+            "{flag}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The downstream got HTTP/1.1 with Host from :authority and our headers only.
+        assert!(text.contains("GET /headers\n"), "{text}");
+        assert!(
+            text.contains(&format!("host: rproxy.test:{}", p.port)),
+            "{text}"
+        );
+        assert!(text.contains("x-forwarded-proto: https"), "{text}");
+        assert!(!text.contains("x-ssl-subject"), "{text}");
+    }
+}
+
+#[test]
+fn http2_drain_sends_goaway_and_finishes_the_stream_in_flight() {
+    let pki = Pki::new(&temp_dir("tls-h2drain-pki"));
+    let backend = Backend::slow("slow", Duration::from_millis(1500));
+    let port = free_port();
+    let cfg = flat_config(port, &[backend.port], &pki.ssl_section(""), "workers = 1\n");
+    let p = Proxy::start("tls-h2drain", &cfg, port);
+    let url = format!("https://rproxy.test:{port}/");
+    let resolve = format!("rproxy.test:{port}:127.0.0.1");
+    let ca = pki.dir.join("ca.crt");
+    let child = Command::new("curl")
+        .args(["-sS", "--http2", "--cacert"])
+        .arg(&ca)
+        .args(["--resolve", &resolve, &url])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // A reload drains the worker holding the stream.
+    p.signal(libc::SIGHUP);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "slow");
+    p.wait_log("finished draining", Duration::from_secs(10));
+}
+
+#[test]
+fn without_cache_or_tickets_nothing_resumes() {
+    let pki = Pki::new(&temp_dir("tls-nores-pki"));
+    let (p, _b) = start(
+        "tls-nores",
+        &pki,
+        "tickets = false\ncache-enabled = false\n",
+        "workers = 2\n",
+    );
+    let sess = pki.dir.join("session.pem");
+    for _ in 0..3 {
+        assert!(!s_client(p.port, &pki, "-tls1_2", &sess));
+    }
+}
+
+/// One HTTP/2 connection multiplexes streams onto the pooled HTTP/1.1 downstream connections;
+/// a header block over `max-header-size` gets its stream refused and never reaches the
+/// downstream.
+#[test]
+fn http2_streams_multiplex_and_oversized_headers_are_refused() {
+    let pki = Pki::new(&temp_dir("tls-h2mux-pki"));
+    let (p, b) = start("tls-h2mux", &pki, "", "workers = 1\n");
+    let resolve = format!("rproxy.test:{}:127.0.0.1", p.port);
+    let ca = pki.dir.join("ca.crt");
+    let urls: Vec<String> = (0..20)
+        .map(|_| format!("https://rproxy.test:{}/sleep/200", p.port))
+        .collect();
+    let out = Command::new("curl")
+        .args(["-sS", "--http2", "-Z", "--parallel-max", "20", "--cacert"])
+        .arg(&ca)
+        .args([
+            "--resolve",
+            &resolve,
+            "-w",
+            "%{http_version} %{http_code}\n",
+            "-o",
+            "/dev/null",
+        ])
+        .args(&urls)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("2 200").count(), 20, "{text}");
+
+    let before = b.hits();
+    let big = format!("X-Big: {}", "a".repeat(70_000));
+    let out = Command::new("curl")
+        .args(["-sS", "--http2", "--retry", "0", "--cacert"])
+        .arg(&ca)
+        .args([
+            "--resolve",
+            &resolve,
+            "-H",
+            &big,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("https://rproxy.test:{}/", p.port))
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&out.stdout), "200");
+    assert_eq!(b.hits(), before, "an oversized head reached the downstream");
+}
+
+/// The shared cache outlives a worker killed with SIGKILL: its replacement and the others
+/// still resume the sessions stored before.
+#[test]
+fn session_ids_survive_a_killed_worker() {
+    let pki = Pki::new(&temp_dir("tls-sidkill-pki"));
+    let (p, _b) = start("tls-sidkill", &pki, "tickets = false\n", "workers = 4\n");
+    let sess = pki.dir.join("session.pem");
+    assert!(!s_client(p.port, &pki, "-tls1_2", &sess));
+    let victim = p.workers()[0];
+    // SAFETY: signalling a worker of the proxy this test started.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    wait_until(
+        "the killed worker replaced",
+        Duration::from_secs(10),
+        || {
+            let w = p.workers();
+            w.len() == 4 && !w.contains(&victim)
+        },
+    );
+    for i in 0..8 {
+        assert!(
+            s_client(p.port, &pki, "-tls1_2", &sess),
+            "connection {i} after the kill not resumed\n{}",
+            p.log()
+        );
+    }
+}
+
+/// The master rotates the ticket key ring (every 700 ms here, 12 h in production): a ticket
+/// under the previous key still resumes (and is renewed), one older than the ring does not.
+#[test]
+#[cfg_attr(
+    not(feature = "test-faults"),
+    ignore = "the short rotation interval is only built with --features test-faults"
+)]
+fn ticket_keys_rotate_and_old_tickets_expire_from_the_ring() {
+    let pki = Pki::new(&temp_dir("tls-rotate-pki"));
+    let backend = Backend::start("tls");
+    let port = free_port();
+    let cfg = flat_config(
+        port,
+        &[backend.port],
+        &pki.ssl_section("cache-enabled = false\n"),
+        "workers = 2\n",
+    );
+    let p = Proxy::start_with_env(
+        "tls-rotate",
+        &cfg,
+        port,
+        &[("RPROXY_TEST_TICKET_ROTATE_MS", "700")],
+    );
+    let sess = pki.dir.join("session.pem");
+    let old = pki.dir.join("old.pem");
+    assert!(!s_client(p.port, &pki, "-tls1_2", &sess));
+    std::fs::copy(&sess, &old).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        s_client(p.port, &pki, "-tls1_2", &sess),
+        "a ticket under the previous key was refused"
+    );
+    // Four rotations later the first key has left the ring.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(!s_client(p.port, &pki, "-tls1_2", &old));
+}
+
+/// A `ticket-key-file` (48 bytes, nginx's size) is the key of every worker and survives a
+/// reload, with the session cache off so only tickets can resume.
+#[test]
+fn ticket_key_file_resumes_across_workers_and_reloads() {
+    let pki = Pki::new(&temp_dir("tls-keyfile-pki"));
+    let keyfile = pki.dir.join("ticket.key");
+    let mut k = [0u8; 48];
+    openssl::rand::rand_bytes(&mut k).unwrap();
+    std::fs::write(&keyfile, k).unwrap();
+    let extra = format!(
+        "cache-enabled = false\nticket-key-file = \"{}\"\n",
+        keyfile.display()
+    );
+    let (p, _b) = start("tls-keyfile", &pki, &extra, "workers = 4\n");
+    let sess = pki.dir.join("session.pem");
+    assert!(!s_client(p.port, &pki, "-tls1_2", &sess));
+    for _ in 0..6 {
+        assert!(s_client(p.port, &pki, "-tls1_2", &sess));
+    }
+    p.signal(libc::SIGHUP);
+    p.wait_log("reload complete", Duration::from_secs(10));
+    assert!(s_client(p.port, &pki, "-tls1_2", &sess));
+}
+
+/// `openssl ca` over the test CA: revoke `client.crt` first when asked, then write `crl.pem`.
+fn make_crl(pki: &Pki, revoke: bool) -> PathBuf {
+    let d = &pki.dir;
+    std::fs::write(
+        d.join("ca.cnf"),
+        "[ ca ]\ndefault_ca = d\n[ d ]\ndatabase = index.txt\ndefault_md = sha256\ndefault_crl_days = 30\n",
+    )
+    .unwrap();
+    if !d.join("index.txt").exists() {
+        std::fs::write(d.join("index.txt"), "").unwrap();
+    }
+    let ca = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(d)
+            .args([
+                "ca", "-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.crt",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    if revoke {
+        ca(&["-revoke", "client.crt"]);
+    }
+    ca(&["-gencrl", "-out", "crl.pem"]);
+    d.join("crl.pem")
+}
+
+/// A CRL is checked, and re-read on reload: the client passes until its certificate is
+/// revoked and the proxy reloaded. Without `enforce-peer-cert` a client with no certificate
+/// is still served, without X-SSL-Subject.
+#[test]
+fn crl_is_checked_and_reread_on_reload() {
+    let pki = Pki::new(&temp_dir("tls-crl-pki"));
+    let crl = make_crl(&pki, false);
+    let extra = format!(
+        "ca = \"{}\"\ncrl = \"{}\"\nverify-peer = true\n[server.headers]\nx-ssl-subject = true\n",
+        pki.dir.join("ca.crt").display(),
+        crl.display()
+    );
+    let (p, _b) = start("tls-crl", &pki, &extra, "workers = 2\n");
+    let with = client_ctx(&pki, SslVersion::TLS1_3, true);
+    let without = client_ctx(&pki, SslVersion::TLS1_3, false);
+    let a = tls_get(&with, p.port, "rproxy.test", "").unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(header(&a.body, "x-ssl-subject"), Some("/C=US/CN=client"));
+    let a = tls_get(&without, p.port, "rproxy.test", "").unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(header(&a.body, "x-ssl-subject"), None);
+
+    make_crl(&pki, true);
+    p.signal(libc::SIGHUP);
+    p.wait_log("reload complete", Duration::from_secs(10));
+    match tls_get(&with, p.port, "rproxy.test", "") {
+        Err(_) => {}
+        Ok(a) => assert_eq!(a.status, 0, "a revoked certificate was served: {}", a.body),
+    }
+    assert_eq!(
+        tls_get(&without, p.port, "rproxy.test", "").unwrap().status,
+        200
+    );
+}
+
+/// An HTTP/2 connection with no stream for a whole `read-timeout` gets GOAWAY and is closed
+/// (hyper's HTTP/2 server alone would keep it forever).
+#[test]
+fn idle_http2_connections_end_at_read_timeout() {
+    let pki = Pki::new(&temp_dir("tls-h2idle-pki"));
+    let backend = Backend::start("tls");
+    let port = free_port();
+    let cfg = flat_config(
+        port,
+        &[backend.port],
+        &format!("read-timeout = 1\n{}", pki.ssl_section("")),
+        "workers = 1\n",
+    );
+    let p = Proxy::start("tls-h2idle", &cfg, port);
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(pki.dir.join("ca.crt")).unwrap();
+    b.set_alpn_protos(b"\x02h2").unwrap();
+    let c = b.build();
+    let tcp = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = c.connect("rproxy.test", tcp).unwrap();
+    assert_eq!(s.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+    // The preface and an empty SETTINGS frame, then silence.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "still open after {took:?}");
+    // Frames: 9-byte headers; look for a GOAWAY (type 7).
+    let mut i = 0;
+    let mut goaway = false;
+    while i + 9 <= got.len() {
+        let len =
+            (usize::from(got[i]) << 16) | (usize::from(got[i + 1]) << 8) | usize::from(got[i + 2]);
+        goaway |= got[i + 3] == 7;
+        i += 9 + len;
+    }
+    assert!(goaway, "no GOAWAY in {got:?}");
+}
