@@ -813,8 +813,9 @@ fn client_write_timeout_closes_a_stuck_client() {
         "{}",
         String::from_utf8_lossy(&head)
     );
-    // Streaming works while we read: far more than any socket buffer holds.
-    let streamed = 32 * 1024 * 1024;
+    // Streaming works while we read: far more than the socket buffers hold (here: up to 32 MiB
+    // of receive buffer by autotuning, net.ipv4.tcp_rmem, plus 4 MiB of send buffer).
+    let streamed = 64 * 1024 * 1024;
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0usize;
     while total < streamed {
@@ -841,7 +842,7 @@ fn client_write_timeout_closes_a_stuck_client() {
     }
     // Only the bytes already in flight (socket buffers both sides) came after the stall.
     assert!(
-        after < 16 * 1024 * 1024,
+        after < 40 * 1024 * 1024,
         "{after} bytes after the stall: the connection was not cut"
     );
     assert!(total + after < size);
