@@ -40,6 +40,9 @@ fn main() -> ExitCode {
     };
     let unsupported = config.unsupported();
     if cli.test {
+        for w in config.warnings() {
+            eprintln!("rproxy: {}: {w}", cli.config.display());
+        }
         for u in &unsupported {
             eprintln!(
                 "rproxy: {}: warning: {u}; rproxy will refuse to start with it",

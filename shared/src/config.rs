@@ -351,20 +351,20 @@ impl Config {
         self.access_log_paths().iter().position(|p| *p == path)
     }
 
+    /// `key: warning: ...` lines for `rproxy -t`: things that load and run but are almost
+    /// certainly not what was meant (a rule or vhost an earlier one always takes first).
+    pub fn warnings(&self) -> Vec<String> {
+        crate::validate::shadow_warnings(self)
+    }
+
     /// Sections this version validates but cannot serve yet. `-t` reports them as warnings;
-    /// start-up and reload refuse them, so a TLS port never silently serves plain HTTP and a
-    /// routed configuration never silently becomes a flat one.
+    /// start-up and reload refuse them, so a TLS port never silently serves plain HTTP.
     pub fn unsupported(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (i, s) in self.servers.iter().enumerate() {
             if s.ssl.is_some() {
                 out.push(format!(
                     "server[{i}].ssl.enabled: TLS serving is not implemented in this version"
-                ));
-            }
-            if !s.vhosts.is_empty() {
-                out.push(format!(
-                    "server[{i}].vhost: vhost routing is not implemented in this version"
                 ));
             }
         }
