@@ -43,7 +43,7 @@ pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>) {
                     let guard = server.state.conn_opened();
                     let _ = stream.set_nodelay(true);
                     let info = tls::plain(peer, &server.trusted);
-                    let conn = Rc::new(http::Conn { server: Rc::clone(&server), info });
+                    let conn = Rc::new(http::Conn::new(Rc::clone(&server), info));
                     tokio::task::spawn_local(http::serve(stream, conn, builder.clone(), guard));
                 }
                 Err(e) => {

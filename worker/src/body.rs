@@ -141,22 +141,56 @@ impl Body for ProxyBody {
 pub enum RequestBody {
     Direct(Incoming),
     Peeked(Option<Frame<Bytes>>, Incoming),
+    /// A rule's `upstream-read-timeout`: each piece of the body must arrive within it. Boxed:
+    /// only requests of such rules pay for the timer.
+    Timed(Box<RequestBody>, Duration, Pin<Box<Sleep>>),
 }
+
+impl RequestBody {
+    /// `self`, failing with [`ClientReadTimeout`] when the client sends nothing for `limit`.
+    pub fn timed(self, limit: Duration) -> RequestBody {
+        RequestBody::Timed(Box::new(self), limit, Box::pin(tokio::time::sleep(limit)))
+    }
+}
+
+/// The client stalled its request body longer than the rule's `upstream-read-timeout`.
+#[derive(Debug)]
+pub struct ClientReadTimeout;
+
+impl std::fmt::Display for ClientReadTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("client request body read timed out")
+    }
+}
+
+impl std::error::Error for ClientReadTimeout {}
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            RequestBody::Direct(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Direct(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             RequestBody::Peeked(first, rest) => match first.take() {
                 Some(f) => Poll::Ready(Some(Ok(f))),
-                None => Pin::new(rest).poll_frame(cx),
+                None => Pin::new(rest).poll_frame(cx).map_err(Into::into),
             },
+            RequestBody::Timed(inner, limit, timer) => {
+                match Pin::new(&mut **inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(f))) => {
+                        timer.as_mut().reset(Instant::now() + *limit);
+                        Poll::Ready(Some(Ok(f)))
+                    }
+                    Poll::Pending if timer.as_mut().poll(cx).is_ready() => {
+                        Poll::Ready(Some(Err(ClientReadTimeout.into())))
+                    }
+                    r => r,
+                }
+            }
         }
     }
 
@@ -164,6 +198,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Direct(b) => b.is_end_stream(),
             RequestBody::Peeked(first, rest) => first.is_none() && rest.is_end_stream(),
+            RequestBody::Timed(inner, _, _) => inner.is_end_stream(),
         }
     }
 
@@ -172,6 +207,7 @@ impl Body for RequestBody {
             RequestBody::Direct(b) => b.size_hint(),
             RequestBody::Peeked(None, rest) => rest.size_hint(),
             RequestBody::Peeked(Some(_), _) => SizeHint::default(),
+            RequestBody::Timed(inner, _, _) => inner.size_hint(),
         }
     }
 }

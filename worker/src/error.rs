@@ -25,6 +25,9 @@ pub enum ProxyError {
     NoConnection(NoConnection),
     /// Every connection tried was closed before the request could be written.
     DownstreamClosed,
+    /// The client stalled its request body longer than the rule's `upstream-read-timeout`; the
+    /// connection closes after the answer.
+    ClientReadTimeout,
     /// The downstream did not answer within its `read-timeout`.
     DownstreamReadTimeout,
     /// Writing the request to the downstream took longer than its `write-timeout`.
@@ -40,6 +43,9 @@ impl ProxyError {
     pub fn downstream(e: hyper::Error) -> ProxyError {
         let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
         while let Some(s) = src {
+            if s.is::<crate::body::ClientReadTimeout>() {
+                return ProxyError::ClientReadTimeout;
+            }
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
                 if io.kind() == std::io::ErrorKind::TimedOut {
                     return ProxyError::DownstreamWriteTimeout(e);
@@ -57,6 +63,7 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::NotFound => StatusCode::NOT_FOUND,
+            ProxyError::ClientReadTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoConnection(_) | ProxyError::DownstreamWriteTimeout(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -68,7 +75,10 @@ impl ProxyError {
     /// Whether the client connection must end with this response: after a request whose
     /// framing we refused, the rest of the stream cannot be trusted.
     fn closes(&self) -> bool {
-        matches!(self, ProxyError::BadRequest(_) | ProxyError::BadBody(_))
+        matches!(
+            self,
+            ProxyError::BadRequest(_) | ProxyError::BadBody(_) | ProxyError::ClientReadTimeout
+        )
     }
 
     /// rproxy's own response for this failure. `client` and `downstream` only go to the debug
@@ -99,6 +109,7 @@ fn text(code: StatusCode) -> &'static str {
     match code {
         StatusCode::BAD_REQUEST => "400 Bad Request\n",
         StatusCode::NOT_FOUND => "404 Not Found\n",
+        StatusCode::REQUEST_TIMEOUT => "408 Request Timeout\n",
         StatusCode::BAD_GATEWAY => "502 Bad Gateway\n",
         StatusCode::SERVICE_UNAVAILABLE => "503 Service Unavailable\n",
         StatusCode::GATEWAY_TIMEOUT => "504 Gateway Timeout\n",
@@ -113,6 +124,7 @@ impl std::fmt::Display for ProxyError {
             ProxyError::BadBody(e) => write!(f, "first chunk: {e}"),
             ProxyError::BadRewrite => f.write_str("the rewritten path is not a valid target"),
             ProxyError::NotFound => f.write_str("no route"),
+            ProxyError::ClientReadTimeout => f.write_str("client body read-timeout"),
             ProxyError::NoConnection(n) => n.fmt(f),
             ProxyError::DownstreamClosed => f.write_str("every connection tried was closed"),
             ProxyError::DownstreamReadTimeout => f.write_str("downstream read-timeout"),
@@ -141,6 +153,7 @@ mod tests {
             (ProxyError::BadRequest("x"), 400, true),
             (ProxyError::BadRewrite, 400, false),
             (ProxyError::NotFound, 404, false),
+            (ProxyError::ClientReadTimeout, 408, true),
             (
                 ProxyError::NoConnection(NoConnection::QueueFull),
                 503,

@@ -21,6 +21,7 @@ mod framing;
 mod headers;
 mod http;
 mod lb;
+mod passthrough;
 mod pool;
 mod respond;
 mod rewrite;
@@ -81,7 +82,13 @@ async fn serve(args: WorkerArgs) -> i32 {
     } = args;
     let state = WorkerState::new(Arc::clone(&config), log_files);
     for (index, listener) in listeners {
-        let server = ServerCtx::start(&config, index, &state);
+        let server = match ServerCtx::start(&config, index, &state) {
+            Ok(s) => s,
+            Err(e) => {
+                rproxy_shared::error!("{e}");
+                return 1;
+            }
+        };
         tokio::task::spawn_local(accept::accept_loop(listener, server));
     }
     tokio::task::spawn_local(access_log::flusher(Rc::clone(&state)));

@@ -47,6 +47,14 @@ pub struct ConnInfo {
     pub tls: Option<TlsFacts>,
 }
 
+impl ConnInfo {
+    /// The TLS server name the client asked for (SNI): it chooses the vhost before Host does.
+    /// None until the TLS stage exists (no `TlsFacts` value can be made yet).
+    pub fn sni(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| match *t {})
+    }
+}
+
 /// A connection that goes straight to HTTP (a listener without `ssl`).
 pub fn plain(peer: SocketAddr, trusted: &[Cidr]) -> ConnInfo {
     ConnInfo {
