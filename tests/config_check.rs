@@ -287,7 +287,7 @@ fn start_must_fail(config: &Path) -> (Option<i32>, String) {
 /// `-t` only warns about sections this version cannot serve (with files that pass every check
 /// of their own, so the refusal itself is what is tested); starting with them is refused.
 #[test]
-fn tls_and_vhost_sections_are_refused_at_start() {
+fn tls_is_refused_at_start_and_vhosts_start() {
     let certs = temp_dir("tls-fixture");
     let (cert, key) = self_signed(&certs);
     let tls = format!(
@@ -295,30 +295,55 @@ fn tls_and_vhost_sections_are_refused_at_start() {
         cert.display(),
         key.display()
     );
-    for (name, extra, key) in [
-        (
-            "vhost",
-            "\n  [[server.vhost]]\n  name = \"a.test\"\n".to_string(),
-            "server[0].vhost: vhost routing is not implemented",
-        ),
-        (
-            "tls",
-            tls,
-            "server[0].ssl.enabled: TLS serving is not implemented",
-        ),
+    let name = "tls";
+    let key = "server[0].ssl.enabled: TLS serving is not implemented";
+    let dir = temp_dir(name);
+    let p = dir.join("rproxy.toml");
+    std::fs::write(&p, format!("{GOOD}{tls}")).unwrap();
+    let (code, out, err) = check(&p, &[]);
+    assert_eq!(code, 0, "{name}: -t refused a valid file: {err}");
+    assert!(out.contains("configuration ok"), "{name}: {out}");
+    assert!(
+        err.contains(key) && err.contains("warning"),
+        "{name}: {err}"
+    );
+    let (status, err) = start_must_fail(&p);
+    assert_eq!(status, Some(1), "{name}: started anyway: {err}");
+    assert!(err.contains(key), "{name}: {err}");
+
+    // Vhosts are served: -t has nothing to say, and the master starts with them.
+    let port = free_port();
+    let routed = format!(
+        "{}\n  [[server.vhost]]\n  name = \"a.test\"\n",
+        GOOD.replace("port = 8080", &format!("port = {port}"))
+    );
+    let (code, out, err) = check_text("vhost", &routed);
+    assert_eq!(code, 0, "vhost: {err}");
+    assert!(out.contains("configuration ok"), "vhost: {out}");
+    assert!(!err.contains("warning"), "vhost: {err}");
+    let _p = Proxy::start("vhost-starts", &routed, port);
+    assert_eq!(get(port, "/").0, 404, "no vhost matches Host: test");
+}
+
+#[test]
+fn shadowed_rules_are_warnings_of_dash_t() {
+    let text = format!(
+        "{GOOD}\n  [[server.vhost]]\n  name = \"*\"\n\
+         [[server.vhost.rule]]\n  name = \"all\"\n  uri-gmatch = \"/*\"\n\
+         [[server.vhost.rule]]\n  name = \"late\"\n  uri-match = \"/x\"\n\
+         [[server.vhost]]\n  name = \"a.test\"\n"
+    );
+    let dir = temp_dir("shadow");
+    let p = dir.join("rproxy.toml");
+    std::fs::write(&p, &text).unwrap();
+    let (code, out, err) = check(&p, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration ok"), "{out}");
+    let file = p.display().to_string();
+    for want in [
+        format!("{file}: server[0].vhost[0].rule[1]: warning: rule `late` is unreachable"),
+        format!("{file}: server[0].vhost[1].name: warning: vhost `a.test` is unreachable"),
     ] {
-        let dir = temp_dir(name);
-        let p = dir.join("rproxy.toml");
-        std::fs::write(&p, format!("{GOOD}{extra}")).unwrap();
-        let (code, out, err) = check(&p, &[]);
-        assert_eq!(code, 0, "{name}: -t refused a valid file: {err}");
-        assert!(out.contains("configuration ok"), "{name}: {out}");
-        assert!(
-            err.contains(key) && err.contains("warning"),
-            "{name}: {err}"
-        );
-        let (status, err) = start_must_fail(&p);
-        assert_eq!(status, Some(1), "{name}: started anyway: {err}");
-        assert!(err.contains(key), "{name}: {err}");
+        assert!(err.contains(&want), "{want:?} not in {err}");
     }
 }
