@@ -6,10 +6,11 @@
 //! The flat form (no vhost) is one implicit route that every request takes. The routed form
 //! picks a vhost by TLS SNI, else by the Host header (port removed, case folded), then the first
 //! of its rules, in configuration order, whose matcher takes the path. Both steps are compiled:
-//! every vhost name and alias into one case-insensitive `RegexSet` (a glob is an anchored
-//! regex), and per vhost the exact-path rules into a hash map and the glob and regex rules into
-//! one `RegexSet`. A set reports every pattern that matches in one pass; the lowest rule index
-//! among the set's matches and the exact map's hit is the first match in config order.
+//! every vhost name and alias into one case-insensitive multi-pattern regex (a glob is an
+//! anchored regex), and per vhost the exact-path rules into a hash map and the glob and regex
+//! rules into one multi-pattern regex ([`Set`]). A set reports every pattern that matches in
+//! one pass; the lowest rule index among the set's matches and the exact map's hit is the first
+//! match in config order.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -17,8 +18,10 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use http::HeaderName;
-use regex::bytes::{RegexSet as BytesRegexSet, RegexSetBuilder as BytesRegexSetBuilder};
-use regex::{Regex, RegexSet};
+use regex::Regex;
+use regex_automata::meta;
+use regex_automata::util::syntax;
+use regex_automata::{Input, MatchKind, PatternSet};
 use rproxy_shared::config::{Config, Headers, Server, UriMatch, Vhost};
 use rproxy_shared::glob;
 
@@ -72,13 +75,49 @@ impl Route {
     }
 }
 
+/// Patterns compiled together, answering "which is the first (lowest index) that matches"
+/// without allocating: `regex::RegexSet` makes a new match set on every search, so this keeps
+/// its search cache and match set, reused by every request (a worker is one thread, and a
+/// lookup never yields).
+struct Set {
+    re: meta::Regex,
+    cache: RefCell<meta::Cache>,
+    found: RefCell<PatternSet>,
+}
+
+impl Set {
+    fn new(patterns: &[String], case_insensitive: bool) -> Result<Set, String> {
+        let re = meta::Builder::new()
+            // Every pattern that matches, not just the leftmost: config order decides.
+            .configure(meta::Config::new().match_kind(MatchKind::All))
+            .syntax(syntax::Config::new().case_insensitive(case_insensitive))
+            .build_many(patterns)
+            .map_err(|e| e.to_string())?;
+        let cache = RefCell::new(re.create_cache());
+        let found = RefCell::new(PatternSet::new(re.pattern_len()));
+        Ok(Set { re, cache, found })
+    }
+
+    /// The lowest index of a pattern matching `haystack`.
+    fn first(&self, haystack: &[u8]) -> Option<usize> {
+        let mut found = self.found.borrow_mut();
+        found.clear();
+        self.re.which_overlapping_matches_with(
+            &mut self.cache.borrow_mut(),
+            &Input::new(haystack),
+            &mut found,
+        );
+        found.iter().next().map(|p| p.as_usize())
+    }
+}
+
 /// The compiled rules of one vhost; its routes are `routes[first..first + count]`.
 struct VhostRoutes {
     first: usize,
     /// Exact path -> index of the first exact rule with that path.
     exact: HashMap<Box<str>, usize>,
     /// Glob and regex rules, in config order; `None` when the vhost has none.
-    set: Option<RegexSet>,
+    set: Option<Set>,
     /// Set pattern -> rule index.
     set_rule: Vec<usize>,
     log: Option<Rc<AccessLog>>,
@@ -91,12 +130,9 @@ pub struct RouteTable {
     /// Empty in the flat form.
     vhosts: Vec<VhostRoutes>,
     /// Every vhost name and alias, in config order; `None` in the flat form.
-    hosts: Option<BytesRegexSet>,
+    hosts: Option<Set>,
     /// Host pattern -> vhost index.
     host_vhost: Vec<usize>,
-    /// Match flags for the sets, sized for the largest; a worker is one thread and a lookup
-    /// never yields, so one buffer serves every request without allocating.
-    scratch: RefCell<Vec<bool>>,
     /// The server's settings, for a connection before its first request is routed.
     default_timeouts: Timeouts,
     /// The server's access log: the flat route's, and for requests no vhost takes.
@@ -175,7 +211,6 @@ impl RouteTable {
             vhosts: Vec::new(),
             hosts: None,
             host_vhost: Vec::new(),
-            scratch: RefCell::new(Vec::new()),
             default_timeouts: server_timeouts(server),
             logs: log.iter().cloned().collect(),
             server_log: log,
@@ -192,14 +227,13 @@ impl RouteTable {
         server: &Server,
         server_log: Option<Rc<AccessLog>>,
         state: &WorkerState,
-    ) -> Result<RouteTable, regex::Error> {
+    ) -> Result<RouteTable, String> {
         if server.vhosts.is_empty() {
             return Ok(RouteTable::flat(server, server_log));
         }
         let mut t = RouteTable::flat(server, server_log);
         t.routes.clear();
         let mut host_patterns = Vec::new();
-        let mut scratch = 0;
         for (vi, v) in server.vhosts.iter().enumerate() {
             for name in std::iter::once(&v.name).chain(&v.aliases) {
                 host_patterns.push(glob::to_regex(name));
@@ -213,15 +247,9 @@ impl RouteTable {
                 }
                 None => t.server_log.clone(),
             };
-            let compiled = t.add_vhost(server, v, log)?;
-            scratch = scratch.max(compiled);
+            t.add_vhost(server, v, log)?;
         }
-        t.hosts = Some(
-            BytesRegexSetBuilder::new(&host_patterns)
-                .case_insensitive(true)
-                .build()?,
-        );
-        t.scratch = RefCell::new(vec![false; scratch.max(host_patterns.len())]);
+        t.hosts = Some(Set::new(&host_patterns, true)?);
         t.any_passthrough = t.routes.iter().any(|r| r.passthrough);
         t.any_write_override = t
             .routes
@@ -230,13 +258,13 @@ impl RouteTable {
         Ok(t)
     }
 
-    /// Compile `v`'s rules onto the table; returns the size of its rule set.
+    /// Compile `v`'s rules onto the table.
     fn add_vhost(
         &mut self,
         server: &Server,
         v: &Vhost,
         log: Option<Rc<AccessLog>>,
-    ) -> Result<usize, regex::Error> {
+    ) -> Result<(), String> {
         let first = self.routes.len();
         let strip: Rc<[HeaderName]> = v
             .strip_headers
@@ -299,7 +327,7 @@ impl RouteTable {
         let set = if patterns.is_empty() {
             None
         } else {
-            Some(RegexSet::new(&patterns)?)
+            Some(Set::new(&patterns, false)?)
         };
         self.vhosts.push(VhostRoutes {
             first,
@@ -308,7 +336,7 @@ impl RouteTable {
             set_rule,
             log,
         });
-        Ok(patterns.len())
+        Ok(())
     }
 
     /// The route for a request: `sni` (the TLS server name, when the connection has one) or
@@ -328,7 +356,11 @@ impl RouteTable {
             Some(s) => Some(s.as_bytes()),
             None => host.map(host_name),
         };
-        let Some(vi) = name.and_then(|n| self.first_vhost(hosts, n)) else {
+        // Patterns are in vhost order: the first pattern is the first vhost.
+        let Some(vi) = name
+            .and_then(|n| hosts.first(n))
+            .map(|p| self.host_vhost[p])
+        else {
             return Err(self.server_log.as_ref());
         };
         let v = &self.vhosts[vi];
@@ -338,28 +370,13 @@ impl RouteTable {
         }
     }
 
-    fn first_vhost(&self, hosts: &BytesRegexSet, name: &[u8]) -> Option<usize> {
-        let mut m = self.scratch.borrow_mut();
-        let m = &mut m[..hosts.len()];
-        m.fill(false);
-        if !hosts.matches_read_at(m, name, 0) {
-            return None;
-        }
-        // Patterns are in vhost order: the first flag is the first vhost.
-        m.iter().position(|&b| b).map(|p| self.host_vhost[p])
-    }
-
     fn first_rule(&self, v: &VhostRoutes, path: &str) -> Option<usize> {
         let exact = v.exact.get(path).copied();
-        let set = v.set.as_ref().and_then(|set| {
-            let mut m = self.scratch.borrow_mut();
-            let m = &mut m[..set.len()];
-            m.fill(false);
-            if !set.matches_read_at(m, path, 0) {
-                return None;
-            }
-            m.iter().position(|&b| b).map(|p| v.set_rule[p])
-        });
+        let set = v
+            .set
+            .as_ref()
+            .and_then(|set| set.first(path.as_bytes()))
+            .map(|p| v.set_rule[p]);
         match (exact, set) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -576,8 +593,41 @@ mod tests {
         assert_eq!(host_name(b"a.test.:80"), b"a.test");
     }
 
-    #[test]
-    fn last_rule_of_last_vhost_of_many() {
+    /// Counts this thread's allocations, to prove the lookup makes none.
+    mod counting {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! {
+            pub static ALLOCS: Cell<usize> = const { Cell::new(0) };
+        }
+
+        pub struct Counting;
+
+        // SAFETY: every call is passed on to `System` unchanged; counting touches only a
+        // const-initialised thread-local `Cell`, which never allocates.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+                let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+                // SAFETY: the caller's contract is `System.alloc`'s.
+                unsafe { System.alloc(l) }
+            }
+
+            unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+                // SAFETY: `p` came from `System.alloc` with layout `l`.
+                unsafe { System.dealloc(p, l) }
+            }
+        }
+
+        #[global_allocator]
+        static GLOBAL: Counting = Counting;
+
+        pub fn count() -> usize {
+            ALLOCS.with(Cell::get)
+        }
+    }
+
+    fn many() -> RouteTable {
         use std::fmt::Write;
         let mut text = String::from(
             "[[server]]\nport = 8080\n[[server.downstream]]\nname = \"a\"\naddr = \"127.0.0.1\"\nport = 9001\n",
@@ -596,10 +646,77 @@ mod tests {
                 );
             }
         }
-        let t = routed(&text);
+        routed(&text)
+    }
+
+    #[test]
+    fn last_rule_of_last_vhost_of_many() {
+        let t = many();
         assert_eq!(rule(&t, "v49.example.com", "/r19/y"), Some("v49r19"));
         assert_eq!(rule(&t, "v49.example.com", "/r18"), Some("v49r18"));
         assert_eq!(rule(&t, "v0.example.com", "/r2/x"), Some("v0r2"));
         assert!(t.lookup(None, Some(b"v50.example.com"), "/r1/").is_err());
+    }
+
+    #[test]
+    fn lookup_allocates_nothing() {
+        let t = many();
+        let flat = routed(
+            "[[server]]\nport = 8080\n[[server.downstream]]\naddr = \"127.0.0.1\"\nport = 9001\n",
+        );
+        // A set's lazy DFA adds states (allocating) the first times it meets new input; once
+        // warm, lookups must not allocate.
+        let mut before = 0;
+        for i in 0..101 {
+            if i == 1 {
+                before = counting::count();
+            }
+            let r = t.lookup(None, Some(b"v49.example.com:80"), "/r19/y");
+            assert!(r.is_ok());
+            assert!(t.lookup(None, Some(b"nobody.test"), "/r19/y").is_err());
+            assert!(t.lookup(None, Some(b"v3.example.com"), "/zzz").is_err());
+            assert!(flat.lookup(None, Some(b"x"), "/").is_ok());
+        }
+        assert_eq!(counting::count() - before, 0, "the lookup allocated");
+    }
+
+    /// `cargo test --release -p rproxy-worker --lib lookup_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn lookup_cost() {
+        let t = many();
+        let flat = routed(
+            "[[server]]\nport = 8080\n[[server.downstream]]\naddr = \"127.0.0.1\"\nport = 9001\n",
+        );
+        let n = 1_000_000;
+        for (what, table, host, path) in [
+            ("flat", &flat, &b"x"[..], "/small"),
+            (
+                "routed, last rule of last vhost",
+                &t,
+                &b"v49.example.com"[..],
+                "/r19/y",
+            ),
+            (
+                "routed, exact rule of last vhost",
+                &t,
+                &b"v49.example.com"[..],
+                "/r18",
+            ),
+            ("routed, no vhost", &t, &b"nobody.test"[..], "/r19/y"),
+        ] {
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(
+                    table
+                        .lookup(None, std::hint::black_box(Some(host)), path)
+                        .is_ok(),
+                );
+            }
+            println!(
+                "{what}: {:.0} ns/lookup",
+                start.elapsed().as_nanos() as f64 / n as f64
+            );
+        }
     }
 }
