@@ -281,3 +281,75 @@ async fn answer<S: AsyncWrite + Unpin>(client: &mut S, code: StatusCode) {
     let _ = client.write_all(text.as_bytes()).await;
     let _ = client.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::task::LocalSet;
+
+    use crate::testing::{config, echo_origin, roundtrip, start};
+
+    fn routed(origin: std::net::SocketAddr) -> rproxy_shared::config::Config {
+        config(&format!(
+            "[[server]]\nport = 8080\n[[server.downstream]]\nname = \"o\"\naddr = \"{}\"\nport = {}\nconnections = 1\n\
+             [[server.vhost]]\nname = \"*\"\n\
+             [[server.vhost.rule]]\nuri-match = \"/none\"\ndownstreams = []\npassthrough = true\n\
+             [[server.vhost.rule]]\nuri-gmatch = \"/tunnel*\"\ndownstreams = [\"o\"]\npassthrough = true\n\
+             [[server.vhost.rule]]\nuri-gmatch = \"/*\"\ndownstreams = [\"o\"]\n",
+            origin.ip(),
+            origin.port()
+        ))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_head_in_pieces_is_routed_once_complete() {
+        LocalSet::new()
+            .run_until(async {
+                let proxy = start(&routed(echo_origin().await)).await;
+                let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+                for piece in [
+                    &b"GET /pla"[..],
+                    b"in HTTP/1.1\r\nHo",
+                    b"st: a\r\nConnection: close\r\n\r\n",
+                ] {
+                    s.write_all(piece).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let mut out = String::new();
+                s.read_to_string(&mut out).await.unwrap();
+                assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+                assert!(out.ends_with("/plain xff=127.0.0.1;xfp=http"), "{out}");
+            })
+            .await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn rproxy_answers_before_a_tunnel_starts() {
+        LocalSet::new()
+            .run_until(async {
+                let proxy = start(&routed(echo_origin().await)).await;
+                // A passthrough rule without downstreams: 404, and the connection ends.
+                let r = roundtrip(proxy.addr, b"GET /none HTTP/1.1\r\nHost: a\r\n\r\nraw").await;
+                assert!(r.starts_with("HTTP/1.1 404 Not Found\r\n"), "{r}");
+                assert!(r.ends_with("\r\n\r\n404 Not Found\n"), "{r}");
+                // Two Host headers: 400 (the usual head rules apply to tunnels too).
+                let r = roundtrip(
+                    proxy.addr,
+                    b"GET /tunnel HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                )
+                .await;
+                assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
+                // Not a passthrough rule: hyper gets the bytes back, pipelined request included.
+                let r = roundtrip(
+                    proxy.addr,
+                    b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+                assert_eq!(r.matches("HTTP/1.1 200 OK").count(), 2, "{r}");
+            })
+            .await;
+    }
+}
