@@ -295,21 +295,36 @@ fn tls_is_refused_at_start_and_vhosts_start() {
         cert.display(),
         key.display()
     );
-    let name = "tls";
-    let key = "server[0].ssl.enabled: TLS serving is not implemented";
-    let dir = temp_dir(name);
-    let p = dir.join("rproxy.toml");
-    std::fs::write(&p, format!("{GOOD}{tls}")).unwrap();
-    let (code, out, err) = check(&p, &[]);
-    assert_eq!(code, 0, "{name}: -t refused a valid file: {err}");
-    assert!(out.contains("configuration ok"), "{name}: {out}");
-    assert!(
-        err.contains(key) && err.contains("warning"),
-        "{name}: {err}"
+    let vhost_tls = format!(
+        "\n  [[server.vhost]]\n  name = \"a.test\"\n{}",
+        tls.replace("[server.ssl]", "[server.vhost.ssl]")
     );
-    let (status, err) = start_must_fail(&p);
-    assert_eq!(status, Some(1), "{name}: started anyway: {err}");
-    assert!(err.contains(key), "{name}: {err}");
+    for (name, extra, key) in [
+        (
+            "tls",
+            tls,
+            "server[0].ssl.enabled: TLS serving is not implemented",
+        ),
+        (
+            "vhost-tls",
+            vhost_tls,
+            "server[0].vhost[0].ssl.enabled: TLS serving is not implemented",
+        ),
+    ] {
+        let dir = temp_dir(name);
+        let p = dir.join("rproxy.toml");
+        std::fs::write(&p, format!("{GOOD}{extra}")).unwrap();
+        let (code, out, err) = check(&p, &[]);
+        assert_eq!(code, 0, "{name}: -t refused a valid file: {err}");
+        assert!(out.contains("configuration ok"), "{name}: {out}");
+        assert!(
+            err.contains(key) && err.contains("warning"),
+            "{name}: {err}"
+        );
+        let (status, err) = start_must_fail(&p);
+        assert_eq!(status, Some(1), "{name}: started anyway: {err}");
+        assert!(err.contains(key), "{name}: {err}");
+    }
 
     // Vhosts are served: -t has nothing to say, and the master starts with them.
     let port = free_port();

@@ -367,6 +367,16 @@ impl Config {
                     "server[{i}].ssl.enabled: TLS serving is not implemented in this version"
                 ));
             }
+            // A vhost's certificate would be chosen by SNI: without TLS it would silently
+            // never be used.
+            for (j, v) in s.vhosts.iter().enumerate() {
+                if v.ssl.is_some() {
+                    out.push(format!(
+                        "server[{i}].vhost[{j}].ssl.enabled: TLS serving is not implemented in \
+                         this version"
+                    ));
+                }
+            }
         }
         out
     }
