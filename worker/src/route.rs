@@ -6,8 +6,8 @@
 //! The flat form (no vhost) is one implicit route that every request takes. The routed form
 //! picks a vhost by TLS SNI, else by the Host header (port removed, case folded), then the first
 //! of its rules, in configuration order, whose matcher takes the path. Both steps are compiled:
-//! every vhost name and alias into one case-insensitive multi-pattern regex (a glob is an
-//! anchored regex), and per vhost the exact-path rules into a hash map and the glob and regex
+//! vhost names and aliases without `*` into a hash map (ASCII-lowercased), the others into one
+//! case-insensitive multi-pattern regex (a glob is an anchored regex), and per vhost the exact-path rules into a hash map and the glob and regex
 //! rules into one multi-pattern regex ([`Set`]). A set reports every pattern that matches in
 //! one pass; the lowest rule index among the set's matches and the exact map's hit is the first
 //! match in config order.
@@ -129,10 +129,13 @@ pub struct RouteTable {
     routes: Vec<Route>,
     /// Empty in the flat form.
     vhosts: Vec<VhostRoutes>,
-    /// Every vhost name and alias, in config order; `None` in the flat form.
-    hosts: Option<Set>,
-    /// Host pattern -> vhost index.
-    host_vhost: Vec<usize>,
+    /// ASCII-lowercased vhost names and aliases without `*` (at most [`HOST_BUF`] bytes) ->
+    /// the first vhost with that name.
+    exact_hosts: HashMap<Box<[u8]>, usize>,
+    /// The other names and aliases, in config order; `None` when there are none.
+    glob_hosts: Option<Set>,
+    /// Glob pattern -> vhost index.
+    glob_vhost: Vec<usize>,
     /// The server's settings, for a connection before its first request is routed.
     default_timeouts: Timeouts,
     /// The server's access log: the flat route's, and for requests no vhost takes.
@@ -144,6 +147,10 @@ pub struct RouteTable {
     /// Some rule overrides the client write timeout (connections then carry a settable one).
     any_write_override: bool,
 }
+
+/// The longest host name looked up in the exact map (DNS names have at most 253 bytes); it is
+/// lowercased on the stack, so the lookup does not allocate.
+const HOST_BUF: usize = 256;
 
 /// Why no route: the log that records the 404 (the vhost's, or the server's).
 pub type Miss<'a> = Option<&'a Rc<AccessLog>>;
@@ -209,8 +216,9 @@ impl RouteTable {
         RouteTable {
             routes: vec![route],
             vhosts: Vec::new(),
-            hosts: None,
-            host_vhost: Vec::new(),
+            exact_hosts: HashMap::new(),
+            glob_hosts: None,
+            glob_vhost: Vec::new(),
             default_timeouts: server_timeouts(server),
             logs: log.iter().cloned().collect(),
             server_log: log,
@@ -236,8 +244,13 @@ impl RouteTable {
         let mut host_patterns = Vec::new();
         for (vi, v) in server.vhosts.iter().enumerate() {
             for name in std::iter::once(&v.name).chain(&v.aliases) {
-                host_patterns.push(glob::to_regex(name));
-                t.host_vhost.push(vi);
+                if name.contains('*') || !name.is_ascii() || name.len() > HOST_BUF {
+                    host_patterns.push(glob::to_regex(name));
+                    t.glob_vhost.push(vi);
+                } else {
+                    let key = name.to_ascii_lowercase().into_bytes().into_boxed_slice();
+                    t.exact_hosts.entry(key).or_insert(vi);
+                }
             }
             let log = match &v.logging {
                 Some(l) => {
@@ -249,7 +262,9 @@ impl RouteTable {
             };
             t.add_vhost(server, v, log)?;
         }
-        t.hosts = Some(Set::new(&host_patterns, true)?);
+        if !host_patterns.is_empty() {
+            t.glob_hosts = Some(Set::new(&host_patterns, true)?);
+        }
         t.any_passthrough = t.routes.iter().any(|r| r.passthrough);
         t.any_write_override = t
             .routes
@@ -349,24 +364,45 @@ impl RouteTable {
         host: Option<&[u8]>,
         path: &str,
     ) -> Result<&Route, Miss<'_>> {
-        let Some(hosts) = &self.hosts else {
+        if self.vhosts.is_empty() {
             return Ok(&self.routes[0]);
-        };
+        }
         let name = match sni {
             Some(s) => Some(s.as_bytes()),
             None => host.map(host_name),
         };
-        // Patterns are in vhost order: the first pattern is the first vhost.
-        let Some(vi) = name
-            .and_then(|n| hosts.first(n))
-            .map(|p| self.host_vhost[p])
-        else {
+        let Some(vi) = name.and_then(|n| self.first_vhost(n)) else {
             return Err(self.server_log.as_ref());
         };
         let v = &self.vhosts[vi];
         match self.first_rule(v, path) {
             Some(ri) => Ok(&self.routes[v.first + ri]),
             None => Err(v.log.as_ref()),
+        }
+    }
+
+    /// The first vhost (config order) taking `name`: the exact names' hit, unless a glob of an
+    /// earlier vhost matches too.
+    fn first_vhost(&self, name: &[u8]) -> Option<usize> {
+        let mut buf = [0u8; HOST_BUF];
+        let exact = buf.get_mut(..name.len()).and_then(|b| {
+            b.copy_from_slice(name);
+            b.make_ascii_lowercase();
+            self.exact_hosts.get(&*b).copied()
+        });
+        let before = exact.unwrap_or(usize::MAX);
+        if self.glob_vhost.first().is_none_or(|&g| g > before) {
+            return exact;
+        }
+        // Glob patterns are in vhost order: the first pattern is the first vhost.
+        let glob = self
+            .glob_hosts
+            .as_ref()
+            .and_then(|set| set.first(name))
+            .map(|p| self.glob_vhost[p]);
+        match (exact, glob) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -582,6 +618,49 @@ mod tests {
         let all = t.lookup(None, Some(b"x"), "/").ok().unwrap();
         assert!(all.strip.is_empty());
         assert!(all.headers.x_forwarded_for);
+    }
+
+    #[test]
+    fn exact_and_glob_names_keep_config_order() {
+        let t = routed(
+            r#"
+            [[server]]
+            port = 8080
+            [[server.downstream]]
+            name = "a"
+            addr = "127.0.0.1"
+            port = 9001
+            [[server.vhost]]
+            name = "first.test"
+            [[server.vhost.rule]]
+            name = "first"
+            uri-gmatch = "*"
+            downstreams = ["a"]
+            [[server.vhost]]
+            name = "*.example.com"
+            [[server.vhost.rule]]
+            name = "glob"
+            uri-gmatch = "*"
+            downstreams = ["a"]
+            [[server.vhost]]
+            name = "www.example.com"
+            aliases = ["first.test", "Other.Test"]
+            [[server.vhost.rule]]
+            name = "exact"
+            uri-gmatch = "*"
+            downstreams = ["a"]
+            "#,
+        );
+        assert_eq!(rule(&t, "first.test", "/"), Some("first"));
+        assert_eq!(
+            rule(&t, "www.example.com", "/"),
+            Some("glob"),
+            "an earlier glob wins"
+        );
+        assert_eq!(rule(&t, "OTHER.test:1", "/"), Some("exact"));
+        assert!(t.lookup(None, Some(b"example.com"), "/").is_err());
+        let long = "a".repeat(300);
+        assert!(t.lookup(None, Some(long.as_bytes()), "/").is_err());
     }
 
     #[test]
