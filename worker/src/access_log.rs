@@ -146,13 +146,15 @@ impl AccessLog {
     }
 
     /// The line for a `passthrough` tunnel, written when it ends: the downstream's response
-    /// is tunnelled, not read, so `{STATUS}` and `{DS_HDR}` print `-`.
+    /// is tunnelled, not read, so `{DS_HDR}` prints `-`, and so does `{STATUS}` unless rproxy
+    /// answered itself (`status`) before a tunnel started.
     pub fn finish_tunnel(
         &self,
         entry: &Entry,
         conn: &ConnInfo,
         rule: Option<&str>,
         used: Option<Used>,
+        status: Option<http::StatusCode>,
     ) {
         let uri = &entry.uri;
         self.write(&Record {
@@ -166,7 +168,7 @@ impl AccessLog {
                     .as_bytes(),
             ),
             proto: Some(version_str(entry.version)),
-            status: None,
+            status: status.map(|s| s.as_u16()),
             ds_sport: used.and_then(|u| u.local_port),
             us_sport: Some(conn.peer.port()),
             rule,

@@ -122,12 +122,15 @@ where
     };
     let log = route.log.as_ref().map(|l| (l, l.begin(&head)));
     if let Err(e) = for_downstream(&mut head, route, conn) {
-        answer(&mut stream, e.status()).await;
+        let code = answer(&mut stream, e.status()).await;
+        if let Some((l, entry)) = log {
+            l.finish_tunnel(&entry, &conn.info, route.name(), None, Some(code));
+        }
         return None;
     }
-    let used = tunnel(&mut stream, head, &buf[end..], route, conn).await;
+    let (used, status) = tunnel(&mut stream, head, &buf[end..], route, conn).await;
     if let Some((l, entry)) = log {
-        l.finish_tunnel(&entry, &conn.info, route.name(), used);
+        l.finish_tunnel(&entry, &conn.info, route.name(), used, status);
     }
     None
 }
@@ -225,27 +228,27 @@ fn for_downstream(head: &mut Request<()>, route: &Route, conn: &Conn) -> Result<
 }
 
 /// Forward `head` and the bytes read after it on a downstream socket of the rule, then copy
-/// both ways until either side closes. The downstream used, for the log.
+/// both ways until either side closes. For the log: the downstream used, and the status when
+/// rproxy answered itself instead of tunnelling.
 async fn tunnel<S>(
     client: &mut S,
     head: Request<()>,
     after: &[u8],
     route: &Route,
     conn: &Conn,
-) -> Option<crate::pool::Used>
+) -> (Option<crate::pool::Used>, Option<StatusCode>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     if route.no_downstreams {
-        answer(client, ProxyError::NotFound.status()).await;
-        return None;
+        return (
+            None,
+            Some(answer(client, ProxyError::NotFound.status()).await),
+        );
     }
     let (mut ds, used, _slot) = match conn.server.pool.tunnel(&route.members).await {
         Ok(t) => t,
-        Err((e, used)) => {
-            answer(client, e.status()).await;
-            return used;
-        }
+        Err((e, used)) => return (used, Some(answer(client, e.status()).await)),
     };
     let mut out = Vec::with_capacity(512 + after.len());
     out.extend_from_slice(head.method().as_str().as_bytes());
@@ -261,16 +264,18 @@ where
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(after);
     if ds.write_all(&out).await.is_err() {
-        answer(client, StatusCode::BAD_GATEWAY).await;
-        return Some(used);
+        return (
+            Some(used),
+            Some(answer(client, StatusCode::BAD_GATEWAY).await),
+        );
     }
     drop(out);
     let _ = tokio::io::copy_bidirectional(client, &mut ds).await;
-    Some(used)
+    (Some(used), None)
 }
 
 /// rproxy's own answer before a tunnel started; the connection ends with it.
-async fn answer<S: AsyncWrite + Unpin>(client: &mut S, code: StatusCode) {
+async fn answer<S: AsyncWrite + Unpin>(client: &mut S, code: StatusCode) -> StatusCode {
     let reason = code.canonical_reason().unwrap_or("");
     let text = format!(
         "HTTP/1.1 {} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{} {reason}\n",
@@ -280,6 +285,7 @@ async fn answer<S: AsyncWrite + Unpin>(client: &mut S, code: StatusCode) {
     );
     let _ = client.write_all(text.as_bytes()).await;
     let _ = client.shutdown().await;
+    code
 }
 
 #[cfg(test)]
