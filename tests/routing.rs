@@ -223,12 +223,16 @@ fn vhosts_rules_matchers_policies_and_logs() {
 fn passthrough_tunnels_raw_bytes_after_the_head() {
     let raw_port = raw_origin();
     let port = free_port();
+    let dir = temp_dir("passthrough-log");
+    let log = dir.join("access.log");
     let config = format!(
-        "{}workers = 1\n[[server]]\naddr = \"127.0.0.1\"\nport = {port}\n{}\
+        "{}workers = 1\n[[server]]\naddr = \"127.0.0.1\"\nport = {port}\n\
+         [server.logging]\nfilename = \"{}\"\nformat = \"{{RULE}} {{STATUS}} {{URI}}\"\n{}\
          [[server.vhost]]\nname = \"*\"\n\
            [[server.vhost.rule]]\n  name = \"tunnel\"\n  uri-gmatch = \"/tunnel*\"\n  downstreams = [\"raw\"]\n  passthrough = true\n\
            [[server.vhost.rule]]\n  name = \"http\"\n  uri-gmatch = \"/*\"\n  downstreams = [\"raw\"]\n",
         identity(),
+        log.display(),
         downstream("raw", raw_port),
     );
     let _p = Proxy::start("passthrough", &config, port);
@@ -268,6 +272,12 @@ fn passthrough_tunnels_raw_bytes_after_the_head() {
         b"GET /a HTTP/1.1\r\nHost: t.test\r\n\r\nGET /b HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(String::from_utf8_lossy(&r).matches("200 OK").count(), 2);
+
+    // The tunnel's line is written when it ends; its status is the downstream's business.
+    let lines = wait_lines(&log, 3);
+    for want in ["tunnel - /tunnel", "http 200 /a", "http 200 /b"] {
+        assert!(lines.iter().any(|l| l == want), "{want:?} not in {lines:?}");
+    }
 }
 
 #[test]
