@@ -367,3 +367,45 @@ fn reload_from_flat_to_routed_and_back() {
         body(port, "y.test", "/anything") == "200 a"
     });
 }
+
+#[test]
+fn a_rule_waits_for_its_own_downstreams_only() {
+    let a = Backend::slow("a", Duration::from_millis(400));
+    let b = Backend::start("b");
+    let port = free_port();
+    let one = |name: &str, port: u16| {
+        format!(
+            "[[server.downstream]]\nname = \"{name}\"\naddr = \"127.0.0.1\"\nport = {port}\nconnections = 1\n"
+        )
+    };
+    let config = format!(
+        "{}workers = 1\n[[server]]\naddr = \"127.0.0.1\"\nport = {port}\n{}{}\
+         [[server.vhost]]\nname = \"*\"\n\
+           [[server.vhost.rule]]\n  name = \"ra\"\n  uri-gmatch = \"/a*\"\n  downstreams = [\"a\"]\n\
+           [[server.vhost.rule]]\n  name = \"rb\"\n  uri-gmatch = \"/b*\"\n  downstreams = [\"b\"]\n",
+        identity(),
+        one("a", a.port),
+        one("b", b.port),
+    );
+    let _p = Proxy::start("own-downstreams", &config, port);
+    wait_until("both pools up", Duration::from_secs(5), || {
+        body(port, "x", "/a") == "200 a" && body(port, "x", "/b") == "200 b"
+    });
+    // Three requests for a's single connection: two of them wait in the queue while b's
+    // connection is freed again and again; none may be sent to b.
+    let waiting: Vec<_> = (0..3)
+        .map(|i| std::thread::spawn(move || body(port, "x", &format!("/a{i}"))))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..5 {
+        let start = Instant::now();
+        assert_eq!(body(port, "x", "/b"), "200 b");
+        assert!(
+            start.elapsed() < Duration::from_millis(300),
+            "b waited behind a"
+        );
+    }
+    for w in waiting {
+        assert_eq!(w.join().unwrap(), "200 a");
+    }
+}
