@@ -213,6 +213,27 @@ def summary_table(runs, scen, proxies, count_label="runs"):
     return lines
 
 
+def routed_table(runs, scen):
+    """The routed form (50 vhosts x 20 rules, last rule of last vhost) against the flat form."""
+    lines = ["### Routed form vs flat form (rproxy-routed / rproxy; target: CPU µs/req ratio <= 1.05)", "",
+             "| path | conns | req/s flat | req/s routed | req/s ratio | CPU µs/req flat | "
+             "CPU µs/req routed | CPU µs/req ratio | errors routed |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for path, conns in scen:
+        sel = {p: [r for r in runs if r["proxy"] == p and r["path"] == path and r["conns"] == conns]
+               for p in ("rproxy", "rproxy-routed")}
+        row = [path, str(conns)]
+        for key, kind in (("rps", "rps"), ("cpu_us_req", "cpu")):
+            med = {p: (statistics.median(r[key] for r in sel[p]) if sel[p] else None) for p in sel}
+            ratio = (med["rproxy-routed"] / med["rproxy"]) if (med["rproxy"] and med["rproxy-routed"] is not None) else None
+            row += [fmt(med["rproxy"], kind), fmt(med["rproxy-routed"], kind), fmt(ratio, "ratio")]
+        row.append(fmt(sum(r["non2xx"] + r["sock_err"] for r in sel["rproxy-routed"]), "int")
+                   if sel["rproxy-routed"] else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    return lines
+
+
 def build_table(runs, meta):
     proxies = ("nginx", "rproxy")
     scen = sorted({(r["path"], r["conns"]) for r in runs},
@@ -223,7 +244,7 @@ def build_table(runs, meta):
     lines.append("")
     for k, v in meta:
         lines.append(f"- {k}: {v}")
-    for p in proxies:
+    for p in proxies + ("rproxy-routed",):
         sel = [r for r in runs if r["proxy"] == p]
         if sel:
             lines.append("- %s processes/threads (master + workers, at the end of a run): %s" % (
@@ -237,6 +258,8 @@ def build_table(runs, meta):
     lines.append("errors = wrk's non-2xx/3xx responses + socket errors (connect, read, write, timeout), "
                  "summed over all rounds.")
     lines.append("")
+    if any(r["proxy"] == "rproxy-routed" for r in runs):
+        lines += routed_table(runs, scen)
     worst = max(runs, key=lambda r: r["other_pct"])
     worst_steal = max(runs, key=lambda r: r["steal_pct"])
     noisy = [r for r in runs if disturbed(r)]

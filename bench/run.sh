@@ -4,7 +4,7 @@
 #
 #   bash bench/run.sh [--workers N] [--duration S] [--rounds R]
 #                     [--only both|nginx|rproxy] [--warmup S] [--no-build] [--out FILE]
-#                     [--keep-raw DIR]
+#                     [--keep-raw DIR] [--routed]
 set -euo pipefail
 
 WORKERS=1
@@ -21,6 +21,9 @@ WRK_THREADS=2
 ORIGIN_PORT=18081
 NGINX_PORT=18082
 RPROXY_PORT=18083
+ROUTED_PORT=18084
+ROUTED=0
+ROUTED_HOST=v49.bench.test
 BIG_BYTES=65536
 SMALL_BODY='hello world!'   # + "\n" = 13 bytes
 UP_TIMEOUT=10               # seconds to wait for each server to answer
@@ -42,6 +45,9 @@ usage() {
   --out FILE      where to write the markdown table (default bench/results-latest.md, or
                   bench/results-<which>-only.md with --only nginx|rproxy)
   --keep-raw DIR  keep the raw wrk outputs, runs.tsv and the generated configs in DIR
+  --routed        also run rproxy-routed: a second rproxy whose configuration has 50 vhosts x
+                  20 rules, every request matching the LAST rule of the LAST vhost (Host:
+                  v49.bench.test); the report compares its CPU per request with the flat form's
 EOF
 }
 
@@ -59,6 +65,7 @@ while (($#)); do
         --no-build) BUILD=0; shift ;;
         --out) OUT=${2:?}; shift 2 ;;
         --keep-raw) KEEP_RAW=${2:?}; shift 2 ;;
+        --routed) ROUTED=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -74,6 +81,10 @@ case $ONLY in
 esac
 if [[ -z $OUT ]]; then
     if [[ $ONLY == both ]]; then OUT="$BENCH_DIR/results-latest.md"; else OUT="$BENCH_DIR/results-$ONLY-only.md"; fi
+fi
+if ((ROUTED)); then
+    [[ $ONLY != nginx ]] || die "--routed needs rproxy (--only rproxy or both)"
+    PROXIES+=(rproxy-routed)
 fi
 want() { [[ " ${PROXIES[*]} " == *" $1 "* ]]; }
 # The published table must name the code it measured: refuse to overwrite it from a tree with
@@ -192,7 +203,7 @@ fi
 
 # ------------------------------------------------------------------ ports must be free
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$ORIGIN_PORT" "$NGINX_PORT" "$RPROXY_PORT"; do
+for p in "$ORIGIN_PORT" "$NGINX_PORT" "$RPROXY_PORT" "$ROUTED_PORT"; do
     port_busy "$p" && die "127.0.0.1:$p is already in use (another benchmark running?)"
 done
 
@@ -308,10 +319,35 @@ max-pending = 1024
 EOF
 } >"$RPROXY_DIR/rproxy.toml"
 
+# The routed form at its worst for lookup: 50 vhosts x 20 rules (exact, glob and regex mixed),
+# and the benchmark's Host and paths match only the last rule of the last vhost.
+ROUTED_DIR=$TMP/rproxy-routed
+mkdir -p "$ROUTED_DIR"
+{
+    sed -e "s/^port = $RPROXY_PORT\$/port = $ROUTED_PORT/" -e 's/^  addr = "127.0.0.1"$/  name = "origin"\n  addr = "127.0.0.1"/' \
+        "$RPROXY_DIR/rproxy.toml"
+    for ((v = 0; v < 50; v++)); do
+        printf '\n  [[server.vhost]]\n  name = "v%d.bench.test"\n' "$v"
+        for ((r = 0; r < 19; r++)); do
+            case $((r % 3)) in
+                0) m="uri-match = \"/nomatch$r\"" ;;
+                1) m="uri-gmatch = \"/nomatch$r/*\"" ;;
+                2) m="uri-rmatch = \"^/nomatch$r/[a-z]+\"" ;;
+            esac
+            printf '    [[server.vhost.rule]]\n    %s\n    downstreams = ["origin"]\n' "$m"
+        done
+        printf '    [[server.vhost.rule]]\n    name = "last"\n    uri-rmatch = "^/(small|big)$"\n    downstreams = ["origin"]\n'
+    done
+} >"$ROUTED_DIR/rproxy.toml"
+
 # ------------------------------------------------------------------ start servers
-declare -A MASTER PORT LOGF
+declare -A MASTER PORT LOGF HOSTHDR
 PORT[nginx]=$NGINX_PORT
 PORT[rproxy]=$RPROXY_PORT
+PORT[rproxy-routed]=$ROUTED_PORT
+HOSTHDR[rproxy-routed]=$ROUTED_HOST
+# HDR=(-H "Host: ...") for curl/wrk against NAME when it needs one, else empty.
+set_hdr() { HDR=(); if [[ -n ${HOSTHDR[$1]:-} ]]; then HDR=(-H "Host: ${HOSTHDR[$1]}"); fi; }
 
 start_bg() {   # start_bg NAME LOGFILE CMD...: runs CMD in background, records its PID
     local name=$1 logf=$2 pid st
@@ -332,23 +368,25 @@ wait_up() {   # wait_up NAME PORT PID LOG: until GET /small answers 200, at most
             tail -n 40 "$logf" >&2 || true
             die "$name (pid $pid) exited before answering on 127.0.0.1:$port; log above"
         fi
-        if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/small" 2>/dev/null; then
+        set_hdr "$name"
+        if curl -fsS -o /dev/null --max-time 1 "${HDR[@]}" "http://127.0.0.1:$port/small" 2>/dev/null; then
             log "$name answers on 127.0.0.1:$port"
             return 0
         fi
         sleep 0.2
     done
     tail -n 40 "$logf" >&2 || true
-    curl -sS -i --max-time 2 "http://127.0.0.1:$port/small" >&2 || true
+    curl -sS -i --max-time 2 "${HDR[@]}" "http://127.0.0.1:$port/small" >&2 || true
     die "$name did not answer 200 on http://127.0.0.1:$port/small within ${UP_TIMEOUT} s; log above"
 }
 
 check_bodies() {   # check_bodies NAME PORT: /small and /big arrive intact
     local name=$1 port=$2 got
-    got=$(curl -fsS --max-time 5 "http://127.0.0.1:$port/small" | od -An -c | tr -s ' \n' ' ') || true
+    set_hdr "$name"
+    got=$(curl -fsS --max-time 5 "${HDR[@]}" "http://127.0.0.1:$port/small" | od -An -c | tr -s ' \n' ' ') || true
     [[ $got == " h e l l o w o r l d ! \n " ]] \
         || die "$name: /small is not the 13-byte body 'hello world!\\n' (got:$got)"
-    curl -fsS --max-time 5 -o "$TMP/big.$name" "http://127.0.0.1:$port/big" \
+    curl -fsS --max-time 5 "${HDR[@]}" -o "$TMP/big.$name" "http://127.0.0.1:$port/big" \
         || die "$name: GET /big failed"
     cmp -s "$TMP/big.$name" "$ORIGIN_DIR/www/big" || die "$name: /big differs from the origin's file"
 }
@@ -377,6 +415,18 @@ if want rproxy; then
     wait_up rproxy "$RPROXY_PORT" "${MASTER[rproxy]}" "$RPROXY_DIR/rproxy.log"
     check_bodies rproxy "$RPROXY_PORT"
 fi
+if want rproxy-routed; then
+    if ! timeout 30 "$RPROXY" -t -c "$ROUTED_DIR/rproxy.toml" >"$ROUTED_DIR/test.log" 2>&1; then
+        cat "$ROUTED_DIR/test.log" >&2
+        die "rproxy -t rejected the routed benchmark config ($ROUTED_DIR/rproxy.toml)"
+    fi
+    start_bg rproxy-routed "$ROUTED_DIR/rproxy.log" "$RPROXY" -f -c "$ROUTED_DIR/rproxy.toml"
+    wait_up rproxy-routed "$ROUTED_PORT" "${MASTER[rproxy-routed]}" "$ROUTED_DIR/rproxy.log"
+    check_bodies rproxy-routed "$ROUTED_PORT"
+    # A Host no vhost takes must get 404: the routed table is really in use.
+    code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 -H "Host: nobody.test" "http://127.0.0.1:$ROUTED_PORT/small") || true
+    [[ $code == 404 ]] || die "rproxy-routed answered $code (not 404) for an unknown Host"
+fi
 
 # ------------------------------------------------------------------ load
 WRK_LIMIT=$((DURATION + 30))
@@ -393,7 +443,8 @@ if ((WARMUP > 0)); then
     for proxy in "${PROXIES[@]}"; do
         for path in "${PATHS[@]}"; do
             log "warm-up $proxy $path ${WARMUP}s"
-            timeout $((WARMUP + 30)) wrk -t"$WRK_THREADS" -c64 -d"${WARMUP}s" \
+            set_hdr "$proxy"
+            timeout $((WARMUP + 30)) wrk -t"$WRK_THREADS" -c64 -d"${WARMUP}s" "${HDR[@]}" \
                 "http://127.0.0.1:${PORT[$proxy]}$path" >/dev/null 2>&1 || die "wrk warm-up failed on $proxy"
         done
     done
@@ -413,7 +464,11 @@ total=$((ROUNDS * ${#PATHS[@]} * ${#CONNS[@]} * ${#PROXIES[@]}))
 n=0
 for ((round = 1; round <= ROUNDS; round++)); do
     order=("${PROXIES[@]}")
-    if ((${#PROXIES[@]} == 2 && round % 2 == 0)); then order=(rproxy nginx); fi
+    # The proxy that goes first alternates per round.
+    if ((round % 2 == 0)); then
+        order=()
+        for ((i = ${#PROXIES[@]} - 1; i >= 0; i--)); do order+=("${PROXIES[i]}"); done
+    fi
     for path in "${PATHS[@]}"; do
         for c in "${CONNS[@]}"; do
             for proxy in "${order[@]}"; do
@@ -424,7 +479,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 check_alive "$proxy"
                 read -r cpu0 _ _ _ ocpu0 busy0 steal0 wall0 < <(python3 "$REPORT" window "$pid" "${MASTER[origin]}" before)
                 times >"$TMP/times0"
-                if ! timeout "$WRK_LIMIT" wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --latency \
+                set_hdr "$proxy"
+                if ! timeout "$WRK_LIMIT" wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --latency "${HDR[@]}" \
                         "http://127.0.0.1:${PORT[$proxy]}$path" >"$out" 2>&1; then
                     cat "$out" >&2
                     die "wrk failed against $proxy $path c=$c"
@@ -451,7 +507,7 @@ dirty=$(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -qv '^??' && ech
 python3 "$REPORT" table "$RUNS" "$OUT" \
     "date=$(date -u '+%Y-%m-%d %H:%M UTC')" \
     "rproxy commit=$commit$dirty" \
-    "command=bash bench/run.sh --workers $WORKERS --duration $DURATION --rounds $ROUNDS$([[ $ONLY == both ]] || echo " --only $ONLY")" \
+    "command=bash bench/run.sh --workers $WORKERS --duration $DURATION --rounds $ROUNDS$([[ $ONLY == both ]] || echo " --only $ONLY")$( ((ROUTED)) && echo " --routed")" \
     "proxies=${PROXIES[*]}, $WORKERS worker process(es) each; origin: nginx, 1 worker" \
     "load=wrk -t$WRK_THREADS -c{$conns_csv} -d${DURATION}s --latency, keep-alive, GET /small (13 B body) and /big (64 KiB)" \
     "machine=$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), Linux $(uname -r); wrk, origin and proxy share them" \
@@ -463,5 +519,6 @@ if [[ -n $KEEP_RAW ]]; then
     cp "$TMP"/origin/nginx.conf "$KEEP_RAW/origin-nginx.conf"
     [[ -f $NGINX_DIR/nginx.conf ]] && cp "$NGINX_DIR/nginx.conf" "$KEEP_RAW/proxy-nginx.conf"
     [[ -f $RPROXY_DIR/rproxy.toml ]] && cp "$RPROXY_DIR/rproxy.toml" "$KEEP_RAW/rproxy.toml"
+    ((ROUTED)) && cp "$ROUTED_DIR/rproxy.toml" "$KEEP_RAW/rproxy-routed.toml"
     log "raw wrk outputs, runs.tsv and configs kept in $KEEP_RAW (python3 bench/report.py table $KEEP_RAW/runs.tsv OUT.md)"
 fi

@@ -39,10 +39,6 @@ impl Master {
                 return;
             }
         };
-        if let Some(u) = config.unsupported().first() {
-            reload_failed(&format!("{}: {u}", self.config_path.display()));
-            return;
-        }
         let config = Arc::new(config);
         let result = self
             .listeners

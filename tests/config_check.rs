@@ -265,57 +265,6 @@ fn certificate(dir: &Path, from: i64, to: i64) -> (std::path::PathBuf, std::path
     (cert, keyf)
 }
 
-/// Run `rproxy -f` on `config`; it must exit by itself within 10 s. `(status, stderr)`.
-fn start_must_fail(config: &Path) -> (Option<i32>, String) {
-    let err = config.with_extension("stderr");
-    let mut child = Command::new(BIN)
-        .arg("-f")
-        .arg("-c")
-        .arg(config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code();
-        }
-        if std::time::Instant::now() > end {
-            // It started and serves: the refusal is broken. Stop what we started.
-            kill_tree(child.id() as i32);
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    (status, std::fs::read_to_string(&err).unwrap_or_default())
-}
-
-/// `-t` only warns about sections this version cannot serve (with files that pass every check
-/// of their own, so the refusal itself is what is tested); starting with them is refused.
-#[test]
-fn vhost_sections_are_refused_at_start() {
-    let (name, extra, key) = (
-        "vhost",
-        "\n  [[server.vhost]]\n  name = \"a.test\"\n",
-        "server[0].vhost: vhost routing is not implemented",
-    );
-    let dir = temp_dir(name);
-    let p = dir.join("rproxy.toml");
-    std::fs::write(&p, format!("{GOOD}{extra}")).unwrap();
-    let (code, out, err) = check(&p, &[]);
-    assert_eq!(code, 0, "{name}: -t refused a valid file: {err}");
-    assert!(out.contains("configuration ok"), "{name}: {out}");
-    assert!(
-        err.contains(key) && err.contains("warning"),
-        "{name}: {err}"
-    );
-    let (status, err) = start_must_fail(&p);
-    assert_eq!(status, Some(1), "{name}: started anyway: {err}");
-    assert!(err.contains(key), "{name}: {err}");
-}
-
 /// A TLS section passes `-t` without a warning and serves HTTPS; an expired certificate is
 /// only a warning (it still starts: renewing it is a reload away).
 #[test]
@@ -354,4 +303,43 @@ fn tls_sections_start_and_expired_certificates_warn() {
         err.contains("warning") && err.contains("server[0].ssl.cert") && err.contains("expired"),
         "{err}"
     );
+}
+
+/// Vhosts are served: -t has nothing to say, and the master starts with them.
+#[test]
+fn vhosts_start() {
+    let port = free_port();
+    let routed = format!(
+        "{}\n  [[server.vhost]]\n  name = \"a.test\"\n",
+        GOOD.replace("port = 8080", &format!("port = {port}"))
+    );
+    let (code, out, err) = check_text("vhost", &routed);
+    assert_eq!(code, 0, "vhost: {err}");
+    assert!(out.contains("configuration ok"), "vhost: {out}");
+    assert!(!err.contains("warning"), "vhost: {err}");
+    let _p = Proxy::start("vhost-starts", &routed, port);
+    assert_eq!(get(port, "/").0, 404, "no vhost matches Host: test");
+}
+
+#[test]
+fn shadowed_rules_are_warnings_of_dash_t() {
+    let text = format!(
+        "{GOOD}\n  [[server.vhost]]\n  name = \"*\"\n\
+         [[server.vhost.rule]]\n  name = \"all\"\n  uri-gmatch = \"/*\"\n\
+         [[server.vhost.rule]]\n  name = \"late\"\n  uri-match = \"/x\"\n\
+         [[server.vhost]]\n  name = \"a.test\"\n"
+    );
+    let dir = temp_dir("shadow");
+    let p = dir.join("rproxy.toml");
+    std::fs::write(&p, &text).unwrap();
+    let (code, out, err) = check(&p, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration ok"), "{out}");
+    let file = p.display().to_string();
+    for want in [
+        format!("{file}: server[0].vhost[0].rule[1]: warning: rule `late` is unreachable"),
+        format!("{file}: server[0].vhost[1].name: warning: vhost `a.test` is unreachable"),
+    ] {
+        assert!(err.contains(&want), "{want:?} not in {err}");
+    }
 }

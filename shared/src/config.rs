@@ -351,18 +351,9 @@ impl Config {
         self.access_log_paths().iter().position(|p| *p == path)
     }
 
-    /// Sections this version validates but cannot serve yet. `-t` reports them as warnings;
-    /// start-up and reload refuse them, so a routed configuration never silently becomes a
-    /// flat one.
-    pub fn unsupported(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (i, s) in self.servers.iter().enumerate() {
-            if !s.vhosts.is_empty() {
-                out.push(format!(
-                    "server[{i}].vhost: vhost routing is not implemented in this version"
-                ));
-            }
-        }
-        out
+    /// `key: warning: ...` lines for `rproxy -t`: things that load and run but are almost
+    /// certainly not what was meant (a rule or vhost an earlier one always takes first).
+    pub fn warnings(&self) -> Vec<String> {
+        crate::validate::shadow_warnings(self)
     }
 }

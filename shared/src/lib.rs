@@ -12,6 +12,7 @@ pub mod channel;
 pub mod cidr;
 pub mod config;
 pub mod errlog;
+pub mod glob;
 pub mod load;
 pub mod localtime;
 pub mod logformat;

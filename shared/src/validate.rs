@@ -203,6 +203,16 @@ fn server(
         .enumerate()
         .map(|(vi, v)| vhost(v, &format!("{k}.vhost[{vi}]"), &downstreams, e))
         .collect();
+    let mut seen = HashSet::new();
+    for (vi, v) in s.vhost.iter().enumerate() {
+        // Host names are case-insensitive: `A.test` and `a.test` are the same vhost.
+        if !seen.insert(v.name.to_ascii_lowercase()) {
+            e.push(
+                format!("{k}.vhost[{vi}].name"),
+                format!("another vhost of this server is named `{}`", v.name),
+            );
+        }
+    }
     Server {
         listen,
         backlog: backlog.unwrap_or(1),
@@ -291,12 +301,27 @@ fn vhost(v: &schema::Vhost, vk: &str, downstreams: &[Downstream], e: &mut Errs) 
             );
         }
     }
-    let rules = v
+    for (ai, a) in v.aliases.iter().enumerate() {
+        if a.is_empty() {
+            e.push(format!("{vk}.aliases[{ai}]"), "must not be empty");
+        }
+    }
+    let rules: Vec<Rule> = v
         .rule
         .iter()
         .enumerate()
         .map(|(ri, r)| rule(r, ri, &v.name, &format!("{vk}.rule[{ri}]"), downstreams, e))
         .collect();
+    // `{RULE}` and error messages name a rule: two of the same name would be ambiguous.
+    let mut seen = HashSet::new();
+    for (ri, r) in rules.iter().enumerate() {
+        if !seen.insert(r.name.as_str()) {
+            e.push(
+                format!("{vk}.rule[{ri}].name"),
+                format!("another rule of this vhost is named `{}`", r.name),
+            );
+        }
+    }
     Vhost {
         name: v.name.clone(),
         aliases: v.aliases.clone(),
@@ -318,7 +343,12 @@ fn rule(
 ) -> Rule {
     let uri = match (&r.uri_match, &r.uri_gmatch, &r.uri_rmatch) {
         (Some(p), None, None) => UriMatch::Exact(p.clone()),
-        (None, Some(g), None) => UriMatch::Glob(g.clone()),
+        (None, Some(g), None) => {
+            if let Some(why) = crate::glob::bad_path_glob(g) {
+                e.push(format!("{rk}.uri-gmatch"), why);
+            }
+            UriMatch::Glob(g.clone())
+        }
         (None, None, Some(re)) => match regex::Regex::new(re) {
             Ok(re) => UriMatch::Regex(re),
             Err(err) => {
@@ -642,6 +672,71 @@ fn writable(k: &str, p: &Path, e: &mut Errs) {
     }
 }
 
+/// Rules and vhosts that can never be chosen because an earlier one (config order, first match
+/// wins) already takes every request they would: `key: warning: ...` lines for `rproxy -t`.
+/// Conservative: a warning is certain, but not every unreachable rule is found (a regex is only
+/// known to cover another rule when it is a catch-all or matches an exact path).
+pub(crate) fn shadow_warnings(c: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (si, s) in c.servers.iter().enumerate() {
+        for (vi, v) in s.vhosts.iter().enumerate() {
+            let vk = format!("server[{si}].vhost[{vi}]");
+            let names = || std::iter::once(&v.name).chain(&v.aliases);
+            let by = s.vhosts[..vi].iter().position(|earlier| {
+                names().all(|n| {
+                    std::iter::once(&earlier.name)
+                        .chain(&earlier.aliases)
+                        .any(|g| covers_host(g, n))
+                })
+            });
+            if let Some(p) = by {
+                out.push(format!(
+                    "{vk}.name: warning: vhost `{}` is unreachable: vhost[{p}] `{}` matches every \
+                     name it does and comes first",
+                    v.name, s.vhosts[p].name
+                ));
+            }
+            for (ri, r) in v.rules.iter().enumerate() {
+                let by = v.rules[..ri]
+                    .iter()
+                    .position(|earlier| covers_rule(earlier, r));
+                if let Some(p) = by {
+                    out.push(format!(
+                        "{vk}.rule[{ri}]: warning: rule `{}` is unreachable: rule[{p}] `{}` \
+                         matches every path it does and comes first",
+                        r.name, v.rules[p].name
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn covers_host(outer: &str, inner: &str) -> bool {
+    crate::glob::covers(&outer.to_ascii_lowercase(), &inner.to_ascii_lowercase())
+}
+
+/// Regexes known to match every path (which always starts with `/`).
+fn is_catch_all_regex(re: &regex::Regex) -> bool {
+    matches!(
+        re.as_str(),
+        "" | "/" | "^/" | ".*" | "^.*" | "^.*$" | "^/.*" | "^/.*$" | "^"
+    )
+}
+
+fn covers_rule(outer: &Rule, inner: &Rule) -> bool {
+    match (&outer.uri, &inner.uri) {
+        (UriMatch::Regex(re), _) if is_catch_all_regex(re) => true,
+        (UriMatch::Glob(g), _) if g.bytes().all(|b| b == b'*') || g == "/*" => true,
+        (UriMatch::Exact(a), UriMatch::Exact(b)) => a == b,
+        (UriMatch::Glob(g), UriMatch::Exact(p)) => crate::glob::matches(g, p),
+        (UriMatch::Regex(re), UriMatch::Exact(p)) => re.is_match(p),
+        (UriMatch::Glob(a), UriMatch::Glob(b)) => crate::glob::covers(a, b),
+        _ => false,
+    }
+}
+
 fn is_token(s: &str) -> bool {
     crate::token::is_token(s.as_bytes())
 }
@@ -757,10 +852,77 @@ mod tests {
         assert_eq!(r.name, "*.test#0");
         assert_eq!(r.downstreams, [1]);
         assert!(matches!(&r.uri, UriMatch::Exact(p) if p == "/x"));
-        assert!(c
-            .unsupported()
-            .iter()
-            .any(|u| u.contains("server[0].vhost")));
+        assert!(c.warnings().is_empty());
+    }
+
+    #[test]
+    fn routed_form_errors_name_vhost_and_rule() {
+        let base = format!(
+            "{}[[server]]\nport = 8080\n[[server.downstream]]\nname = \"a\"\naddr = \"127.0.0.1\"\nport = 81\n",
+            me()
+        );
+        for (extra, key) in [
+            (
+                "[[server.vhost]]\nname = \"x\"\n[[server.vhost]]\nname = \"X\"\n",
+                "server[0].vhost[1].name",
+            ),
+            (
+                "[[server.vhost]]\nname = \"x\"\n[[server.vhost.rule]]\nname = \"r\"\nuri-match = \"/a\"\n\
+                 [[server.vhost.rule]]\nname = \"r\"\nuri-match = \"/b\"\n",
+                "server[0].vhost[0].rule[1].name",
+            ),
+            (
+                "[[server.vhost]]\nname = \"x\"\n[[server.vhost.rule]]\nuri-gmatch = \"static/*\"\n",
+                "server[0].vhost[0].rule[0].uri-gmatch",
+            ),
+            (
+                "[[server.vhost]]\nname = \"x\"\n[[server.vhost.rule]]\nuri-gmatch = \"\"\n",
+                "server[0].vhost[0].rule[0].uri-gmatch",
+            ),
+            (
+                "[[server.vhost]]\nname = \"x\"\naliases = [\"\"]\n",
+                "server[0].vhost[0].aliases[0]",
+            ),
+        ] {
+            let errs = load("routed-err", &format!("{base}{extra}")).unwrap_err();
+            assert!(
+                errs.0.iter().any(|e| e.key == key),
+                "{key} not in {:?}",
+                errs.0
+            );
+        }
+    }
+
+    #[test]
+    fn shadowed_rules_and_vhosts_warn() {
+        let text = format!(
+            "{}[[server]]\nport = 8080\n[[server.downstream]]\nname = \"a\"\naddr = \"127.0.0.1\"\nport = 81\n\
+             [[server.vhost]]\nname = \"*.test\"\n\
+             [[server.vhost.rule]]\nuri-match = \"/exact\"\n\
+             [[server.vhost.rule]]\nuri-rmatch = \"^/api/\"\n\
+             [[server.vhost.rule]]\nuri-match = \"/api/x\"\n\
+             [[server.vhost.rule]]\nuri-gmatch = \"/static/*\"\n\
+             [[server.vhost.rule]]\nuri-gmatch = \"/static/img/*\"\n\
+             [[server.vhost.rule]]\nuri-rmatch = \"^/other\"\n\
+             [[server.vhost.rule]]\nuri-gmatch = \"*\"\n\
+             [[server.vhost.rule]]\nuri-rmatch = \"x\"\n\
+             [[server.vhost]]\nname = \"a.test\"\n\
+             [[server.vhost]]\nname = \"b.example\"\naliases = [\"c.test\"]\n",
+            me()
+        );
+        let c = load("shadow", &text).unwrap();
+        let w = c.warnings();
+        let keys: Vec<&str> = w.iter().map(|w| w.split(':').next().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server[0].vhost[0].rule[2]",
+                "server[0].vhost[0].rule[4]",
+                "server[0].vhost[0].rule[7]",
+                "server[0].vhost[1].name",
+            ],
+            "{w:?}"
+        );
     }
 
     #[test]

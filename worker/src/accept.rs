@@ -53,7 +53,7 @@ pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>, tls: Option<Rc
                         continue;
                     }
                     let info = tls::plain(peer, &server.trusted);
-                    let conn = Rc::new(http::Conn { server: Rc::clone(&server), info });
+                    let conn = Rc::new(http::Conn::new(Rc::clone(&server), info));
                     tokio::task::spawn_local(http::serve(stream, conn, builder.clone(), guard));
                 }
                 Err(e) => {
@@ -79,7 +79,7 @@ async fn secure(
     let Some((stream, info, h2)) = tls.handshake(stream, peer, &server.trusted).await else {
         return;
     };
-    let conn = Rc::new(http::Conn { server, info });
+    let conn = Rc::new(http::Conn::new(server, info));
     if h2 {
         http::serve_h2(stream, conn, guard).await;
     } else {

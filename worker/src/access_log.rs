@@ -157,6 +157,41 @@ impl AccessLog {
         });
     }
 
+    /// The line for a `passthrough` tunnel, written when it ends: the downstream's response
+    /// is tunnelled, not read, so `{DS_HDR}` prints `-`, and so does `{STATUS}` unless rproxy
+    /// answered itself (`status`) before a tunnel started.
+    pub fn finish_tunnel(
+        &self,
+        entry: &Entry,
+        conn: &ConnInfo,
+        rule: Option<&str>,
+        used: Option<Used>,
+        status: Option<http::StatusCode>,
+    ) {
+        let uri = &entry.uri;
+        self.write(&Record {
+            src: Some(conn.peer.ip()),
+            proxy: used.map(|u| u.addr),
+            ts: SystemTime::now(),
+            method: Some(entry.method.as_str()),
+            uri: Some(
+                uri.path_and_query()
+                    .map_or(uri.path(), |p| p.as_str())
+                    .as_bytes(),
+            ),
+            proto: Some(version_str(entry.version)),
+            status: status.map(|s| s.as_u16()),
+            ds_sport: used.and_then(|u| u.local_port),
+            us_sport: Some(conn.peer.port()),
+            rule,
+            req_headers: Some(&Snapshot {
+                names: &self.req_names,
+                values: &entry.headers,
+            }),
+            resp_headers: None,
+        });
+    }
+
     /// Render and queue one line.
     fn write(&self, rec: &Record<'_>) {
         match &self.sink {

@@ -17,8 +17,9 @@ pub enum ProxyError {
     BadRequest(&'static str),
     /// The first chunk of a chunked body is malformed; the connection closes after it.
     BadBody(hyper::Error),
-    /// The client paused mid-body longer than its `read-timeout` (before or after a downstream
-    /// connection was leased: that one, mid-request, is discarded); the connection closes.
+    /// The client paused mid-body longer than its `read-timeout` (a rule's
+    /// `upstream-read-timeout` when it sets one), before or after a downstream connection was
+    /// leased (that one, mid-request, is discarded); the connection closes.
     ClientBodyTimeout,
     /// The rewritten path is not a valid request target (the connection stays open).
     BadRewrite,

@@ -31,22 +31,52 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let state = &conn.server.state;
     state.requests.set(state.requests.get() + 1);
-    let last = respond::upgrade_asked(&req);
+    let mut last = respond::upgrade_asked(&req);
     if let Err(e) = head::check(&mut req) {
         return Ok(refuse(&req, &conn, e));
     }
-    let host = req.headers().get(HOST).map(|h| h.as_bytes());
-    let Some(route) = conn.server.routes.lookup(host, req.uri().path()) else {
-        let resp = ProxyError::NotFound.into_response(conn.info.peer, None);
-        return Ok(respond::finish(resp, state.draining() || last));
+    let host = req
+        .headers()
+        .get(HOST)
+        .map(|h| h.as_bytes())
+        .or_else(|| req.uri().host().map(str::as_bytes));
+    let routes = &conn.server.routes;
+    let route = match routes.lookup(conn.info.sni(), host, req.uri().path()) {
+        Ok(route) => route,
+        Err(log) => {
+            if let Some(l) = &conn.write_limit {
+                l.set(routes.connection_timeouts().write);
+            }
+            let entry = log.map(|l| (l, l.begin(&req)));
+            let resp = ProxyError::NotFound.into_response(conn.info.peer, None);
+            if let Some((l, entry)) = entry {
+                l.finish(&entry, &conn.info, None, &resp, None);
+            }
+            return Ok(respond::finish(resp, state.draining() || last));
+        }
     };
+    if let Some(l) = &conn.write_limit {
+        // hyper writes one response at a time: this one is written under its rule's limit.
+        l.set(route.timeouts.write);
+    }
+    // A tunnel starts only on a connection's first request (`passthrough.rs`); this one is
+    // forwarded as HTTP and the client's next connection tunnels.
+    last |= route.passthrough;
     let entry = route.log.as_ref().map(|l| l.begin(&req));
-    let (resp, used) = match forward(req, &conn.server.pool, route, &conn.info).await {
+    let result = if route.no_downstreams {
+        Err((ProxyError::NotFound, None))
+    } else {
+        forward(req, &conn.server.pool, route, &conn.info).await
+    };
+    let (mut resp, used) = match result {
         Ok((resp, used)) => (resp, Some(used)),
         Err((e, used)) => (e.into_response(conn.info.peer, used.map(|u| u.addr)), used),
     };
     if let (Some(log), Some(entry)) = (&route.log, &entry) {
         log.finish(entry, &conn.info, route.name(), &resp, used);
+    }
+    for name in route.strip.iter() {
+        resp.headers_mut().remove(name);
     }
     Ok(respond::finish(resp, state.draining() || last))
 }
@@ -54,10 +84,10 @@ pub async fn handle(
 /// rproxy's answer to a request refused before routing (its Host cannot be trusted to pick a
 /// route): logged in the connection's default access log; the connection closes.
 fn refuse(req: &Request<Incoming>, conn: &Conn, e: ProxyError) -> Response<ProxyBody> {
-    let route = conn.server.routes.connection_default();
-    let entry = route.log.as_ref().map(|l| l.begin(req));
+    let log = conn.server.routes.server_log();
+    let entry = log.map(|l| l.begin(req));
     let resp = e.into_response(conn.info.peer, None);
-    if let (Some(log), Some(entry)) = (&route.log, &entry) {
+    if let (Some(log), Some(entry)) = (log, &entry) {
         log.finish(entry, &conn.info, None, &resp, None);
     }
     respond::finish(resp, true)

@@ -1,6 +1,8 @@
 //! The HTTP stage: HTTP/1.1 with hyper on a client stream, whatever the stream is (plain TCP
 //! or TLS), with the client write-timeout and the framing guard under hyper (`TimedIo`), and
-//! each request handed to [`crate::forward::handle`]. HTTP/2 (TLS clients that chose `h2` by
+//! each request handed to [`crate::forward::handle`]. On a server with `passthrough` rules, a
+//! connection's first request head is read by [`crate::passthrough`] first: hyper cannot hand
+//! over the raw bytes after a head without a `101`. HTTP/2 (TLS clients that chose `h2` by
 //! ALPN) is hyper's HTTP/2 server on this worker's `LocalSet`, handing its requests to the same
 //! `handle`, so they reach the HTTP/1.1 downstreams under the same header rules.
 
@@ -25,20 +27,38 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::ProxyBody;
 use crate::forward::handle;
+use crate::passthrough;
 use crate::server::ServerCtx;
 use crate::state::ConnGuard;
-use crate::timed_io::TimedIo;
+use crate::timed_io::{TimedIo, WriteLimit};
 use crate::tls::ConnInfo;
 
 /// One client connection, as the request stages see it.
 pub struct Conn {
     pub server: Rc<ServerCtx>,
     pub info: ConnInfo,
+    /// The client write timeout of the response being written, when a rule of the server
+    /// overrides it (`None` otherwise: the server's, fixed for the connection).
+    pub write_limit: Option<WriteLimit>,
+}
+
+impl Conn {
+    pub fn new(server: Rc<ServerCtx>, info: ConnInfo) -> Conn {
+        let write_limit = server
+            .routes
+            .any_write_override()
+            .then(|| WriteLimit::new(server.routes.connection_timeouts().write));
+        Conn {
+            server,
+            info,
+            write_limit,
+        }
+    }
 }
 
 /// hyper's settings for the connections of `server`, built once per listener.
 pub fn builder(server: &ServerCtx) -> http1::Builder {
-    let timeouts = server.routes.connection_default().timeouts;
+    let timeouts = server.routes.connection_timeouts();
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .keep_alive(true)
@@ -56,14 +76,34 @@ pub async fn serve<S>(stream: S, conn: Rc<Conn>, http: http1::Builder, _guard: C
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let write_timeout = conn.server.routes.connection_default().timeouts.write;
+    if conn.server.routes.any_passthrough() {
+        if let Some(rest) = passthrough::first_request(stream, &conn).await {
+            serve_http(rest, conn, http).await;
+        }
+    } else {
+        serve_http(stream, conn, http).await;
+    }
+}
+
+async fn serve_http<S>(stream: S, conn: Rc<Conn>, http: http1::Builder)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let write_timeout = conn.server.routes.connection_timeouts().write;
     let max_head = conn.server.max_head;
-    let io = TokioIo::new(TimedIo::new(stream, write_timeout).with_framing_guard(max_head));
+    let mut io = TimedIo::new(stream, write_timeout).with_framing_guard(max_head);
+    if let Some(l) = &conn.write_limit {
+        io = io.with_write_limit(l.clone());
+    }
     let svc = service_fn({
         let conn = Rc::clone(&conn);
         move |req| handle(req, Rc::clone(&conn))
     });
-    if let Err(e) = http.serve_connection(io, svc).with_upgrades().await {
+    if let Err(e) = http
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades()
+        .await
+    {
         log_refused(&conn, &e);
     }
 }
@@ -79,7 +119,7 @@ fn log_refused(conn: &Conn, e: &hyper::Error) {
     } else {
         return;
     };
-    if let Some(log) = &conn.server.routes.connection_default().log {
+    if let Some(log) = conn.server.routes.server_log() {
         log.refused(&conn.info, status);
     }
 }
@@ -94,7 +134,7 @@ pub async fn serve_h2<S>(stream: S, conn: Rc<Conn>, _guard: ConnGuard)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let timeouts = conn.server.routes.connection_default().timeouts;
+    let timeouts = conn.server.routes.connection_timeouts();
     let io = TokioIo::new(TimedIo::new(stream, timeouts.write));
     let mut b = http2::Builder::new(LocalExec);
     b.timer(TokioTimer::new())

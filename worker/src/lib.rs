@@ -22,6 +22,7 @@ mod head;
 mod headers;
 mod http;
 mod lb;
+mod passthrough;
 mod pool;
 mod respond;
 mod rewrite;
@@ -87,7 +88,13 @@ async fn serve(args: WorkerArgs) -> i32 {
     } = args;
     let state = WorkerState::new(Arc::clone(&config), log_files);
     for (index, listener) in listeners {
-        let server = ServerCtx::start(&config, index, &state);
+        let server = match ServerCtx::start(&config, index, &state) {
+            Ok(s) => s,
+            Err(e) => {
+                rproxy_shared::error!("{e}");
+                return 1;
+            }
+        };
         let tls = tls
             .get(index)
             .cloned()

@@ -340,6 +340,41 @@ impl Pool {
         d.health.get() == Health::Up && d.target > 0 && d.open.get() < d.target + extra
     }
 
+    /// A socket of its own to a downstream of `route`, for a `passthrough` tunnel. The
+    /// balancer picks the downstream as for a request (queueing if every connection is busy);
+    /// the pooled connection it picked leaves the pool for good: hyper owns that socket, so it
+    /// is closed and the tunnel's new socket takes its place in the downstream's count (no
+    /// replacement is opened while the tunnel lives, so `connections` stays the maximum).
+    pub async fn tunnel(
+        self: &Rc<Self>,
+        route: &Rc<Members>,
+    ) -> Result<(TcpStream, Used, TunnelSlot), (ProxyError, Option<Used>)> {
+        let lease = self
+            .acquire(route)
+            .await
+            .map_err(|e| (ProxyError::NoConnection(e), None))?;
+        let used = lease.used();
+        let i = lease.index;
+        let d = &self.downstreams[i];
+        d.open.set(d.open.get() + 1);
+        let slot = TunnelSlot {
+            pool: Rc::clone(self),
+            index: i,
+        };
+        drop(lease);
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(used.addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                let used = Used {
+                    addr: used.addr,
+                    local_port: s.local_addr().ok().map(|a| a.port()),
+                };
+                Ok((s, used, slot))
+            }
+            _ => Err((ProxyError::DownstreamClosed, Some(used))),
+        }
+    }
+
     fn route_down(&self, route: &Members) -> bool {
         route
             .indices
@@ -527,6 +562,21 @@ async fn extra_for_waiters(pool: Rc<Pool>, i: usize) {
             d.open.set(d.open.get() - 1);
             rproxy_shared::debug!("extra connection to {}: {e}", d.label());
         }
+    }
+}
+
+/// A tunnel's place among its downstream's connections; dropped when the tunnel ends, and
+/// maintenance opens a pooled connection again.
+pub struct TunnelSlot {
+    pool: Rc<Pool>,
+    index: usize,
+}
+
+impl Drop for TunnelSlot {
+    fn drop(&mut self) {
+        let d = &self.pool.downstreams[self.index];
+        d.open.set(d.open.get().saturating_sub(1));
+        d.lost.notify_one();
     }
 }
 

@@ -27,25 +27,31 @@ pub struct ServerCtx {
 
 impl ServerCtx {
     /// Build server `index` of `config` and start its pool's connections (on the current
-    /// `LocalSet`). Its access log joins the worker's, for flushing and reopening.
-    pub fn start(config: &Config, index: usize, state: &Rc<WorkerState>) -> Rc<ServerCtx> {
+    /// `LocalSet`). Its access logs (the server's and its vhosts') join the worker's, for
+    /// flushing and reopening. Fails only when the rule sets exceed the regex size limit.
+    pub fn start(
+        config: &Config,
+        index: usize,
+        state: &Rc<WorkerState>,
+    ) -> Result<Rc<ServerCtx>, String> {
         let cfg = &config.servers[index];
+        let log = AccessLog::new(config, cfg.logging.as_ref(), state);
+        let routes = RouteTable::build(config, cfg, log, state)
+            .map_err(|e| format!("server[{index}]: cannot compile the routes: {e}"))?;
         let pool = Pool::new(cfg);
         pool.start();
         state.pools.borrow_mut().push(Rc::clone(&pool));
-        let log = AccessLog::new(config, cfg.logging.as_ref(), state);
-        let routes = RouteTable::flat(cfg, log);
         state
             .access_logs
             .borrow_mut()
             .extend(routes.logs().cloned());
-        Rc::new(ServerCtx {
+        Ok(Rc::new(ServerCtx {
             index,
             pool,
             routes,
             trusted: cfg.trusted_proxies.clone(),
             max_head: cfg.max_header_size,
             state: Rc::clone(state),
-        })
+        }))
     }
 }

@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,6 +15,37 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::framing::{Cut, FramingGuard, Verdict};
+
+/// A client connection's write timeout that the request stage sets per response (a rule's
+/// `upstream-write-timeout`). Shared with the socket under hyper, which must be `Send` (an
+/// upgraded stream is handed over as one), hence an atomic; one per connection, and only on
+/// servers with such a rule.
+#[derive(Clone)]
+pub struct WriteLimit(Arc<AtomicU64>);
+
+impl WriteLimit {
+    const NONE: u64 = u64::MAX;
+
+    pub fn new(limit: Option<Duration>) -> WriteLimit {
+        let l = WriteLimit(Arc::new(AtomicU64::new(Self::NONE)));
+        l.set(limit);
+        l
+    }
+
+    pub fn set(&self, limit: Option<Duration>) {
+        let ms = limit.map_or(Self::NONE, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(Self::NONE - 1)
+        });
+        self.0.store(ms, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            Self::NONE => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+}
 
 /// `S` is a downstream `TcpStream`, or whatever stream a client connection is by the time it
 /// reaches the HTTP stage (plain TCP today, TLS later).
@@ -23,6 +56,8 @@ pub struct TimedIo<S = TcpStream> {
     /// Set when the guard cut the stream: every later read fails.
     cut: Option<Cut>,
     write_timeout: Option<Duration>,
+    /// Replaces `write_timeout` when set (client connections of servers with rule overrides).
+    limit: Option<WriteLimit>,
     /// Armed while a write is blocked.
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
@@ -36,6 +71,7 @@ impl<S> TimedIo<S> {
             guard: None,
             cut: None,
             write_timeout,
+            limit: None,
             timer: None,
             armed: false,
         }
@@ -47,8 +83,18 @@ impl<S> TimedIo<S> {
         self
     }
 
+    /// Take the write timeout from `limit`, which the request stage may change per response.
+    pub fn with_write_limit(mut self, limit: WriteLimit) -> TimedIo<S> {
+        self.limit = Some(limit);
+        self
+    }
+
     fn blocked(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let Some(limit) = self.write_timeout else {
+        let current = match &self.limit {
+            Some(l) => l.get(),
+            None => self.write_timeout,
+        };
+        let Some(limit) = current else {
             return Poll::Pending;
         };
         let deadline = Instant::now() + limit;

@@ -81,7 +81,6 @@ pub struct ConnInfo {
 impl ConnInfo {
     /// The TLS server name (SNI, lowercase) the client asked for: what the route lookup
     /// takes as `Option<&str>`.
-    #[allow(dead_code)] // For the vhost route lookup.
     pub fn sni(&self) -> Option<&str> {
         self.tls.as_ref().and_then(|t| t.sni.as_deref())
     }
