@@ -38,8 +38,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_ATTEMPTS: usize = 3;
 
 /// A downstream may have up to this many times `connections` open while some of them stream
-/// responses to clients that read slowly (see [`Pool::overflow`]).
+/// responses to clients that read slowly (see [`Pool::may_overflow`]).
 const OVERFLOW_FACTOR: usize = 4;
+
+/// How long a request waits in the queue before an extra connection is opened for it (when
+/// connections are busy streaming to clients). Long enough that a busy pool of fast exchanges
+/// never opens extras (the benchmark at 256 clients on 64 connections queues for ~10 ms), short
+/// enough that a pool pinned by slow readers costs others ~50 ms once, not their whole wait.
+const SLOW_CLIENT: Duration = Duration::from_millis(50);
 
 type Sender = SendRequest<RequestBody>;
 
@@ -222,10 +228,7 @@ impl Pool {
         if self.route_down(route) {
             return Err(NoConnection::AllDown);
         }
-        if let Some(l) = self.overflow(route).await {
-            return Ok(l);
-        }
-        let rx = {
+        let mut rx = {
             let mut q = self.waiters.borrow_mut();
             if q.len() >= self.max_pending {
                 q.retain(|w| !w.tx.is_closed());
@@ -248,7 +251,25 @@ impl Pool {
             );
             rx
         };
-        match tokio::time::timeout(self.pending_timeout, rx).await {
+        // A pool of fast exchanges frees a connection within milliseconds. Still waiting after
+        // SLOW_CLIENT: its connections are pinned by clients reading slowly, so open an extra
+        // (it goes to the first waiter, in queue order) instead of making everyone wait.
+        let first = self.pending_timeout.min(SLOW_CLIENT);
+        let result = match tokio::time::timeout(first, &mut rx).await {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                if let Some(i) = route
+                    .indices
+                    .iter()
+                    .copied()
+                    .find(|&i| self.may_overflow(i))
+                {
+                    tokio::task::spawn_local(extra_connection(Rc::clone(self), i));
+                }
+                tokio::time::timeout(self.pending_timeout - first, rx).await
+            }
+        };
+        match result {
             Ok(Ok(lease)) => Ok(lease),
             // Dropped by `fail_waiters`: the route went down while we waited.
             Ok(Err(_)) => Err(NoConnection::AllDown),
@@ -309,30 +330,11 @@ impl Pool {
         }
     }
 
-    /// No idle connection, but some are busy streaming responses to slow clients (a 50 MB
-    /// response read at 1 MB / 2 s holds one for 100 s): open one more instead of making every
-    /// other request wait for them. Up to one extra per streaming connection, at most
-    /// `OVERFLOW_FACTOR` x `connections` in all; extras are closed when they come back idle
-    /// ([`Pool::put`]). Connections busy waiting for the downstream's answer do not count:
-    /// then the downstream is the slow one and requests queue (`max-pending`).
-    async fn overflow(self: &Rc<Self>, route: &Members) -> Option<Lease> {
-        let i = route
-            .indices
-            .iter()
-            .copied()
-            .find(|&i| self.may_overflow(i))?;
-        let d = &self.downstreams[i];
-        d.open.set(d.open.get() + 1);
-        match connect(self, i).await {
-            Ok(conn) => Some(Lease::new(Rc::clone(self), i, conn)),
-            Err(e) => {
-                d.open.set(d.open.get() - 1);
-                rproxy_shared::debug!("extra connection to {}: {e}", d.label());
-                None
-            }
-        }
-    }
-
+    /// Whether downstream `i` may get one more connection because some of its connections
+    /// are busy streaming responses to clients (a 50 MB response read at 1 MB / 2 s holds one
+    /// for 100 s): up to one extra per streaming connection, at most `OVERFLOW_FACTOR` x
+    /// `connections` in all. Connections busy waiting for the downstream's answer do not
+    /// count: then the downstream is the slow one and requests queue (`max-pending`).
     fn may_overflow(&self, i: usize) -> bool {
         let d = &self.downstreams[i];
         let cap = d.target * OVERFLOW_FACTOR;
@@ -411,8 +413,9 @@ impl Pool {
     }
 
     /// A connection became free: the first waiter that may use it gets it, else it idles, unless
-    /// `connections` are already idle or busy without it (an extra from [`Pool::overflow`]): then
-    /// it is closed. `fresh`: just opened by maintenance, always kept.
+    /// it is an extra no longer needed: `connections` are idle or busy without it, plus as many
+    /// extras as connections are streaming to clients ([`Pool::may_overflow`]). `fresh`: just
+    /// opened by maintenance, always kept.
     fn put(self: &Rc<Self>, i: usize, conn: Conn, fresh: bool) {
         let mut conn = conn;
         loop {
@@ -438,7 +441,8 @@ impl Pool {
             }
         }
         let d = &self.downstreams[i];
-        if !fresh && d.idle.borrow().len() + d.in_flight.get() as usize >= d.target {
+        let extras = d.streaming.get().min(d.target * (OVERFLOW_FACTOR - 1));
+        if !fresh && d.idle.borrow().len() + d.in_flight.get() as usize >= d.target + extras {
             // Dropping the sender closes it; its task then counts it out of `open`.
             return;
         }
@@ -476,15 +480,11 @@ impl Lease {
     }
 
     /// The response head went to the client; the body now streams at the client's pace.
-    /// Requests already queued would wait for that client: they get an extra connection.
     pub fn streaming(&mut self) {
         if !self.streaming {
             self.streaming = true;
             let d = self.downstream();
             d.streaming.set(d.streaming.get() + 1);
-            if !self.pool.waiters.borrow().is_empty() {
-                tokio::task::spawn_local(extra_for_waiters(Rc::clone(&self.pool), self.index));
-            }
         }
     }
 
@@ -548,9 +548,9 @@ impl Drop for Lease {
     }
 }
 
-/// One extra connection to downstream `i` for the requests queued when one of its connections
-/// started streaming to a client (see [`Pool::overflow`]); closed if nobody wants it.
-async fn extra_for_waiters(pool: Rc<Pool>, i: usize) {
+/// One extra connection to downstream `i` for the requests queued behind connections that
+/// stream to slow clients (see [`Pool::may_overflow`]); closed if nobody wants it.
+async fn extra_connection(pool: Rc<Pool>, i: usize) {
     if !pool.may_overflow(i) {
         return;
     }
