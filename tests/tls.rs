@@ -754,3 +754,219 @@ fn idle_http2_connections_end_at_read_timeout() {
     }
     assert!(goaway, "no GOAWAY in {got:?}");
 }
+
+/// What a client saw on one TLS connection: the peer certificate's CN and DNS SANs, the ALPN
+/// protocol chosen, and the answer to `GET /` with `Host: host`.
+struct SniAnswer {
+    cn: String,
+    sans: Vec<String>,
+    alpn: String,
+    status: u16,
+    body: String,
+}
+
+/// One connection offering `sni` (none when `None`) and ALPN `h2,http/1.1`; the certificate is
+/// read, not verified (the default certificate does not name an unknown SNI). When `alpn` came
+/// back as h2, only the handshake is checked (no request).
+fn sni_get(pki: &Pki, port: u16, sni: Option<&str>, host: &str) -> SniAnswer {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(pki.dir.join("ca.crt")).unwrap();
+    b.set_verify(SslVerifyMode::NONE);
+    b.set_alpn_protos(b"\x02h2\x08http/1.1").unwrap();
+    let ctx = b.build().into_context();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ssl = Ssl::new(&ctx).unwrap();
+    if let Some(n) = sni {
+        ssl.set_hostname(n).unwrap();
+    }
+    let mut s = ssl.connect(tcp).unwrap_or_else(|e| panic!("{sni:?}: {e}"));
+    let cert = s.ssl().peer_certificate().expect("a peer certificate");
+    let cn = cert
+        .subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()
+        .map(|e| String::from_utf8_lossy(e.data().as_slice()).into_owned())
+        .unwrap_or_default();
+    let sans = cert
+        .subject_alt_names()
+        .map(|v| {
+            v.iter()
+                .filter_map(|n| n.dnsname().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let alpn = s
+        .ssl()
+        .selected_alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    let (mut status, mut body) = (0, String::new());
+    if alpn != "h2" {
+        let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let (st, b) = parse_response(&out);
+        status = st;
+        body = String::from_utf8_lossy(&b).into_owned();
+    }
+    SniAnswer {
+        cn,
+        sans,
+        alpn,
+        status,
+        body,
+    }
+}
+
+/// SNI through the real binary: a server with its default certificate and two vhosts with
+/// certificates of their own (one by exact name, one by glob alias). Each SNI name gets its
+/// vhost's certificate and its vhost's rule and downstream; an unknown or absent SNI gets the
+/// server's certificate. The vhost with `alpn = ["http/1.1"]` never negotiates h2.
+#[test]
+fn sni_picks_the_vhost_certificate_route_and_alpn() {
+    let pki = Pki::new(&temp_dir("tls-sni-pki"));
+    let (a_crt, a_key) = pki.server("a", "a.test");
+    let (b_crt, b_key) = pki.server("b", "*.b.test");
+    let (ba, bb) = (Backend::start("backend-a"), Backend::start("backend-b"));
+    let port = free_port();
+    let ds = |name: &str, port: u16| {
+        format!(
+            "[[server.downstream]]\nname = \"{name}\"\naddr = \"127.0.0.1\"\nport = {port}\n\
+             connections = 2\n[server.downstream.retry]\nseconds = 0\nuseconds = 100000\n"
+        )
+    };
+    let cfg = format!(
+        "{}workers = 2\n\n[[server]]\naddr = \"127.0.0.1\"\nport = {port}\n{}\n{}{}\
+         [[server.vhost]]\nname = \"a.test\"\n\
+           [server.vhost.ssl]\n  enabled = true\n  cert = \"{}\"\n  key = \"{}\"\n\
+           [[server.vhost.rule]]\n  name = \"ra\"\n  uri-gmatch = \"/*\"\n  downstreams = [\"a\"]\n\
+         [[server.vhost]]\nname = \"b.example\"\naliases = [\"*.b.test\"]\n\
+           [server.vhost.ssl]\n  enabled = true\n  cert = \"{}\"\n  key = \"{}\"\n  alpn = [\"http/1.1\"]\n\
+           [[server.vhost.rule]]\n  name = \"rb\"\n  uri-gmatch = \"/*\"\n  downstreams = [\"b\"]\n",
+        identity(),
+        pki.ssl_section(""),
+        ds("a", ba.port),
+        ds("b", bb.port),
+        a_crt.display(),
+        a_key.display(),
+        b_crt.display(),
+        b_key.display(),
+    );
+    let p = Proxy::start("tls-sni", &cfg, port);
+
+    // Exact name: a's certificate, a's rule; h2 offered by the default alpn.
+    let a = sni_get(&pki, port, Some("a.test"), "a.test");
+    assert_eq!(
+        (a.cn.as_str(), a.sans.clone()),
+        ("a.test", vec!["a.test".to_string()])
+    );
+    assert_eq!(a.alpn, "h2", "a.test offers h2 (the default alpn)");
+    // Same name without h2 offered: the request reaches a's downstream.
+    let a1 = tls_get(
+        &client_ctx(&pki, SslVersion::TLS1_3, false),
+        port,
+        "a.test",
+        "",
+    )
+    .unwrap_or_else(|e| panic!("a.test: {e}\n{}", p.log()));
+    assert_eq!((a1.status, a1.cert_cn.as_str()), (200, "a.test"));
+    let (_, body) = {
+        let r = sni_get_h1(&pki, port, "A.TEST", "a.test");
+        (r.status, r.body)
+    };
+    assert_eq!(body, "backend-a", "SNI names match case-insensitively");
+
+    // Glob alias: b's certificate, b's rule, and never h2 (its alpn is http/1.1 only), even
+    // when the Host header names the other vhost (SNI decides).
+    for name in ["x.b.test", "deep.x.b.test"] {
+        let b = sni_get(&pki, port, Some(name), "a.test");
+        assert_eq!(b.cn, "*.b.test", "{name}");
+        assert_eq!(b.sans, vec!["*.b.test".to_string()], "{name}");
+        assert_ne!(
+            b.alpn, "h2",
+            "{name}: h2 negotiated on an http/1.1-only vhost"
+        );
+        assert_eq!((b.status, b.body.as_str()), (200, "backend-b"), "{name}");
+    }
+    // The verified path too (the openssl crate checks the name against the wildcard).
+    let b1 = tls_get(
+        &client_ctx(&pki, SslVersion::TLS1_2, false),
+        port,
+        "y.b.test",
+        "",
+    )
+    .unwrap_or_else(|e| panic!("y.b.test: {e}\n{}", p.log()));
+    assert_eq!((b1.status, b1.cert_cn.as_str()), (200, "*.b.test"));
+
+    // Unknown SNI: the server's certificate and alpn; no vhost takes it (SNI decides), so 404.
+    let u = sni_get(&pki, port, Some("unknown.test"), "a.test");
+    assert_eq!(u.cn, "rproxy.test");
+    assert_eq!(u.alpn, "h2");
+    // `b.test` itself is not matched by `*.b.test`.
+    let bare = sni_get_h1(&pki, port, "b.test", "b.test");
+    assert_eq!((bare.cn.as_str(), bare.status), ("rproxy.test", 404));
+    // No SNI at all: the server's certificate; the Host header routes.
+    let none = sni_get(&pki, port, None, "x.b.test");
+    assert_eq!(none.cn, "rproxy.test");
+    let none = sni_get_h1_nosni(&pki, port, "x.b.test");
+    assert_eq!(
+        (none.cn.as_str(), none.status, none.body.as_str()),
+        ("rproxy.test", 200, "backend-b")
+    );
+    let none = sni_get_h1_nosni(&pki, port, "a.test");
+    assert_eq!((none.status, none.body.as_str()), (200, "backend-a"));
+    assert!(
+        ba.hits() >= 3 && bb.hits() >= 4,
+        "{} {}",
+        ba.hits(),
+        bb.hits()
+    );
+}
+
+/// As `sni_get`, offering only http/1.1, so that a request is always made.
+fn sni_get_h1(pki: &Pki, port: u16, sni: &str, host: &str) -> SniAnswer {
+    h1_get(pki, port, Some(sni), host)
+}
+
+fn sni_get_h1_nosni(pki: &Pki, port: u16, host: &str) -> SniAnswer {
+    h1_get(pki, port, None, host)
+}
+
+fn h1_get(pki: &Pki, port: u16, sni: Option<&str>, host: &str) -> SniAnswer {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(pki.dir.join("ca.crt")).unwrap();
+    b.set_verify(SslVerifyMode::NONE);
+    b.set_alpn_protos(b"\x08http/1.1").unwrap();
+    let ctx = b.build().into_context();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ssl = Ssl::new(&ctx).unwrap();
+    if let Some(n) = sni {
+        ssl.set_hostname(n).unwrap();
+    }
+    let mut s = ssl.connect(tcp).unwrap_or_else(|e| panic!("{sni:?}: {e}"));
+    let cn = s
+        .ssl()
+        .peer_certificate()
+        .and_then(|c| {
+            c.subject_name()
+                .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+                .next()
+                .map(|e| String::from_utf8_lossy(e.data().as_slice()).into_owned())
+        })
+        .unwrap_or_default();
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let (status, body) = parse_response(&out);
+    SniAnswer {
+        cn,
+        sans: Vec::new(),
+        alpn: String::new(),
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
