@@ -4,11 +4,14 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
 use openssl::asn1::{Asn1Integer, Asn1Time};
@@ -969,4 +972,401 @@ fn h1_get(pki: &Pki, port: u16, sni: Option<&str>, host: &str) -> SniAnswer {
         status,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Soak: mixed plain and TLS load under reloads and killed workers.
+
+/// What the soak's clients saw.
+#[derive(Default)]
+struct SoakStats {
+    ok: AtomicU64,
+    /// Failed requests on a connection a SIGKILLed worker held (tolerated, counted apart).
+    killed: AtomicU64,
+    /// Any other failed request (must stay 0).
+    failed: AtomicU64,
+    /// TLS connections that offered a session, and those the server resumed.
+    offered: AtomicU64,
+    resumed: AtomicU64,
+}
+
+struct Soak {
+    stop: AtomicBool,
+    /// Client ports of the connections the killed workers held when they were killed.
+    killed_ports: Mutex<HashSet<u16>>,
+    stats: SoakStats,
+    host: &'static str,
+}
+
+impl Soak {
+    fn fail(&self, what: &str, local: u16, e: &str) {
+        if self.killed_ports.lock().unwrap().contains(&local) {
+            self.stats.killed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            eprintln!("soak: {what}: connection from port {local}: {e}");
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One `GET /soak` on `s`; whether the connection may be used again. The answer must be 200 and
+/// the backend's name.
+fn soak_exchange<S: Read + Write>(s: &mut S, host: &str, close: bool) -> Result<bool, String> {
+    let conn = if close { "close" } else { "keep-alive" };
+    s.write_all(
+        format!("GET /soak HTTP/1.1\r\nHost: {host}\r\nConnection: {conn}\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).map_err(|e| format!("read head: {e}"))?;
+        if n == 0 {
+            return Err(format!("eof after {} bytes of head", buf.len()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no content-length: {head}"))?;
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).map_err(|e| format!("read body: {e}"))?;
+        if n == 0 {
+            return Err("eof in body".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    if !head.starts_with("http/1.1 200") || &buf[head_end..head_end + len] != b"soak" {
+        return Err(format!("bad answer: {}", String::from_utf8_lossy(&buf)));
+    }
+    Ok(!close && !head.contains("connection: close"))
+}
+
+fn soak_connect(port: u16) -> Result<(TcpStream, u16), String> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    tcp.set_nodelay(true).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let local = tcp.local_addr().unwrap().port();
+    Ok((tcp, local))
+}
+
+/// Plain HTTP: keep-alive (`close` false) or a new connection per request.
+fn soak_plain(soak: &Soak, port: u16, close: bool, end: Instant) {
+    let mut conn: Option<(TcpStream, u16)> = None;
+    while !soak.stop.load(Ordering::Relaxed) && Instant::now() < end {
+        let (mut s, local) = match conn.take() {
+            Some(c) => c,
+            None => match soak_connect(port) {
+                Ok(c) => c,
+                Err(e) => {
+                    soak.fail("plain", 0, &e);
+                    continue;
+                }
+            },
+        };
+        match soak_exchange(&mut s, soak.host, close) {
+            Ok(keep) => {
+                soak.stats.ok.fetch_add(1, Ordering::Relaxed);
+                if keep {
+                    conn = Some((s, local));
+                }
+            }
+            Err(e) => soak.fail("plain", local, &e),
+        }
+    }
+}
+
+/// TLS keep-alive requests (`per_conn` requests per connection, then a new connection).
+fn soak_tls_keepalive(soak: &Soak, ctx: &SslContext, port: u16, end: Instant) {
+    while !soak.stop.load(Ordering::Relaxed) && Instant::now() < end {
+        let (tcp, local) = match soak_connect(port) {
+            Ok(c) => c,
+            Err(e) => {
+                soak.fail("tls keep-alive", 0, &e);
+                continue;
+            }
+        };
+        let mut ssl = Ssl::new(ctx).unwrap();
+        ssl.set_hostname(soak.host).unwrap();
+        let mut s = match ssl.connect(tcp) {
+            Ok(s) => s,
+            Err(e) => {
+                soak.fail("tls keep-alive handshake", local, &e.to_string());
+                continue;
+            }
+        };
+        for _ in 0..200 {
+            match soak_exchange(&mut s, soak.host, false) {
+                Ok(true) => {
+                    soak.stats.ok.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(false) => {
+                    soak.stats.ok.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => {
+                    soak.fail("tls keep-alive", local, &e);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A new TLS connection per request with `openssl s_client` (the openssl crate's `set_session`
+/// never resumed here: see `s_client`), each offering the newest session the server gave. It
+/// binds a known local port, so that a failure can be told apart when a killed worker held it.
+fn soak_tls_resume(soak: &Soak, pki: &Pki, version: &str, port: u16, end: Instant) {
+    let sess = pki.dir.join(format!("soak-session{version}.pem"));
+    while !soak.stop.load(Ordering::Relaxed) && Instant::now() < end {
+        let local = free_port();
+        let offered = sess.exists();
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args(["-bind", &format!("127.0.0.1:{local}")])
+            .args(["-servername", soak.host, version, "-ign_eof", "-CAfile"])
+            .arg(pki.dir.join("ca.crt"))
+            .arg("-sess_out")
+            .arg(&sess)
+            .args(if offered {
+                vec!["-sess_in".into(), sess.clone().into_os_string()]
+            } else {
+                vec![]
+            })
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl s_client");
+        let _ = child.stdin.take().unwrap().write_all(
+            format!(
+                "GET /soak HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                soak.host
+            )
+            .as_bytes(),
+        );
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("HTTP/1.1 200") && text.contains("\r\n\r\nsoak") {
+            soak.stats.ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("Address already in use") {
+                continue; // the port was taken meanwhile: no connection was made
+            }
+            let tail = &text[text.len().saturating_sub(400)..];
+            soak.fail("tls resume", local, &format!("{tail}\n{err}"));
+            continue;
+        }
+        if offered {
+            soak.stats.offered.fetch_add(1, Ordering::Relaxed);
+            if text.contains("\nReused, ") {
+                soak.stats.resumed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A process's start time, in clock ticks after boot (field 22 of /proc/PID/stat).
+fn start_time(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
+    rest.split_whitespace()
+        .nth(19)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Client ports of the established connections `pid` holds on `ports` (server side), from
+/// /proc/net/tcp and the process's fds.
+fn client_ports_of(pid: i32, ports: &[u16]) -> HashSet<u16> {
+    let mut by_inode = std::collections::HashMap::new();
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    for l in tcp.lines().skip(1) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 10 || f[3] != "01" {
+            continue;
+        }
+        let port = |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap_or(""), 16).ok();
+        if let (Some(lp), Some(rp)) = (port(f[1]), port(f[2])) {
+            if ports.contains(&lp) {
+                by_inode.insert(f[9].to_string(), rp);
+            }
+        }
+    }
+    let mut out = HashSet::new();
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in rd.flatten() {
+            if let Ok(t) = std::fs::read_link(e.path()) {
+                let t = t.to_string_lossy();
+                if let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                    if let Some(p) = by_inode.get(inode) {
+                        out.insert(*p);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// 50 s of mixed load on 4 workers: plain keep-alive and new-connection clients on one server,
+/// TLS keep-alive clients and TLS clients that resume a session on every new connection (TLS 1.3
+/// and 1.2) on another, while SIGHUP arrives every 1-3 s and a worker is SIGKILLed every 5-10 s.
+///
+/// Tolerated: a failed request on a connection the killed worker held when it was killed (the
+/// worker is SIGSTOPped, its connections are read from /proc, then it is SIGKILLed: those
+/// client ports are the only ones whose failures count apart). Every other failure fails the
+/// test: reloads must lose nothing. Resumption must hold throughout: >= 90 % of the connections
+/// that offered a session resumed. The master's log must show the reloads completed and every
+/// killed worker noticed, and 4 workers serve at the end.
+#[test]
+fn soak_reloads_and_killed_workers_under_mixed_tls_and_plain_load() {
+    const SOAK: Duration = Duration::from_secs(50);
+    let pki = Pki::new(&temp_dir("tls-soak-pki"));
+    let backend = Backend::start("soak");
+    let (plain, tls) = (free_port(), free_port());
+    let ds = format!(
+        "[[server.downstream]]\naddr = \"127.0.0.1\"\nport = {}\nconnections = 4\n",
+        backend.port
+    );
+    let cfg = format!(
+        "{}workers = 4\n\n[[server]]\naddr = \"127.0.0.1\"\nport = {plain}\n{ds}\n\
+         [[server]]\naddr = \"127.0.0.1\"\nport = {tls}\n{}\n{ds}",
+        identity(),
+        pki.ssl_section(""),
+    );
+    let p = Proxy::start("tls-soak", &cfg, tls);
+    wait_port(plain, Duration::from_secs(5));
+    let soak = Arc::new(Soak {
+        stop: AtomicBool::new(false),
+        killed_ports: Mutex::default(),
+        stats: SoakStats::default(),
+        host: "rproxy.test",
+    });
+    let end = Instant::now() + SOAK + Duration::from_secs(5);
+    let ka_ctx = client_ctx(&pki, SslVersion::TLS1_3, false);
+    let mut threads = Vec::new();
+    for i in 0..3 {
+        let s = soak.clone();
+        threads.push(std::thread::spawn(move || {
+            soak_plain(&s, plain, i == 2, end)
+        }));
+    }
+    for _ in 0..2 {
+        let (s, ctx) = (soak.clone(), ka_ctx.clone());
+        threads.push(std::thread::spawn(move || {
+            soak_tls_keepalive(&s, &ctx, tls, end)
+        }));
+    }
+    let pki = Arc::new(pki);
+    for v in ["-tls1_3", "-tls1_2"] {
+        let (s, pki) = (soak.clone(), pki.clone());
+        threads.push(std::thread::spawn(move || {
+            soak_tls_resume(&s, &pki, v, tls, end)
+        }));
+    }
+
+    // A small LCG: the intervals vary, the run is the same every time.
+    let mut seed: u64 = 0x5eed;
+    let mut rand = |lo: u64, hi: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        lo + (seed >> 33) % (hi - lo + 1)
+    };
+    let start = Instant::now();
+    let mut next_hup = start + Duration::from_millis(rand(1000, 3000));
+    let mut next_kill = start + Duration::from_millis(rand(5000, 10000));
+    let (mut hups, mut victims) = (0usize, Vec::new());
+    let mut killed_conns = 0usize;
+    while start.elapsed() < SOAK {
+        let now = Instant::now();
+        if now >= next_hup {
+            p.signal(libc::SIGHUP);
+            hups += 1;
+            next_hup = now + Duration::from_millis(rand(1000, 3000));
+        }
+        if now >= next_kill {
+            // The 4 newest workers: the serving generation (or the one starting).
+            let mut w = p.workers();
+            w.sort_by_key(|&pid| start_time(pid));
+            let w = w.split_off(w.len().saturating_sub(4));
+            if !w.is_empty() {
+                let victim = w[rand(0, w.len() as u64 - 1) as usize];
+                // SAFETY: signalling a worker of the proxy this test started, by PID.
+                unsafe { libc::kill(victim, libc::SIGSTOP) };
+                std::thread::sleep(Duration::from_millis(5));
+                let held = client_ports_of(victim, &[plain, tls]);
+                killed_conns += held.len();
+                soak.killed_ports.lock().unwrap().extend(held);
+                // SAFETY: as above.
+                unsafe { libc::kill(victim, libc::SIGKILL) };
+                victims.push(victim);
+            }
+            next_kill = now + Duration::from_millis(rand(5000, 10000));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    soak.stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let st = &soak.stats;
+    let (ok, killed, failed) = (
+        st.ok.load(Ordering::Relaxed),
+        st.killed.load(Ordering::Relaxed),
+        st.failed.load(Ordering::Relaxed),
+    );
+    let (offered, resumed) = (
+        st.offered.load(Ordering::Relaxed),
+        st.resumed.load(Ordering::Relaxed),
+    );
+    let log = p.log();
+    let reloads = log.matches("reload complete").count();
+    eprintln!(
+        "soak: {:?}: {ok} ok, {failed} failed, {killed} failed on the {killed_conns} connections \
+         of {} killed workers; {hups} SIGHUPs, {reloads} reloads complete; {resumed}/{offered} \
+         TLS reconnections resumed ({:.1} %)",
+        start.elapsed(),
+        victims.len(),
+        100.0 * resumed as f64 / offered.max(1) as f64
+    );
+    assert_eq!(failed, 0, "requests failed that no killed worker held");
+    assert!(ok > 1000, "too little traffic: {ok}");
+    assert!(killed <= killed_conns as u64, "{killed} > {killed_conns}");
+    assert!(offered > 100, "too few TLS reconnections: {offered}");
+    assert!(
+        resumed * 100 >= offered * 90,
+        "only {resumed}/{offered} reconnections resumed"
+    );
+    // Each SIGHUP during a reload is folded into it; most must still complete one.
+    assert!(
+        victims.len() >= 5 && reloads * 2 >= hups && reloads >= 10,
+        "{reloads} reloads for {hups} SIGHUPs, {} kills",
+        victims.len()
+    );
+    for v in &victims {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("worker {v} (generation"))
+                    && l.contains("killed by signal SIGKILL; replacing it")),
+            "the master never noticed worker {v} killed"
+        );
+    }
+    wait_until("4 serving workers", Duration::from_secs(20), || {
+        let w = p.workers();
+        w.len() == 4 && victims.iter().all(|v| !w.contains(v))
+    });
+    let a = tls_get(&ka_ctx, tls, "rproxy.test", "").unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(get(plain, "/").0, 200);
 }
