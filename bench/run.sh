@@ -4,7 +4,7 @@
 #
 #   bash bench/run.sh [--workers N] [--duration S] [--rounds R]
 #                     [--only both|nginx|rproxy] [--warmup S] [--no-build] [--out FILE]
-#                     [--keep-raw DIR] [--routed]
+#                     [--keep-raw DIR] [--routed] [--tls]
 set -euo pipefail
 
 WORKERS=1
@@ -23,6 +23,13 @@ NGINX_PORT=18082
 RPROXY_PORT=18083
 ROUTED_PORT=18084
 ROUTED=0
+TLS=0
+TLS_NGINX_PORT=18085
+TLS_RPROXY_PORT=18086
+# TLS 1.2 ciphers of both proxies: rproxy's default (forward-secret AEAD only).
+TLS_CIPHERS=ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305
+IDLE_CONNS=1000
+TLS_OUT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/results-tls.md"
 ROUTED_HOST=v49.bench.test
 BIG_BYTES=65536
 SMALL_BODY='hello world!'   # + "\n" = 13 bytes
@@ -48,6 +55,11 @@ usage() {
   --routed        also run rproxy-routed: a second rproxy whose configuration has 50 vhosts x
                   20 rules, every request matching the LAST rule of the LAST vhost (Host:
                   v49.bench.test); the report compares its CPU per request with the flat form's
+  --tls           also TLS cases (nginx and rproxy each get a second, HTTPS listener with the same
+                  self-signed RSA 2048 certificate, nginx with ssl_session_cache shared: + tickets):
+                  keep-alive requests (wrk over https), full handshakes (openssl s_time -new),
+                  resumed handshakes (openssl s_time -reuse), and RSS per idle TLS keep-alive
+                  connection (1000 connections); table in bench/results-tls.md
 EOF
 }
 
@@ -66,6 +78,7 @@ while (($#)); do
         --out) OUT=${2:?}; shift 2 ;;
         --keep-raw) KEEP_RAW=${2:?}; shift 2 ;;
         --routed) ROUTED=1; shift ;;
+        --tls) TLS=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -203,7 +216,7 @@ fi
 
 # ------------------------------------------------------------------ ports must be free
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$ORIGIN_PORT" "$NGINX_PORT" "$RPROXY_PORT" "$ROUTED_PORT"; do
+for p in "$ORIGIN_PORT" "$NGINX_PORT" "$RPROXY_PORT" "$ROUTED_PORT" "$TLS_NGINX_PORT" "$TLS_RPROXY_PORT"; do
     port_busy "$p" && die "127.0.0.1:$p is already in use (another benchmark running?)"
 done
 
@@ -262,6 +275,14 @@ $(nginx_http_common "$ORIGIN_DIR")
 EOF
 } >"$ORIGIN_DIR/nginx.conf"
 
+if ((TLS)); then
+    command -v openssl >/dev/null 2>&1 || { log "installing openssl"; apt_install openssl; }
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/tls.key" -out "$TMP/tls.crt" -days 7 \
+        -subj "/CN=bench.test" -addext "subjectAltName=DNS:bench.test" 2>/dev/null \
+        || die "openssl req failed"
+    chmod 600 "$TMP/tls.key"
+fi
+
 NGINX_DIR=$TMP/nginx-proxy
 mkdir -p "$NGINX_DIR/tmp"
 {
@@ -291,9 +312,35 @@ $(nginx_http_common "$NGINX_DIR")
             proxy_buffers 16 8k;
         }
     }
+    include $NGINX_DIR/tls.conf;
 }
 EOF
 } >"$NGINX_DIR/nginx.conf"
+: >"$NGINX_DIR/tls.conf"
+if ((TLS)); then
+    cat >"$NGINX_DIR/tls.conf" <<EOF
+    server {
+        listen 127.0.0.1:$TLS_NGINX_PORT ssl backlog=1024;
+        ssl_certificate $TMP/tls.crt;
+        ssl_certificate_key $TMP/tls.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers $TLS_CIPHERS;
+        ssl_prefer_server_ciphers on;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_tickets on;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_buffer_size 8k;
+            proxy_buffers 16 8k;
+        }
+    }
+EOF
+fi
 
 RPROXY_DIR=$TMP/rproxy
 mkdir -p "$RPROXY_DIR"
@@ -339,6 +386,26 @@ mkdir -p "$ROUTED_DIR"
         printf '    [[server.vhost.rule]]\n    name = "last"\n    uri-rmatch = "^/(small|big)$"\n    downstreams = ["origin"]\n'
     done
 } >"$ROUTED_DIR/rproxy.toml"
+
+# The HTTPS listener of rproxy (after the routed config, which is derived from this file).
+if ((TLS)); then
+    cat >>"$RPROXY_DIR/rproxy.toml" <<EOF
+
+[[server]]
+addr = "127.0.0.1"
+port = $TLS_RPROXY_PORT
+max-pending = 1024
+  [server.ssl]
+  enabled = true
+  cert = "$TMP/tls.crt"
+  key = "$TMP/tls.key"
+
+  [[server.downstream]]
+  addr = "127.0.0.1"
+  port = $ORIGIN_PORT
+  connections = 64
+EOF
+fi
 
 # ------------------------------------------------------------------ start servers
 declare -A MASTER PORT LOGF HOSTHDR
@@ -513,6 +580,118 @@ python3 "$REPORT" table "$RUNS" "$OUT" \
     "machine=$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), Linux $(uname -r); wrk, origin and proxy share them" \
     "versions=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(wrk --version 2>&1 | head -n1 | awk '{print "wrk " $2}')"
 log "written: $OUT"
+# ------------------------------------------------------------------ TLS cases (--tls)
+if ((TLS)); then
+    TLS_PROXIES=()
+    for p in nginx rproxy; do want "$p" && TLS_PROXIES+=("$p"); done
+    declare -A TLSPORT=([nginx]=$TLS_NGINX_PORT [rproxy]=$TLS_RPROXY_PORT)
+    for proxy in "${TLS_PROXIES[@]}"; do
+        got=$(curl -fsSk --max-time 5 "https://127.0.0.1:${TLSPORT[$proxy]}/small") \
+            || die "$proxy: GET https://127.0.0.1:${TLSPORT[$proxy]}/small failed"
+        [[ $got == "hello world!" ]] || die "$proxy: https /small answered '$got'"
+    done
+    proxy_cpu() { python3 "$REPORT" window "${MASTER[$1]}" "${MASTER[origin]}" before | awk '{ print $1 }'; }
+    TLSRUNS=$RAW/tls.tsv
+    : >"$TLSRUNS"
+    for ((round = 1; round <= ROUNDS; round++)); do
+        order=("${TLS_PROXIES[@]}")
+        if ((round % 2 == 0)); then
+            order=()
+            for ((i = ${#TLS_PROXIES[@]} - 1; i >= 0; i--)); do order+=("${TLS_PROXIES[i]}"); done
+        fi
+        for case in keepalive full resumed; do
+            for proxy in "${order[@]}"; do
+                port=${TLSPORT[$proxy]}
+                out=$RAW/tls.$round.$proxy.$case.txt
+                check_alive "$proxy"
+                cpu0=$(proxy_cpu "$proxy")
+                case $case in
+                    keepalive)
+                        timeout "$WRK_LIMIT" wrk -t"$WRK_THREADS" -c64 -d"${DURATION}s" \
+                            "https://127.0.0.1:$port/small" >"$out" 2>&1 || { cat "$out" >&2; die "wrk https failed on $proxy"; }
+                        count=$(awk '/requests in/ { print $1 }' "$out")
+                        errs=$(awk '/Socket errors|Non-2xx/' "$out" | tr '\n' ' ')
+                        ;;
+                    full|resumed)
+                        flag=-new; [[ $case == resumed ]] && flag=-reuse
+                        # Two clients in parallel (2 CPUs); each line: "N connections in Xs; ..."
+                        stpids=()
+                        for k in 1 2; do
+                            timeout "$WRK_LIMIT" openssl s_time -connect "127.0.0.1:$port" "$flag" \
+                                -time "$DURATION" -www /small >"$out.$k" 2>&1 &
+                            stpids+=($!)
+                        done
+                        wait "${stpids[@]}" || true
+                        cat "$out.1" "$out.2" >"$out"
+                        count=$(grep -hE '^[0-9]+ connections in [0-9.]+s;' "$out.1" "$out.2" | awk '{ s += $1 } END { print s + 0 }')
+                        errs=$(grep -c 'ERROR\|error' "$out" || true)
+                        ;;
+                esac
+                cpu1=$(proxy_cpu "$proxy")
+                check_alive "$proxy"
+                ((count > 0)) || { cat "$out" >&2; die "$proxy $case: nothing completed"; }
+                printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$proxy" "$case" "$count" "$(delta "$cpu0" "$cpu1")" "$errs" >>"$TLSRUNS"
+                log "tls round $round $proxy $case: $count in ${DURATION}s, proxy cpu $(delta "$cpu0" "$cpu1") s"
+                sleep 1
+            done
+        done
+    done
+    IDLE=$RAW/tls-idle.tsv
+    : >"$IDLE"
+    for proxy in "${TLS_PROXIES[@]}"; do
+        read -r b a c < <(timeout 120 python3 "$BENCH_DIR/idle_tls.py" "${TLSPORT[$proxy]}" "${MASTER[$proxy]}" "$IDLE_CONNS") \
+            || die "idle TLS connections against $proxy failed"
+        printf '%s\t%s\t%s\t%s\n' "$proxy" "$b" "$a" "$c" >>"$IDLE"
+        log "idle TLS $proxy: RSS $b KiB -> $a KiB with $c connections"
+    done
+    commit=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    python3 - "$TLSRUNS" "$IDLE" "$TLS_OUT" "$commit" "$WORKERS" "$DURATION" "$ROUNDS" \
+        "$("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(openssl version)" <<'PY'
+import statistics, sys, time
+runs, idle, out, commit, workers, duration, rounds, versions = sys.argv[1:9]
+rows = [l.rstrip("\n").split("\t") for l in open(runs) if l.strip()]
+per = {}
+for r in rows:
+    rnd, proxy, case, count, cpu = r[0], r[1], r[2], int(r[3]), float(r[4])
+    per.setdefault((case, proxy), []).append((cpu * 1e6 / count, count / float(duration)))
+names = {"keepalive": "keep-alive TLS request (wrk -c64, GET /small)",
+         "full": "full handshake + 1 request (s_time -new, x2)",
+         "resumed": "resumed handshake + 1 request (s_time -reuse, x2)"}
+L = ["# TLS: rproxy vs nginx", "",
+     f"`bash bench/run.sh --tls --workers {workers} --rounds {rounds} --duration {duration}` at rproxy {commit}, "
+     f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {versions}. Same self-signed RSA 2048 "
+     "certificate, same TLS 1.2 cipher list, TLS 1.3 negotiated by every client here; nginx with "
+     "`ssl_session_cache shared:SSL:10m` and `ssl_session_tickets on`, rproxy with its defaults "
+     "(shared cache and tickets on). CPU = user+system time of the proxy's master and workers over "
+     "the run, divided by what completed; medians over the rounds.", "",
+     "| case | nginx CPU µs/unit | rproxy CPU µs/unit | ratio rproxy/nginx | nginx /s | rproxy /s |",
+     "|---|---|---|---|---|---|"]
+for case in ("keepalive", "full", "resumed"):
+    n = per.get((case, "nginx"), [])
+    r = per.get((case, "rproxy"), [])
+    if not n or not r:
+        continue
+    nc, rc = statistics.median(x[0] for x in n), statistics.median(x[0] for x in r)
+    nr, rr = statistics.median(x[1] for x in n), statistics.median(x[1] for x in r)
+    L.append(f"| {names[case]} | {nc:.1f} | {rc:.1f} | **{rc / nc:.2f}** | {nr:.0f} | {rr:.0f} |")
+L += ["", "RSS per idle TLS keep-alive connection (1000 connections, each after one request; RSS of "
+      "master + workers, before and with them):", "",
+      "| proxy | RSS before KiB | RSS with connections KiB | KiB per connection |", "|---|---|---|---|"]
+idl = {}
+for l in open(idle):
+    p, b, a, c = l.split()
+    idl[p] = (int(a) - int(b)) / int(c)
+    L.append(f"| {p} | {b} | {a} | {idl[p]:.1f} |")
+if "nginx" in idl and "rproxy" in idl and idl["nginx"] > 0:
+    L.append(f"\nratio rproxy/nginx per idle connection: **{idl['rproxy'] / idl['nginx']:.2f}**")
+L += ["", "Every run:", "", "| round | proxy | case | completed | proxy CPU s | errors |", "|---|---|---|---|---|---|"]
+for r in rows:
+    L.append("| " + " | ".join(r + [""] * (6 - len(r))) + " |")
+open(out, "w").write("\n".join(L) + "\n")
+print("\n".join(L))
+PY
+    log "written: $TLS_OUT"
+fi
 if [[ -n $KEEP_RAW ]]; then
     mkdir -p "$KEEP_RAW"
     cp "$RAW"/* "$KEEP_RAW"/

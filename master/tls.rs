@@ -104,6 +104,13 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
     }
 }
 
+/// TLS 1.2 ciphers when `ciphers` is unset: forward secret and AEAD only (Mozilla's
+/// "intermediate" list without DHE). OpenSSL's default also offers CBC and RSA key exchange,
+/// which testssl.sh reports (LUCKY13: "potentially VULNERABLE").
+pub const DEFAULT_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:\
+ECDHE-RSA-CHACHA20-POLY1305";
+
 /// A context for one TLS section; errors name the key and the file.
 fn context(ssl: &Ssl, key: &str) -> Result<SslContextBuilder, String> {
     let mut b = SslContextBuilder::new(SslMethod::tls_server())
@@ -115,10 +122,9 @@ fn context(ssl: &Ssl, key: &str) -> Result<SslContextBuilder, String> {
     b.check_private_key()
         .map_err(|e| format!("{key}.key: does not match the certificate: {e}"))?;
     protocols(&mut b, &ssl.protocols).map_err(|e| format!("{key}.protocols-on: {e}"))?;
-    if let Some(c) = &ssl.ciphers {
-        b.set_cipher_list(c)
-            .map_err(|e| format!("{key}.ciphers: `{c}`: {e}"))?;
-    }
+    let c = ssl.ciphers.as_deref().unwrap_or(DEFAULT_CIPHERS);
+    b.set_cipher_list(c)
+        .map_err(|e| format!("{key}.ciphers: `{c}`: {e}"))?;
     if let Some(c) = &ssl.ciphersuites {
         b.set_ciphersuites(c)
             .map_err(|e| format!("{key}.ciphersuites: `{c}`: {e}"))?;
