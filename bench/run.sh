@@ -625,6 +625,13 @@ if ((TLS)); then
                         cat "$out.1" "$out.2" >"$out"
                         count=$(grep -hE '^[0-9]+ connections in [0-9.]+s;' "$out.1" "$out.2" | awk '{ s += $1 } END { print s + 0 }')
                         errs=$(grep -c 'ERROR\|error' "$out" || true)
+                        if [[ $case == resumed ]]; then
+                            # s_time prints one character per connection: r = resumed.
+                            marks=$(grep -hE '^[r*t3]+$' "$out.1" "$out.2" | tr -d '\n')
+                            r=${marks//[^r]/}
+                            ((${#marks} > 0 && ${#r} * 100 >= ${#marks} * 90)) \
+                                || die "$proxy: only ${#r} of ${#marks} s_time -reuse connections resumed"
+                        fi
                         ;;
                 esac
                 cpu1=$(proxy_cpu "$proxy")
