@@ -1221,7 +1221,7 @@ fn client_ports_of(pid: i32, ports: &[u16]) -> HashSet<u16> {
     out
 }
 
-/// 50 s of mixed load on 4 workers: plain keep-alive and new-connection clients on one server,
+/// 60 s of mixed load on 4 workers: plain keep-alive and new-connection clients on one server,
 /// TLS keep-alive clients and TLS clients that resume a session on every new connection (TLS 1.3
 /// and 1.2) on another, while SIGHUP arrives every 1-3 s and a worker is SIGKILLed every 5-10 s.
 ///
@@ -1233,7 +1233,7 @@ fn client_ports_of(pid: i32, ports: &[u16]) -> HashSet<u16> {
 /// killed worker noticed, and 4 workers serve at the end.
 #[test]
 fn soak_reloads_and_killed_workers_under_mixed_tls_and_plain_load() {
-    const SOAK: Duration = Duration::from_secs(50);
+    const SOAK: Duration = Duration::from_secs(60);
     let pki = Pki::new(&temp_dir("tls-soak-pki"));
     let backend = Backend::start("soak");
     let (plain, tls) = (free_port(), free_port());
