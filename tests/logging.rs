@@ -17,25 +17,6 @@ fn logged_config(port: u16, backend: u16, log: &Path, format: &str, workers: usi
     )
 }
 
-fn read_lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn wait_lines(p: &Path, n: usize) -> Vec<String> {
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        let l = read_lines(p);
-        if l.len() >= n || Instant::now() > end {
-            return l;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn every_variable_is_logged() {
     let b = Backend::start("b");

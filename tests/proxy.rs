@@ -512,13 +512,7 @@ fn ambiguous_framing_is_refused() {
         ("te in http/1.0", b"POST /echo HTTP/1.0\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
         ("negative length", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n"),
     ];
-    for (name, bytes) in attacks {
-        let before = b.hits();
-        let text = raw_response(port, bytes);
-        let (status, _) = parse_response(&text);
-        assert_eq!(status, 400, "{name}: {:?}", String::from_utf8_lossy(&text));
-        assert_eq!(b.hits(), before, "{name} reached the downstream");
-    }
+    assert_refused_400(port, &b, attacks);
 }
 
 #[test]

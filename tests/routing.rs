@@ -32,25 +32,6 @@ fn downstream(name: &str, port: u16) -> String {
     )
 }
 
-fn read_lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn wait_lines(p: &Path, n: usize) -> Vec<String> {
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        let l = read_lines(p);
-        if l.len() >= n || Instant::now() > end {
-            return l;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A hand-written origin: answers every request head with `200 ok` carrying `Server: origin`
 /// and `X-Keep: 1`; a request for `/tunnel...` gets `TUNNEL <head>` and then every byte echoed
 /// back, as a passthrough peer would.

@@ -580,6 +580,38 @@ pub fn parse_response(text: &[u8]) -> (u16, Vec<u8>) {
     (status, body)
 }
 
+/// Each `(name, raw request)` gets 400 on a connection of its own, and `backend` sees none.
+pub fn assert_refused_400(port: u16, backend: &Backend, attacks: &[(&str, &[u8])]) {
+    for (name, bytes) in attacks {
+        let before = backend.hits();
+        let text = raw_response(port, bytes);
+        let (status, _) = parse_response(&text);
+        assert_eq!(status, 400, "{name}: {:?}", String::from_utf8_lossy(&text));
+        assert_eq!(backend.hits(), before, "{name} reached the downstream");
+    }
+}
+
+/// The lines of a (log) file; none when it does not exist yet.
+pub fn read_lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The lines of `p` once it has at least `n` (or whatever it has after 5 s).
+pub fn wait_lines(p: &Path, n: usize) -> Vec<String> {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let l = read_lines(p);
+        if l.len() >= n || Instant::now() > end {
+            return l;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A flat-form configuration: one server on `port` forwarding to `backends`.
 pub fn flat_config(port: u16, backends: &[u16], extra_server: &str, extra_global: &str) -> String {
     let mut c = format!(

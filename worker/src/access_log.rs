@@ -121,28 +121,15 @@ impl AccessLog {
         resp: &Response<ProxyBody>,
         used: Option<Used>,
     ) {
-        let uri = &entry.uri;
-        self.write(&Record {
-            src: Some(conn.peer.ip()),
-            proxy: used.map(|u| u.addr),
-            ts: SystemTime::now(),
-            method: Some(entry.method.as_str()),
-            uri: Some(
-                uri.path_and_query()
-                    .map_or(uri.path(), |p| p.as_str())
-                    .as_bytes(),
-            ),
-            proto: Some(version_str(entry.version)),
-            status: Some(resp.status().as_u16()),
-            ds_sport: used.and_then(|u| u.local_port),
-            us_sport: Some(conn.peer.port()),
+        let status = Some(resp.status());
+        self.line(
+            entry,
+            conn,
             rule,
-            req_headers: Some(&Snapshot {
-                names: &self.req_names,
-                values: &entry.headers,
-            }),
-            resp_headers: Some(&Headers(resp.headers())),
-        });
+            used,
+            status,
+            Some(&Headers(resp.headers())),
+        );
     }
 
     /// The line for a request hyper refused itself (400 for a head it cannot parse, including
@@ -168,6 +155,19 @@ impl AccessLog {
         used: Option<Used>,
         status: Option<http::StatusCode>,
     ) {
+        self.line(entry, conn, rule, used, status, None);
+    }
+
+    /// One line of a request begun with [`AccessLog::begin`].
+    fn line(
+        &self,
+        entry: &Entry,
+        conn: &ConnInfo,
+        rule: Option<&str>,
+        used: Option<Used>,
+        status: Option<http::StatusCode>,
+        resp_headers: Option<&Headers<'_>>,
+    ) {
         let uri = &entry.uri;
         self.write(&Record {
             src: Some(conn.peer.ip()),
@@ -188,7 +188,7 @@ impl AccessLog {
                 names: &self.req_names,
                 values: &entry.headers,
             }),
-            resp_headers: None,
+            resp_headers: resp_headers.map(|h| h as &dyn HeaderLookup),
         });
     }
 
