@@ -35,6 +35,8 @@ pub struct Config {
     /// The daemon's own log file; `None` = stderr.
     pub error_log: Option<PathBuf>,
     pub log_level: Level,
+    /// Where the master serves `GET /metrics`, when set.
+    pub metrics_listen: Option<SocketAddr>,
     /// At least one.
     pub servers: Vec<Server>,
 }

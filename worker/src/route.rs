@@ -60,6 +60,8 @@ pub struct Route {
     /// The vhost's `strip-headers`: removed from every response of this route.
     pub strip: Rc<[HeaderName]>,
     pub log: Option<Rc<AccessLog>>,
+    /// The rule's slot in the metrics layout (`Layout::rule_slot`); 0 for the flat form.
+    pub metrics_rule: u32,
 }
 
 impl Route {
@@ -209,6 +211,7 @@ impl RouteTable {
             passthrough: false,
             strip: Rc::from(Vec::new()),
             log: log.clone(),
+            metrics_rule: 0,
         };
         RouteTable {
             routes: vec![route],
@@ -333,6 +336,8 @@ impl RouteTable {
                 passthrough: r.passthrough,
                 strip: Rc::clone(&strip),
                 log: log.clone(),
+                // Rules are numbered vhost-major from 1, as `metrics::Layout` does.
+                metrics_rule: self.routes.len() as u32 + 1,
             });
         }
         let set = if patterns.is_empty() {
