@@ -217,8 +217,9 @@ fn parse(text: &str) -> Result<Scrape, String> {
 /// Each label set of a histogram: buckets with `le`, non-decreasing, ending with `+Inf` equal
 /// to `_count`, and one `_sum`.
 fn check_histogram(name: &str, f: &Family) -> Result<(), String> {
-    let mut sets: BTreeMap<Vec<(String, String)>, (Vec<(f64, f64)>, Option<f64>, Option<f64>)> =
-        BTreeMap::new();
+    /// Per label set: `(le, value)` buckets, `_sum`, `_count`.
+    type Series = (Vec<(f64, f64)>, Option<f64>, Option<f64>);
+    let mut sets: BTreeMap<Vec<(String, String)>, Series> = BTreeMap::new();
     for s in &f.samples {
         let mut key: Vec<(String, String)> = s
             .labels
