@@ -307,6 +307,12 @@ impl Metrics {
             .collect()
     }
 
+    /// Requests waiting for a downstream connection now, by server (`addr:port`), summed over
+    /// live workers (for `ctl show downstreams`, next to [`Metrics::downstreams`]).
+    pub fn pending(&self) -> BTreeMap<String, u64> {
+        self.server_gauges(ServerGauge::Pending)
+    }
+
     /// A per-server gauge summed over live workers, by server name.
     fn server_gauges(&self, g: ServerGauge) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
@@ -516,7 +522,11 @@ pub fn render(metrics: &mut Metrics) -> String {
         ),
     ] {
         let mut f = family(name, help, MetricType::Gauge);
-        for (server, v) in metrics.server_gauges(g) {
+        let values = match g {
+            ServerGauge::Pending => metrics.pending(),
+            g => metrics.server_gauges(g),
+        };
+        for (server, v) in values {
             f.samples
                 .push((vec![("server", server)], Value::Gauge(v as f64)));
         }

@@ -322,6 +322,8 @@ impl Master {
     }
 
     fn on_exit(&mut self, pid: Pid, how: String, clean: bool) {
+        // What it sent just before it died (its last metrics, `Exiting`) may still be unread.
+        self.read_channel(pid);
         let Some((gi, wi)) = self.find(pid) else {
             return;
         };
