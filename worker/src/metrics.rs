@@ -412,6 +412,61 @@ mod tests {
     }
 
     #[test]
+    fn a_large_report_is_split_into_messages_the_channel_carries() {
+        use rproxy_shared::channel::{pair, Received, ToMaster};
+        use std::fmt::Write;
+        let mut toml = String::from(
+            "[[server]]\naddr = \"127.0.0.1\"\nport = 1\n\
+             [[server.downstream]]\nname = \"d\"\naddr = \"127.0.0.1\"\nport = 2\n\
+             [[server.vhost]]\nname = \"v.test\"\n",
+        );
+        for r in 0..400 {
+            let _ = write!(
+                toml,
+                "[[server.vhost.rule]]\nname = \"r{r}\"\nuri-match = \"/{r}\"\ndownstreams = [\"d\"]\n"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("rproxy-wm-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("c.toml"), toml).unwrap();
+        let c = rproxy_shared::load::load(&dir.join("c.toml")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        init(&c);
+        // Every request counter of every rule and class changes: 401 x 6 values.
+        for rule in 0..=400 {
+            for class in [101, 200, 301, 404, 502] {
+                RequestTimer::start(0).done(rule, Some(class));
+            }
+            RequestTimer::start(0).done(rule, None);
+        }
+        let (master, worker) = pair().unwrap();
+        let mut messages = 0;
+        report(|u| {
+            assert!(u.values.len() <= MAX_METRICS);
+            messages += 1;
+            worker.send(&ToMaster::Metrics(u)).is_ok()
+        });
+        let mut got = 0usize;
+        while let Received::Message(ToMaster::Metrics(u)) = master.recv().unwrap() {
+            got += u.values.len();
+        }
+        // The request counters, the histogram buckets hit and the sum: every nonzero value.
+        let nonzero = LOCAL.with(|l| {
+            let l = l.borrow();
+            l.as_ref()
+                .unwrap()
+                .values
+                .iter()
+                .filter(|v| v.get() > 0)
+                .count()
+        });
+        assert!(got > 401 * 6, "{got}");
+        assert_eq!(got, nonzero);
+        assert_eq!(messages, got.div_ceil(MAX_METRICS));
+        assert!(messages >= 2);
+    }
+
+    #[test]
     fn counting_before_init_does_nothing() {
         LOCAL.with(|l| *l.borrow_mut() = None);
         RequestTimer::start(3).done(9, Some(200));
