@@ -216,7 +216,8 @@ mod wire {
     const T_HEARTBEAT: u8 = 2;
     const T_LOGS_REOPENED: u8 = 3;
     const T_EXITING: u8 = 4;
-    const T_METRICS: u8 = 5;
+    // 5 is `AdminApplied` (the control socket's acknowledgement).
+    const T_METRICS: u8 = 6;
     const T_DRAIN: u8 = 10;
     const T_STOP: u8 = 11;
     const T_REOPEN: u8 = 12;
@@ -445,8 +446,8 @@ mod tests {
         assert!(ToMaster::decode(&[99], vec![]).is_none());
         assert!(ToMaster::decode(&[2, 1], vec![]).is_none());
         // A metrics update cut inside a value, or without its layout length.
-        assert!(ToMaster::decode(&[5, 1, 0, 0, 0, 1, 2, 3], vec![]).is_none());
-        assert!(ToMaster::decode(&[5, 1], vec![]).is_none());
+        assert!(ToMaster::decode(&[6, 1, 0, 0, 0, 1, 2, 3], vec![]).is_none());
+        assert!(ToMaster::decode(&[6, 1], vec![]).is_none());
     }
 
     /// The first byte of an encoded `ReopenLogs`.
