@@ -999,6 +999,12 @@ mod tests {
             Some("[::1]:9100".parse().unwrap())
         );
         assert_eq!(ok("").unwrap().metrics_listen, None);
+        assert!(ok("127.0.0.1:9100").unwrap().warnings().is_empty());
+        let w = ok("192.0.2.1:9100").unwrap().warnings();
+        assert!(
+            w.len() == 1 && w[0].starts_with("metrics-listen: warning:"),
+            "{w:?}"
+        );
         for bad in [
             "localhost:9100",
             "127.0.0.1",
