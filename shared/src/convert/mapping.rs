@@ -573,10 +573,13 @@ fn downstream(ctx: &mut Ctx, s: &Section) -> Table {
         Some((_, a)) => t.set("addr", TVal::Str(a)),
         None => ctx.error(s.line, "downstream without `addr`".into()),
     }
-    if let Some(v) = o.take("enabled").and_then(|x| boolean(ctx, &x)) {
+    if let Some((line, v)) = o
+        .take("enabled")
+        .and_then(|x| boolean(ctx, &x).map(|v| (x.line, v)))
+    {
         if !v {
             ctx.changed(
-                s.line,
+                line,
                 "enabled",
                 "false: RProxy ignored it and used this downstream anyway; rproxy takes it out \
                  of rotation",

@@ -10,8 +10,6 @@ pub enum TVal {
     Int(i64),
     Bool(bool),
     Strs(Vec<String>),
-    /// `{ k = v, ... }` (a rule's `rewrite`).
-    Inline(Vec<(String, TVal)>),
 }
 
 /// A table: its keys, then its sub-tables and arrays of tables, in insertion order.
@@ -110,13 +108,6 @@ fn value(v: &TVal) -> String {
             let inner: Vec<String> = items.iter().map(|s| quote(s)).collect();
             format!("[{}]", inner.join(", "))
         }
-        TVal::Inline(kv) => {
-            let inner: Vec<String> = kv
-                .iter()
-                .map(|(k, v)| format!("{k} = {}", value(v)))
-                .collect();
-            format!("{{ {} }}", inner.join(", "))
-        }
     }
 }
 
@@ -161,10 +152,7 @@ mod tests {
         let mut vhost = Table::default();
         vhost.set("aliases", TVal::Strs(vec!["a".into(), "b".into()]));
         let mut rule = Table::default();
-        rule.set(
-            "rewrite",
-            TVal::Inline(vec![("src".into(), TVal::Str("^/a".into()))]),
-        );
+        rule.set("uri-match", TVal::Str("/a".into()));
         vhost.push("rule", rule);
         server.push("vhost", vhost);
         root.push("server", server.clone());
