@@ -90,8 +90,7 @@ pub fn lex(
     };
     let mut out = Vec::new();
     let mut glued = false;
-    loop {
-        let Some(c) = lx.peek(0) else { break };
+    while let Some(c) = lx.peek(0) {
         let (line, col) = (lx.line, lx.col);
         let tok = match c {
             ' ' | '\t' | '\r' | '\n' => {

@@ -450,3 +450,68 @@ fn no_server_is_an_error() {
     let e = fail("daemonize = true");
     assert!(e[0].reason.contains("no `server`"), "{e:?}");
 }
+
+#[test]
+fn list_assignment_replaces_and_an_empty_list_clears() {
+    let c = ok(
+        "server {\n vhost v {\n aliases = { a, b }\n aliases = {}\n rule r { uri-match = \
+         / }\n }\n downstream d { addr = 127.0.0.1 }\n}",
+    );
+    let aliases = at(&value(&c), "server.0.vhost.0.aliases").unwrap();
+    assert!(aliases.as_array().unwrap().is_empty());
+    note(&c, 4, "set again (first at line 3)");
+}
+
+/// Damaged variants of the shipped examples (a character deleted, or one of libconfuse's
+/// special characters inserted, at many places): the converter never panics, and whatever it
+/// accepts comes out as TOML that parses.
+#[test]
+fn damaged_inputs_are_refused_or_give_valid_toml() {
+    let examples = [
+        include_str!("../../../conf/examples/rproxy-1.x.cfg"),
+        include_str!("../../../conf/examples/rproxy-2.x.cfg"),
+    ];
+    let mut converted = 0;
+    let mut refused = 0;
+    for text in examples {
+        let chars: Vec<char> = text.chars().collect();
+        for i in (0..chars.len()).step_by(17) {
+            let mut variants = Vec::new();
+            let mut deleted = chars.clone();
+            deleted.remove(i);
+            variants.push(deleted);
+            for c in [
+                '{', '}', '=', '"', '\'', '*', '+', ';', '#', '/', ',', '$', '\\', '\n',
+            ] {
+                let mut v = chars.clone();
+                v.insert(i, c);
+                variants.push(v);
+            }
+            for v in variants {
+                let s: String = v.into_iter().collect();
+                match convert("x.cfg", &s, &no_env) {
+                    Ok(c) => {
+                        converted += 1;
+                        let parsed: Result<figment::value::Value, _> =
+                            figment::Figment::from(figment::providers::Toml::string(&c.toml))
+                                .extract();
+                        assert!(
+                            parsed.is_ok(),
+                            "{parsed:?}\n--- input:\n{s}\n--- output:\n{}",
+                            c.toml
+                        );
+                    }
+                    Err(e) => {
+                        refused += 1;
+                        assert!(!e.is_empty() && e.iter().all(|f| f.line >= 1));
+                    }
+                }
+            }
+        }
+    }
+    // Both outcomes really happen.
+    assert!(
+        converted > 100 && refused > 100,
+        "{converted} converted, {refused} refused"
+    );
+}

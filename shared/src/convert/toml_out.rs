@@ -168,9 +168,10 @@ mod tests {
         assert_eq!(servers.len(), 2);
         let s0 = servers[0].as_dict().unwrap();
         let rule = &s0["vhost"].as_array().unwrap()[0].as_dict().unwrap()["rule"];
-        assert!(rule.as_array().unwrap()[0].as_dict().unwrap()["rewrite"]
-            .as_dict()
-            .is_some());
+        assert_eq!(
+            rule.as_array().unwrap()[0].as_dict().unwrap()["uri-match"].as_str(),
+            Some("/a")
+        );
         let ext = &s0["headers"].as_dict().unwrap()["x509-extension"];
         assert_eq!(ext.as_array().unwrap().len(), 1);
     }
