@@ -511,7 +511,7 @@ fn server(ctx: &mut Ctx, s: &Section) -> Option<Table> {
         t.table("headers", headers(ctx, &h));
     }
     if let Some(ssl_sec) = o.take_single(ctx, "ssl") {
-        if let Some(st) = ssl(ctx, &ssl_sec) {
+        if let Some(st) = ssl(ctx, &ssl_sec, false) {
             t.table("ssl", st);
         }
     }
@@ -684,7 +684,7 @@ fn vhost(ctx: &mut Ctx, s: &Section) -> Option<Table> {
         t.set("strip-headers", TVal::Strs(strings(&x)));
     }
     if let Some(ssl_sec) = o.take_single(ctx, "ssl") {
-        if let Some(st) = ssl(ctx, &ssl_sec) {
+        if let Some(st) = ssl(ctx, &ssl_sec, true) {
             t.table("ssl", st);
         }
     }
@@ -922,7 +922,19 @@ fn protocols(ctx: &mut Ctx, x: &Opt, on: bool) -> Vec<String> {
     out
 }
 
-fn ssl(ctx: &mut Ctx, s: &Section) -> Option<Table> {
+/// What a vhost's `ssl` cannot set in rproxy: OpenSSL settles them before it sees the SNI name,
+/// so they come from the server's `ssl` (docs/CONFIG.md, TLS).
+const SERVER_ONLY_SSL: &[&str] = &[
+    "protocols-on",
+    "protocols-off",
+    "ciphers",
+    "context-timeout",
+    "cache-enabled",
+    "cache-size",
+    "cache-timeout",
+];
+
+fn ssl(ctx: &mut Ctx, s: &Section, in_vhost: bool) -> Option<Table> {
     let mut o = Opts::new(ctx, "ssl", s);
     let enabled = o.take("enabled").and_then(|x| boolean(ctx, &x));
     if enabled != Some(true) {
@@ -932,6 +944,18 @@ fn ssl(ctx: &mut Ctx, s: &Section) -> Option<Table> {
             "not enabled: RProxy ignored the whole section, so it is left out",
         );
         return None;
+    }
+    if in_vhost {
+        for key in SERVER_ONLY_SSL {
+            if let Some(x) = o.take(key) {
+                ctx.drop(
+                    x.line,
+                    key,
+                    "in a vhost's ssl: rproxy takes it from the server's ssl for every name \
+                     (OpenSSL settles it before it sees the SNI name)",
+                );
+            }
+        }
     }
     let mut t = Table::default();
     t.set("enabled", TVal::Bool(true));

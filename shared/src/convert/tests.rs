@@ -475,7 +475,7 @@ fn damaged_inputs_are_refused_or_give_valid_toml() {
     let mut refused = 0;
     for text in examples {
         let chars: Vec<char> = text.chars().collect();
-        for i in (0..chars.len()).step_by(17) {
+        for i in (0..chars.len()).step_by(23) {
             let mut variants = Vec::new();
             let mut deleted = chars.clone();
             deleted.remove(i);
@@ -514,4 +514,26 @@ fn damaged_inputs_are_refused_or_give_valid_toml() {
         converted > 100 && refused > 100,
         "{converted} converted, {refused} refused"
     );
+}
+
+#[test]
+fn a_vhost_ssl_keeps_only_what_sni_can_switch() {
+    let c = ok(
+        "server {\n downstream d { addr = 127.0.0.1 }\n vhost v {\n rule r { uri-match = / \
+         }\n ssl {\n enabled = true\n cert = /v.pem\n ciphers = \"eNULL:RC4-SHA\"\n \
+         protocols-on = { TLSv1 }\n verify-peer = true\n }\n }\n}",
+    );
+    let v = value(&c);
+    assert_eq!(
+        str_at(&v, "server.0.vhost.0.ssl.cert").as_deref(),
+        Some("/v.pem")
+    );
+    assert_eq!(
+        at(&v, "server.0.vhost.0.ssl.verify-peer").and_then(|b| b.to_bool()),
+        Some(true)
+    );
+    assert!(at(&v, "server.0.vhost.0.ssl.ciphers").is_none());
+    assert!(at(&v, "server.0.vhost.0.ssl.protocols-on").is_none());
+    note(&c, 8, "option 'ciphers' dropped: in a vhost's ssl");
+    note(&c, 9, "option 'protocols-on' dropped: in a vhost's ssl");
 }
