@@ -109,6 +109,15 @@ impl Parser<'_> {
                 Tok::Str { text, .. } => text.to_ascii_lowercase(),
                 other => return Err(error(&t, format!("expected an option name, found {other}"))),
             };
+            if name == "@include" || name == ".include" {
+                return Err(error(
+                    &t,
+                    format!(
+                        "`{name}` is not libconfuse syntax (RProxy refused this file); inline \
+                         the included text"
+                    ),
+                ));
+            }
             let Some(after) = self.next().cloned() else {
                 return Err(self.end_error(&format!("option `{name}` has no value")));
             };
@@ -333,6 +342,8 @@ mod tests {
         assert!(e.reason.contains("never closed"), "{}", e.reason);
         let e = parse_str("include(\"other.cfg\")").unwrap_err();
         assert!(e.reason.contains("no `include`"), "{}", e.reason);
+        let e = parse_str("@include \"other.cfg\"").unwrap_err();
+        assert!(e.reason.contains("not libconfuse syntax"), "{}", e.reason);
         let e = parse_str("x = 'it''s'").unwrap_err();
         assert!(e.reason.contains("does not join"), "{}", e.reason);
         assert_eq!((e.line, e.col), (1, 9));
