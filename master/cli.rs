@@ -22,6 +22,10 @@ pub struct Cli {
     /// Never daemonize (systemd and tests use this).
     #[arg(short = 'f', long = "foreground")]
     pub foreground: bool,
+    /// Convert RProxy's own configuration file (libconfuse syntax, 1.x or 2.x) to rproxy's TOML
+    /// on stdout; every dropped or changed option is named on stderr.
+    #[arg(long = "convert", value_name = "FILE.cfg", conflicts_with_all = ["test", "foreground"])]
+    pub convert: Option<PathBuf>,
     /// Print the version.
     #[arg(short = 'V', long = "version", action = clap::ArgAction::Version)]
     pub version: Option<bool>,

@@ -4,6 +4,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod cli;
+mod convert;
 mod generation;
 mod health;
 mod listeners;
@@ -30,6 +31,9 @@ use rproxy_shared::{error, info};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if let Some(source) = &cli.convert {
+        return convert::run(source);
+    }
     let config = match rproxy_shared::load::load(&cli.config) {
         Ok(c) => c,
         Err(errs) => {

@@ -11,6 +11,7 @@
 pub mod channel;
 pub mod cidr;
 pub mod config;
+pub mod convert;
 pub mod errlog;
 pub mod glob;
 pub mod load;
