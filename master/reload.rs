@@ -40,6 +40,12 @@ impl Master {
             }
         };
         let config = Arc::new(config);
+        // Before anything else changes: a metrics address that cannot be bound fails the
+        // reload. (If the new generation then fails, metrics stay on the new address.)
+        if let Err(e) = self.scrape.rebind(config.metrics_listen) {
+            reload_failed(&e);
+            return;
+        }
         let result = self
             .listeners
             .bind_for(&config)
@@ -61,6 +67,7 @@ impl Master {
         let now = Instant::now();
         let old = self.current;
         self.current = id;
+        crate::metrics::reload_done(true);
         let mut draining: Vec<usize> = Vec::new();
         for (gi, g) in self.gens.iter_mut().enumerate() {
             if g.id == id {
@@ -167,6 +174,7 @@ impl Master {
 }
 
 fn reload_failed(why: &str) {
+    crate::metrics::reload_done(false);
     error!("reload failed: {why}; the previous configuration keeps serving");
     notify::status("reload failed: previous configuration serving");
     notify::ready("serving");

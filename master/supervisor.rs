@@ -51,6 +51,9 @@ pub struct Master {
     /// Set when start-up failed: the loop ends and `run` returns it.
     failed: Option<String>,
     sigfd: SignalFd,
+    /// The workers' reports summed (`metrics.rs`), served on `metrics-listen` (`scrape.rs`).
+    pub(crate) metrics: crate::metrics::Metrics,
+    pub(crate) scrape: crate::scrape::Scrape,
 }
 
 impl Master {
@@ -85,6 +88,8 @@ impl Master {
             startup_deaths: 0,
             failed: None,
             sigfd,
+            metrics: Default::default(),
+            scrape: Default::default(),
         })
     }
 
@@ -92,6 +97,7 @@ impl Master {
     pub fn run(mut self, config: Config) -> Result<(), String> {
         let config = Arc::new(config);
         self.listeners.bind_for(&config)?;
+        self.scrape.rebind(config.metrics_listen)?;
         let id = match self.start_generation(config, GenState::Active) {
             Ok(id) => id,
             Err(e) => {
@@ -131,6 +137,8 @@ impl Master {
                 self.read_channel(pid);
             }
             self.reap();
+            self.scrape
+                .service(|| crate::metrics::render(&mut self.metrics));
             if self.failed.is_some() || self.timers() {
                 return;
             }
@@ -147,6 +155,8 @@ impl Master {
                 pids.push(w.pid);
             }
         }
+        // After the channels: `readable` below pairs the channels' entries with `pids`.
+        self.scrape.poll_fds(&mut pfds);
         match poll(&mut pfds, PollTimeout::from(TICK_MS)) {
             Ok(n) if n > 0 => {}
             Ok(_) | Err(Errno::EINTR) => return (false, Vec::new()),
@@ -228,8 +238,9 @@ impl Master {
                 rproxy_shared::debug!("worker {} (generation {}) ready", w.pid, g.id);
                 self.check_generation_ready(gi);
             }
-            // The counters are not used by the master yet: a heartbeat proves liveness.
+            // A heartbeat proves liveness; the metrics come in their own messages.
             ToMaster::Heartbeat(_) => w.last_beat = now,
+            ToMaster::Metrics(m) => self.metrics.update(w.pid.as_raw(), g.id, &g.config, &m),
             ToMaster::LogsReopened => {
                 rproxy_shared::debug!("worker {} reopened its logs", w.pid);
                 self.reopen_pending = self.reopen_pending.saturating_sub(1);
@@ -311,12 +322,15 @@ impl Master {
     }
 
     fn on_exit(&mut self, pid: Pid, how: String, clean: bool) {
+        // What it sent just before it died (its last metrics, `Exiting`) may still be unread.
+        self.read_channel(pid);
         let Some((gi, wi)) = self.find(pid) else {
             return;
         };
         let stopping = self.stop.is_some();
         let g = &mut self.gens[gi];
         let w = g.workers.swap_remove(wi);
+        self.metrics.worker_gone(pid.as_raw());
         if w.is_draining() || stopping || g.is_draining() {
             if clean || w.is_draining() {
                 info!("worker {pid} (generation {}) {how}", g.id);
@@ -335,6 +349,7 @@ impl Master {
             }
             crate::health::schedule_replacement(g, &w, &how);
         } else {
+            crate::metrics::worker_restarted();
             crate::health::schedule_replacement(g, &w, &how);
         }
         self.finish_generations();

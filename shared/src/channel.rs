@@ -18,13 +18,16 @@ use nix::sys::socket::{
 
 use self::wire::Message;
 
-/// Largest encoded message.
-const MAX_MSG: usize = 64;
+/// Largest encoded message: a metrics update of [`MAX_METRICS`] values fits (a worker sends
+/// several when more changed, see `worker/src/metrics.rs`).
+const MAX_MSG: usize = 16 * 1024;
+/// Most `(series, value)` pairs in one [`ToMaster::Metrics`] message.
+pub const MAX_METRICS: usize = (MAX_MSG - 5) / 12;
 /// Most descriptors one message may carry (one per log file of a worker).
 const MAX_FDS: usize = 64;
 
 /// What a worker tells the master.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToMaster {
     /// Listeners adopted, runtime up: the worker can take traffic.
     Ready,
@@ -34,6 +37,18 @@ pub enum ToMaster {
     LogsReopened,
     /// The worker is leaving on its own (drained or stopped).
     Exiting,
+    /// Metrics that changed since the last update (see [`MetricsUpdate`]).
+    Metrics(MetricsUpdate),
+}
+
+/// Current values of some of a worker's metrics: cumulative counters and gauges, numbered by
+/// `rproxy_shared::metrics::Layout` of the worker's configuration. At most [`MAX_METRICS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsUpdate {
+    /// `Layout::len()` of the sender's configuration: the master refuses an update numbered
+    /// for another layout.
+    pub layout_len: u32,
+    pub values: Vec<(u32, u64)>,
 }
 
 /// Counters a worker reports with each heartbeat.
@@ -195,12 +210,14 @@ impl<S, R> AsRawFd for Channel<S, R> {
 mod wire {
     use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-    use super::{Heartbeat, LogFiles, ToMaster, ToWorker, MAX_MSG};
+    use super::{Heartbeat, LogFiles, MetricsUpdate, ToMaster, ToWorker, MAX_METRICS, MAX_MSG};
 
     const T_READY: u8 = 1;
     const T_HEARTBEAT: u8 = 2;
     const T_LOGS_REOPENED: u8 = 3;
     const T_EXITING: u8 = 4;
+    // 5 is `AdminApplied` (the control socket's acknowledgement).
+    const T_METRICS: u8 = 6;
     const T_DRAIN: u8 = 10;
     const T_STOP: u8 = 11;
     const T_REOPEN: u8 = 12;
@@ -235,6 +252,7 @@ mod wire {
                     buf[21..25].copy_from_slice(&h.downstreams_total.to_le_bytes());
                     25
                 }
+                ToMaster::Metrics(m) => encode_metrics(m, buf),
             };
             (n, Vec::new())
         }
@@ -253,9 +271,45 @@ mod wire {
                     downstreams_up: u32::from_le_bytes(b[17..21].try_into().ok()?),
                     downstreams_total: u32::from_le_bytes(b[21..25].try_into().ok()?),
                 })),
+                T_METRICS => decode_metrics(&b[1..]).map(ToMaster::Metrics),
                 _ => None,
             }
         }
+    }
+
+    /// `[T_METRICS, layout_len u32, (series u32, value u64)...]`, little-endian. Values past
+    /// [`MAX_METRICS`] are not sent (the worker never gives more).
+    fn encode_metrics(m: &MetricsUpdate, buf: &mut [u8; MAX_MSG]) -> usize {
+        buf[0] = T_METRICS;
+        buf[1..5].copy_from_slice(&m.layout_len.to_le_bytes());
+        let mut n = 5;
+        for (id, v) in m.values.iter().take(MAX_METRICS) {
+            buf[n..n + 4].copy_from_slice(&id.to_le_bytes());
+            buf[n + 4..n + 12].copy_from_slice(&v.to_le_bytes());
+            n += 12;
+        }
+        n
+    }
+
+    fn decode_metrics(b: &[u8]) -> Option<MetricsUpdate> {
+        let (len, rest) = b.split_first_chunk::<4>()?;
+        if rest.len() % 12 != 0 {
+            return None;
+        }
+        let values = rest
+            .chunks_exact(12)
+            .map(|c| {
+                let (id, v) = c.split_at(4);
+                Some((
+                    u32::from_le_bytes(id.try_into().ok()?),
+                    u64::from_le_bytes(v.try_into().ok()?),
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(MetricsUpdate {
+            layout_len: u32::from_le_bytes(*len),
+            values,
+        })
     }
 
     impl Message for ToWorker {
@@ -327,12 +381,19 @@ mod tests {
                 downstreams_up: 2,
                 downstreams_total: 3,
             }),
+            ToMaster::Metrics(MetricsUpdate::default()),
+            ToMaster::Metrics(MetricsUpdate {
+                layout_len: 99,
+                values: (0..MAX_METRICS as u32)
+                    .map(|i| (i, u64::MAX - u64::from(i)))
+                    .collect(),
+            }),
         ];
-        for m in all {
-            worker.send(&m).unwrap();
+        for m in &all {
+            worker.send(m).unwrap();
         }
-        for m in all {
-            assert!(matches!(master.recv().unwrap(), Received::Message(r) if r == m));
+        for m in &all {
+            assert!(matches!(master.recv().unwrap(), Received::Message(r) if r == *m));
         }
         assert!(matches!(master.recv().unwrap(), Received::Empty));
         drop(worker);
@@ -384,6 +445,9 @@ mod tests {
         assert!(raw(&[], vec![]).is_none());
         assert!(ToMaster::decode(&[99], vec![]).is_none());
         assert!(ToMaster::decode(&[2, 1], vec![]).is_none());
+        // A metrics update cut inside a value, or without its layout length.
+        assert!(ToMaster::decode(&[6, 1, 0, 0, 0, 1, 2, 3], vec![]).is_none());
+        assert!(ToMaster::decode(&[6, 1], vec![]).is_none());
     }
 
     /// The first byte of an encoded `ReopenLogs`.

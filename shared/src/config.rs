@@ -35,6 +35,8 @@ pub struct Config {
     /// The daemon's own log file; `None` = stderr.
     pub error_log: Option<PathBuf>,
     pub log_level: Level,
+    /// Where the master serves `GET /metrics`, when set.
+    pub metrics_listen: Option<SocketAddr>,
     /// At least one.
     pub servers: Vec<Server>,
 }
@@ -354,6 +356,13 @@ impl Config {
     /// `key: warning: ...` lines for `rproxy -t`: things that load and run but are almost
     /// certainly not what was meant (a rule or vhost an earlier one always takes first).
     pub fn warnings(&self) -> Vec<String> {
-        crate::validate::shadow_warnings(self)
+        let mut out = crate::validate::shadow_warnings(self);
+        if let Some(a) = self.metrics_listen.filter(|a| !a.ip().is_loopback()) {
+            out.push(format!(
+                "metrics-listen: warning: {a} is not a loopback address: whoever can reach it \
+                 reads the metrics (server, rule and downstream names)"
+            ));
+        }
+        out
     }
 }

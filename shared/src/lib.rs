@@ -17,6 +17,7 @@ pub mod glob;
 pub mod load;
 pub mod localtime;
 pub mod logformat;
+pub mod metrics;
 pub mod schema;
 mod tls_check;
 pub mod token;

@@ -51,6 +51,10 @@ pub struct File {
     /// Least severe level written to the error log. Default `info`.
     #[serde(default = "d_log_level")]
     pub log_level: Level,
+    /// `ADDR:PORT` where the master serves Prometheus metrics (`GET /metrics`); empty = none.
+    /// Default empty. A loopback address is recommended (anything else gets a warning).
+    #[serde(default)]
+    pub metrics_listen: String,
     /// The listeners; at least one.
     #[serde(default)]
     pub server: Vec<Server>,

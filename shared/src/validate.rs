@@ -100,6 +100,7 @@ fn build(f: File, source: &Path, e: &mut Errs) -> Config {
         .enumerate()
         .map(|(si, s)| server(s, si, &mut listen_seen, e))
         .collect();
+    let metrics_listen = metrics_listen(&f.metrics_listen, &listen_seen, e);
     Config {
         source: PathBuf::from(source),
         daemonize: f.daemonize,
@@ -113,8 +114,42 @@ fn build(f: File, source: &Path, e: &mut Errs) -> Config {
         heartbeat_timeout: Duration::from_secs(f.heartbeat_timeout),
         error_log: (!f.error_log.is_empty()).then(|| PathBuf::from(f.error_log)),
         log_level: f.log_level,
+        metrics_listen,
         servers,
     }
+}
+
+/// `metrics-listen`: empty, or `ADDR:PORT` (`[v6]:PORT`) with a port, not a server's.
+fn metrics_listen(
+    v: &str,
+    servers: &HashMap<SocketAddr, usize>,
+    e: &mut Errs,
+) -> Option<SocketAddr> {
+    if v.is_empty() {
+        return None;
+    }
+    let addr = match v.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            e.push(
+                "metrics-listen",
+                format!("`{v}` is not ADDR:PORT (an IP address and a port, `[v6]:PORT`)"),
+            );
+            return None;
+        }
+    };
+    if addr.port() == 0 {
+        e.push("metrics-listen", "the port must not be 0");
+        return None;
+    }
+    if let Some(si) = servers.get(&addr) {
+        e.push(
+            "metrics-listen",
+            format!("{addr} is already used by server[{si}]"),
+        );
+        return None;
+    }
+    Some(addr)
 }
 
 fn server(
@@ -945,6 +980,43 @@ mod tests {
         assert!(errs.0.iter().any(|e| e.key == "log-level"), "{errs}");
         let errs = load("memtrim", &format!("memtrim-sz = 4294967296\n{base}")).unwrap_err();
         assert!(errs.0.iter().any(|e| e.key == "memtrim-sz"), "{errs}");
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_with_a_port_of_its_own() {
+        let base = format!(
+            "{}[[server]]\naddr = \"127.0.0.1\"\nport = 8080\n\
+             [[server.downstream]]\naddr = \"127.0.0.1\"\n",
+            me()
+        );
+        let ok = |v: &str| load("ml", &format!("metrics-listen = \"{v}\"\n{base}"));
+        assert_eq!(
+            ok("127.0.0.1:9100").unwrap().metrics_listen,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        assert_eq!(
+            ok("[::1]:9100").unwrap().metrics_listen,
+            Some("[::1]:9100".parse().unwrap())
+        );
+        assert_eq!(ok("").unwrap().metrics_listen, None);
+        assert!(ok("127.0.0.1:9100").unwrap().warnings().is_empty());
+        let w = ok("192.0.2.1:9100").unwrap().warnings();
+        assert!(
+            w.len() == 1 && w[0].starts_with("metrics-listen: warning:"),
+            "{w:?}"
+        );
+        for bad in [
+            "localhost:9100",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:8080",
+        ] {
+            let errs = ok(bad).unwrap_err();
+            assert!(
+                errs.0.iter().any(|e| e.key == "metrics-listen"),
+                "{bad}: {errs}"
+            );
+        }
     }
 
     fn v(s: &[&str]) -> Vec<String> {

@@ -11,6 +11,7 @@ use hyper::server::conn::http1;
 use rproxy_shared::{error, warn};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::metrics::{self, Counted};
 use crate::server::ServerCtx;
 use crate::state::ConnGuard;
 use crate::tls::Acceptor;
@@ -49,12 +50,14 @@ pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>, tls: Option<Rc
                     let _ = stream.set_nodelay(true);
                     if let Some(tls) = &tls {
                         let (tls, server) = (Rc::clone(tls), Rc::clone(&server));
-                        tokio::task::spawn_local(secure(tls, stream, peer, server, builder.clone(), guard));
+                        let index = server.index;
+                        tokio::task::spawn_local(metrics::while_open(index, secure(tls, stream, peer, server, builder.clone(), guard)));
                         continue;
                     }
                     let info = tls::plain(peer, &server.trusted);
                     let conn = Rc::new(http::Conn::new(Rc::clone(&server), info));
-                    tokio::task::spawn_local(http::serve(stream, conn, builder.clone(), guard));
+                    let stream = Counted::new(stream, server.index);
+                    tokio::task::spawn_local(metrics::while_open(server.index, http::serve(stream, conn, builder.clone(), guard)));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -76,9 +79,12 @@ async fn secure(
     builder: http1::Builder,
     guard: ConnGuard,
 ) {
-    let Some((stream, info, h2)) = tls.handshake(stream, peer, &server.trusted).await else {
+    let done = tls.handshake(stream, peer, &server.trusted).await;
+    metrics::tls_handshake(server.index, done.as_ref().map(|(s, ..)| s.resumed()));
+    let Some((stream, info, h2)) = done else {
         return;
     };
+    let stream = Counted::new(stream, server.index);
     let conn = Rc::new(http::Conn::new(server, info));
     if h2 {
         http::serve_h2(stream, conn, guard).await;

@@ -29,7 +29,10 @@ pub async fn run(state: Rc<WorkerState>, channel: WorkerEnd) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = tick.tick() => send(&chan, ToMaster::Heartbeat(heartbeat(&state))),
+            _ = tick.tick() => {
+                send(&chan, ToMaster::Heartbeat(heartbeat(&state)));
+                crate::metrics::report(|m| chan.get_ref().send(&ToMaster::Metrics(m)).is_ok());
+            }
             r = chan.readable() => {
                 let Ok(mut guard) = r else { return };
                 loop {
@@ -78,6 +81,8 @@ fn master_gone(state: &Rc<WorkerState>) {
 /// nothing when the master is already gone.
 pub fn say_exiting(state: &WorkerState) {
     if let Some(chan) = state.channel.borrow_mut().take() {
+        // The last counts, so a drained worker's requests are all in the master's totals.
+        crate::metrics::report(|m| chan.get_ref().send(&ToMaster::Metrics(m)).is_ok());
         send(&chan, ToMaster::Exiting);
     }
 }

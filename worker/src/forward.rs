@@ -31,9 +31,12 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let state = &conn.server.state;
     state.requests.set(state.requests.get() + 1);
+    let timer = crate::metrics::RequestTimer::start(conn.server.index);
     let mut last = respond::upgrade_asked(&req);
     if let Err(e) = head::check(&mut req) {
-        return Ok(refuse(&req, &conn, e));
+        let resp = refuse(&req, &conn, e);
+        timer.done(0, Some(resp.status().as_u16()));
+        return Ok(resp);
     }
     let host = req
         .headers()
@@ -49,6 +52,7 @@ pub async fn handle(
             }
             let entry = log.map(|l| (l, l.begin(&req)));
             let resp = ProxyError::NotFound.into_response(conn.info.peer, None);
+            timer.done(0, Some(resp.status().as_u16()));
             if let Some((l, entry)) = entry {
                 l.finish(&entry, &conn.info, None, &resp, None);
             }
@@ -72,6 +76,7 @@ pub async fn handle(
         Ok((resp, used)) => (resp, Some(used)),
         Err((e, used)) => (e.into_response(conn.info.peer, used.map(|u| u.addr)), used),
     };
+    timer.done(route.metrics_rule, Some(resp.status().as_u16()));
     if let (Some(log), Some(entry)) = (&route.log, &entry) {
         log.finish(entry, &conn.info, route.name(), &resp, used);
     }

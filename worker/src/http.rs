@@ -119,6 +119,7 @@ fn log_refused(conn: &Conn, e: &hyper::Error) {
     } else {
         return;
     };
+    crate::metrics::refused(conn.server.index, status);
     if let Some(log) = conn.server.routes.server_log() {
         log.refused(&conn.info, status);
     }

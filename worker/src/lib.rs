@@ -22,6 +22,7 @@ mod head;
 mod headers;
 mod http;
 mod lb;
+mod metrics;
 mod passthrough;
 mod pool;
 mod respond;
@@ -87,6 +88,7 @@ async fn serve(args: WorkerArgs) -> i32 {
         channel,
     } = args;
     let state = WorkerState::new(Arc::clone(&config), log_files);
+    metrics::init(&config);
     for (index, listener) in listeners {
         let server = match ServerCtx::start(&config, index, &state) {
             Ok(s) => s,

@@ -121,14 +121,17 @@ where
         }
     };
     let log = route.log.as_ref().map(|l| (l, l.begin(&head)));
+    let timer = crate::metrics::RequestTimer::start(conn.server.index);
     if let Err(e) = for_downstream(&mut head, route, conn) {
         let code = answer(&mut stream, e.status()).await;
+        timer.done(route.metrics_rule, Some(code.as_u16()));
         if let Some((l, entry)) = log {
             l.finish_tunnel(&entry, &conn.info, route.name(), None, Some(code));
         }
         return None;
     }
     let (used, status) = tunnel(&mut stream, head, &buf[end..], route, conn).await;
+    timer.done(route.metrics_rule, status.map(|s| s.as_u16()));
     if let Some((l, entry)) = log {
         l.finish_tunnel(&entry, &conn.info, route.name(), used, status);
     }

@@ -639,3 +639,31 @@ async fn connect(pool: &Rc<Pool>, i: usize) -> Result<Conn, String> {
     });
     Ok(Conn { sender, local_port })
 }
+
+impl Pool {
+    /// Read-only figures for the metrics: requests waiting for a connection, and each
+    /// downstream (configuration order) as this worker's pool sees it now.
+    pub fn stats(
+        &self,
+    ) -> (
+        usize,
+        impl Iterator<Item = crate::metrics::DownstreamStats> + '_,
+    ) {
+        let downstreams = self
+            .downstreams
+            .iter()
+            .map(|d| crate::metrics::DownstreamStats {
+                up: d.health.get() == Health::Up,
+                idle: d.idle.borrow().len(),
+                busy: d.in_flight.get() as usize,
+                srtt_us: d.srtt_us.get(),
+            });
+        let pending = self
+            .waiters
+            .borrow()
+            .iter()
+            .filter(|w| !w.tx.is_closed())
+            .count();
+        (pending, downstreams)
+    }
+}

@@ -60,6 +60,8 @@ pub struct Route {
     /// The vhost's `strip-headers`: removed from every response of this route.
     pub strip: Rc<[HeaderName]>,
     pub log: Option<Rc<AccessLog>>,
+    /// The rule's slot in the metrics layout (`Layout::rule_slot`); 0 for the flat form.
+    pub metrics_rule: u32,
 }
 
 impl Route {
@@ -209,6 +211,7 @@ impl RouteTable {
             passthrough: false,
             strip: Rc::from(Vec::new()),
             log: log.clone(),
+            metrics_rule: 0,
         };
         RouteTable {
             routes: vec![route],
@@ -333,6 +336,8 @@ impl RouteTable {
                 passthrough: r.passthrough,
                 strip: Rc::clone(&strip),
                 log: log.clone(),
+                // Rules are numbered vhost-major from 1, as `metrics::Layout` does.
+                metrics_rule: self.routes.len() as u32 + 1,
             });
         }
         let set = if patterns.is_empty() {
@@ -757,6 +762,65 @@ mod tests {
             assert!(flat.lookup(None, Some(b"x"), "/").is_ok());
         }
         assert_eq!(counting::count() - before, 0, "the lookup allocated");
+    }
+
+    /// Each route's `metrics_rule` is the slot `rproxy_shared::metrics::Layout` gives its rule,
+    /// so the master names the counters after the right rule.
+    #[test]
+    fn metrics_rule_slots_match_the_layout() {
+        let text = "[[server]]\nport = 8080\n[[server.downstream]]\nname = \"a\"\n\
+            addr = \"127.0.0.1\"\nport = 9001\n\
+            [[server.vhost]]\nname = \"x.test\"\n\
+            [[server.vhost.rule]]\nname = \"one\"\nuri-match = \"/1\"\ndownstreams = [\"a\"]\n\
+            [[server.vhost.rule]]\nname = \"two\"\nuri-match = \"/2\"\ndownstreams = [\"a\"]\n\
+            [[server.vhost]]\nname = \"y.test\"\n\
+            [[server.vhost.rule]]\nname = \"one\"\nuri-match = \"/1\"\ndownstreams = []\n";
+        let config = crate::testing::config(text);
+        let layout = rproxy_shared::metrics::Layout::new(&config);
+        let t = routed(text);
+        for (host, path, vi, ri) in [
+            (&b"x.test"[..], "/1", 0, 0),
+            (b"x.test", "/2", 0, 1),
+            (b"y.test", "/1", 1, 0),
+        ] {
+            let r = t.lookup(None, Some(host), path).ok().unwrap();
+            assert_eq!(r.metrics_rule, layout.rule_slot(0, vi, ri));
+            assert_ne!(r.metrics_rule, 0);
+        }
+        let flat = routed(
+            "[[server]]\nport = 8080\n[[server.downstream]]\naddr = \"127.0.0.1\"\nport = 9001\n",
+        );
+        assert_eq!(flat.lookup(None, None, "/").ok().unwrap().metrics_rule, 0);
+    }
+
+    /// Counting a request, a connection, bytes and a handshake allocates nothing.
+    #[test]
+    fn counting_metrics_allocates_nothing() {
+        use crate::metrics;
+        use rproxy_shared::metrics::ServerCounter;
+        let config = crate::testing::config(
+            "[[server]]\nport = 8080\n[[server.downstream]]\naddr = \"127.0.0.1\"\nport = 9001\n",
+        );
+        metrics::init(&config);
+        let before = counting::count();
+        for i in 0..100u16 {
+            let open = metrics::conn_opened(0);
+            metrics::tls_handshake(0, Some(i % 2 == 0));
+            let timer = metrics::RequestTimer::start(0);
+            metrics::count(0, ServerCounter::BytesIn, 100);
+            timer.done(0, Some(200 + i % 300));
+            metrics::refused(0, 400);
+            drop(timer);
+            drop(open);
+        }
+        assert_eq!(counting::count() - before, 0, "counting allocated");
+        // And it counted: 100 requests in three classes, 100 refusals, bytes, handshakes.
+        let mut values = 0;
+        metrics::report(|u| {
+            values += u.values.len();
+            true
+        });
+        assert!(values >= 6, "{values}");
     }
 
     /// Every case resolves as expected on every lookup, and the time per lookup is printed:

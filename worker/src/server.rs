@@ -40,6 +40,7 @@ impl ServerCtx {
             .map_err(|e| format!("server[{index}]: cannot compile the routes: {e}"))?;
         let pool = Pool::new(cfg);
         pool.start();
+        crate::metrics::add_pool(index, &pool);
         state.pools.borrow_mut().push(Rc::clone(&pool));
         state
             .access_logs

@@ -352,6 +352,13 @@ impl TlsFacts {
 /// OpenSSL keeps its session in the cache instead of discarding it as unclean.
 pub struct TlsStream(tokio_openssl::SslStream<TcpStream>);
 
+impl TlsStream {
+    /// The handshake resumed a session (for the metrics).
+    pub fn resumed(&self) -> bool {
+        self.0.ssl().session_reused()
+    }
+}
+
 impl Drop for TlsStream {
     fn drop(&mut self) {
         // SAFETY: the SSL object is valid while the stream lives; setting the shutdown flags
