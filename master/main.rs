@@ -5,6 +5,7 @@
 
 mod cli;
 mod generation;
+mod handover;
 mod health;
 mod listeners;
 mod notify;
@@ -12,12 +13,14 @@ mod privileges;
 mod reload;
 mod reopen;
 mod session_cache;
+mod shm;
 mod spawn;
 mod startup;
 mod stop;
 mod supervisor;
 mod ticket_keys;
 mod tls;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -33,11 +36,18 @@ fn main() -> ExitCode {
             for e in &errs.0 {
                 eprintln!("rproxy: {e}");
             }
-            eprintln!(
-                "rproxy: configuration {} has {} error(s)",
+            let summary = format!(
+                "configuration {} has {} error(s)",
                 cli.config.display(),
                 errs.0.len()
             );
+            eprintln!("rproxy: {summary}");
+            if !cli.test {
+                // A new binary refusing the configuration in a hot upgrade: the old master
+                // logs this and serves on.
+                let first = errs.0.first().map(|e| e.to_string()).unwrap_or_default();
+                handover::report_failure(&format!("{summary}: {first}"));
+            }
             return ExitCode::from(1);
         }
     };

@@ -42,15 +42,17 @@ pub struct Master {
     pub(crate) current: u64,
     pub(crate) reload_queued: bool,
     pub(crate) stop: Option<Stop>,
-    announced_ready: bool,
+    pub(crate) announced_ready: bool,
     pub(crate) killed_all: bool,
     /// Workers that have not yet confirmed the last log reopen.
     pub(crate) reopen_pending: usize,
     /// Consecutive deaths before Ready while no worker was ever Ready.
     startup_deaths: u32,
     /// Set when start-up failed: the loop ends and `run` returns it.
-    failed: Option<String>,
+    pub(crate) failed: Option<String>,
     sigfd: SignalFd,
+    /// Hot binary upgrade, either side (`upgrade.rs`).
+    pub(crate) upgrade: crate::upgrade::Upgrade,
 }
 
 impl Master {
@@ -60,6 +62,7 @@ impl Master {
         for s in [
             Signal::SIGHUP,
             Signal::SIGUSR1,
+            Signal::SIGUSR2,
             Signal::SIGQUIT,
             Signal::SIGTERM,
             Signal::SIGINT,
@@ -71,6 +74,7 @@ impl Master {
             .map_err(|e| format!("sigprocmask: {e}"))?;
         let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| format!("signalfd: {e}"))?;
+        let upgrade = crate::upgrade::Upgrade::new(&config_path)?;
         Ok(Master {
             config_path,
             listeners: Listeners::default(),
@@ -85,12 +89,14 @@ impl Master {
             startup_deaths: 0,
             failed: None,
             sigfd,
+            upgrade,
         })
     }
 
     /// Bind, fork the first generation and supervise until stopped.
     pub fn run(mut self, config: Config) -> Result<(), String> {
         let config = Arc::new(config);
+        self.adopt_inherited_listeners()?;
         self.listeners.bind_for(&config)?;
         let id = match self.start_generation(config, GenState::Active) {
             Ok(id) => id,
@@ -173,6 +179,7 @@ impl Master {
                 Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
                     Ok(Signal::SIGHUP) => self.reload(),
                     Ok(Signal::SIGUSR1) => self.reopen_logs(),
+                    Ok(Signal::SIGUSR2) => self.upgrade_on_signal(),
                     Ok(Signal::SIGQUIT) => self.graceful_stop(),
                     Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.fast_stop(),
                     _ => {} // SIGCHLD: reaped after every wake-up anyway.
@@ -262,6 +269,7 @@ impl Master {
                 );
                 notify::ready(&format!("serving with {n} workers"));
                 crate::startup::report_ready();
+                self.tell_old_master_ready();
             }
             _ => {}
         }
@@ -275,6 +283,7 @@ impl Master {
     ) -> Result<u64, String> {
         let id = self.next_gen;
         let mut g = Generation::new(id, config, state)?;
+        g.hold_accept = self.upgrade.holds_accept();
         self.next_gen += 1;
         let listeners = self.listeners.for_config(&g.config);
         // Pushed even when a fork fails, so the workers already forked are supervised.
@@ -311,6 +320,9 @@ impl Master {
     }
 
     fn on_exit(&mut self, pid: Pid, how: String, clean: bool) {
+        if self.upgrade_child_exited(pid, &how) {
+            return;
+        }
         let Some((gi, wi)) = self.find(pid) else {
             return;
         };
@@ -354,6 +366,7 @@ impl Master {
     /// Periodic work. Returns true when the master should exit.
     fn timers(&mut self) -> bool {
         let now = Instant::now();
+        self.upgrade_tick(now);
         if self.stop.is_some() {
             return self.stop_timers(now);
         }

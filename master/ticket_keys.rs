@@ -1,7 +1,7 @@
 //! Session-ticket keys shared by every worker of every generation, rotated by the master.
 //!
-//! One `MAP_SHARED | MAP_ANONYMOUS` page made by the master before the first fork that needs
-//! it and kept for its whole life, so a ticket issued by any worker resumes on any other and
+//! One shared page (a memfd, `shm.rs`, handed to the new master by a binary upgrade) made by
+//! the master before the first fork that needs it and kept for its whole life, so a ticket issued by any worker resumes on any other and
 //! after a reload. It holds a ring of [`RING`] keys: the newest encrypts, all of them decrypt
 //! (a ticket under an older key is accepted and renewed). The master alone writes it, every
 //! [`ROTATE_EVERY`] (a seqlock: readers retry while a write is in progress, and a reader
@@ -12,6 +12,7 @@
 //! openssl nor openssl-sys declares) for every ticket it issues or reads.
 
 use std::ffi::{c_char, c_int, c_uchar, c_void};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -33,8 +34,14 @@ struct Key {
     aes: [u8; 32],
 }
 
+/// "rpTicket": what an inherited ring must begin with.
+const MAGIC: u64 = 0x7270_5469_636b_6574;
+/// Bumped whenever `Ring` or `Key` change (an old ring is then not adopted).
+const LAYOUT: u64 = 1;
+
 #[repr(C)]
 struct Ring {
+    stamp: crate::shm::Stamp,
     /// Odd while the master writes.
     seq: AtomicU64,
     /// Index of the newest key.
@@ -44,6 +51,8 @@ struct Ring {
 
 struct Shared {
     ring: *mut Ring,
+    /// The memfd, kept for a binary upgrade.
+    fd: OwnedFd,
     next_rotation: std::cell::Cell<Instant>,
     every: Duration,
 }
@@ -89,40 +98,62 @@ fn shared() -> Result<&'static Shared, String> {
     if let Some(s) = SHARED.get() {
         return Ok(s);
     }
-    let bytes = std::mem::size_of::<Ring>();
-    // SAFETY: a fresh anonymous mapping; no existing memory is affected.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
+    let region = match crate::handover::take_ticket_keys() {
+        Some(fd) => match crate::shm::adopt(fd, stamp()) {
+            Ok(r) => {
+                rproxy_shared::info!("ticket keys handed over by the previous master");
+                Some(r)
+            }
+            Err(e) => {
+                rproxy_shared::warn!(
+                    "ticket keys of the previous master not usable ({e}): new keys, so \
+                     clients resuming by ticket make one full handshake"
+                );
+                None
+            }
+        },
+        None => None,
     };
-    if p == libc::MAP_FAILED {
-        return Err(format!(
-            "cannot map the ticket keys: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let ring = p as *mut Ring;
-    // Every slot gets a key at once: an unused slot must not be a known (zero) key.
-    for i in 0..RING {
-        let k = random_key()?;
-        // SAFETY: the mapping is ours alone until the first fork.
-        unsafe { (*ring).keys[i] = k };
-    }
+    let region = match region {
+        Some(r) => r,
+        None => fresh_ring()?,
+    };
     let every = rotation_interval();
     let _ = SHARED.set(Shared {
-        ring,
+        ring: region.ptr as *mut Ring,
+        fd: region.fd,
         next_rotation: std::cell::Cell::new(Instant::now() + every),
         every,
     });
     SHARED
         .get()
         .ok_or_else(|| "ticket keys: not initialised".into())
+}
+
+fn stamp() -> crate::shm::Stamp {
+    crate::shm::Stamp {
+        magic: MAGIC,
+        version: LAYOUT,
+        size: std::mem::size_of::<Ring>() as u64,
+    }
+}
+
+/// A new ring with a random key in every slot: an unused slot must not be a known (zero) key.
+fn fresh_ring() -> Result<crate::shm::Region, String> {
+    let region = crate::shm::create(c"rproxy-ticket-keys", stamp())
+        .map_err(|e| format!("ticket keys: {e}"))?;
+    let ring = region.ptr as *mut Ring;
+    for i in 0..RING {
+        let k = random_key()?;
+        // SAFETY: the mapping is ours alone until the first fork.
+        unsafe { (*ring).keys[i] = k };
+    }
+    Ok(region)
+}
+
+/// The ring's descriptor, for the hand-over to a new binary (`None` until a context used it).
+pub fn fd() -> Option<BorrowedFd<'static>> {
+    SHARED.get().map(|s| s.fd.as_fd())
 }
 
 /// `ROTATE_EVERY`, or a test's shorter interval (`test-faults` builds only).
