@@ -120,6 +120,10 @@ impl Upgrade {
             .map_err(|e| format!("{}: {e}", config_path.display()))?;
         let argv = with_config(std::env::args_os().collect(), &config);
         let awaiting_commit = handover::receive()?;
+        #[cfg(feature = "test-faults")]
+        if awaiting_commit.is_some() {
+            hang_while_fault_file();
+        }
         if awaiting_commit.is_some() {
             // Not the main PID yet: systemd hears from the old master until the commit.
             notify::set_enabled(false);
@@ -531,6 +535,19 @@ fn timeout() -> Duration {
         return Duration::from_millis(ms);
     }
     TIMEOUT
+}
+
+/// Test-only fault injection: a new master that hangs (at most a minute) while the file named
+/// by `RPROXY_TEST_UPGRADE_HANG_FILE` exists, so the old master's deadline is what ends it.
+#[cfg(feature = "test-faults")]
+fn hang_while_fault_file() {
+    let Some(path) = std::env::var_os("RPROXY_TEST_UPGRADE_HANG_FILE") else {
+        return;
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    while Path::new(&path).exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `/proc/self/exe` of a binary that was replaced reads "... (deleted)".
