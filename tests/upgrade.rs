@@ -24,10 +24,14 @@ fn upgrade(master: i32, pid_file: &Path, workers: usize) -> i32 {
     // SAFETY: signalling a master this test started.
     unsafe { libc::kill(master, libc::SIGUSR2) };
     let mut new = 0;
-    wait_until("the pid file names the new master", Duration::from_secs(15), || {
-        new = pid_in(pid_file).unwrap_or(master);
-        new != master && alive(new)
-    });
+    wait_until(
+        "the pid file names the new master",
+        Duration::from_secs(15),
+        || {
+            new = pid_in(pid_file).unwrap_or(master);
+            new != master && alive(new)
+        },
+    );
     wait_until("the new master's workers", Duration::from_secs(5), || {
         children_of(new).len() == workers
     });
@@ -78,7 +82,11 @@ fn twenty_upgrades_under_load_lose_no_request() {
             let before = children_of(master);
             let new = upgrade(master, &pid_file, 2);
             masters.0.push(new);
-            assert!(!seen.contains(&new), "upgrade {}: pid {new} reused", batch * 5 + i);
+            assert!(
+                !seen.contains(&new),
+                "upgrade {}: pid {new} reused",
+                batch * 5 + i
+            );
             seen.push(new);
             let workers = children_of(new);
             assert!(
@@ -104,13 +112,22 @@ fn twenty_upgrades_under_load_lose_no_request() {
     assert_eq!(failed, 0, "failed requests across 20 upgrades ({ok} ok)");
     assert!(ok > 200, "too little load: {ok}");
     let log = p.log();
-    assert_eq!(log.matches("upgrade committed: master").count(), 20, "{log}");
+    assert_eq!(
+        log.matches("upgrade committed: master").count(),
+        20,
+        "{log}"
+    );
     assert!(!log.contains("upgrade failed"), "{log}");
     // The last master stops as usual, and removes the pid file it inherited.
     // SAFETY: signalling the master this test's upgrades started.
     unsafe { libc::kill(master, libc::SIGQUIT) };
-    wait_until("the last master exits", Duration::from_secs(10), || !alive(master));
-    assert!(!pid_file.exists(), "the pid file is removed by the last master");
+    wait_until("the last master exits", Duration::from_secs(10), || {
+        !alive(master)
+    });
+    assert!(
+        !pid_file.exists(),
+        "the pid file is removed by the last master"
+    );
 }
 
 /// The old tree after a failed upgrade: the same workers, serving, nothing else left.
@@ -189,9 +206,11 @@ fn a_new_binary_that_fails_before_ready_leaves_the_old_tree_serving() {
     assert!(p.log().contains("was not ready within 3 s"), "{}", p.log());
     assert_untouched(&p, &workers, &pid_file);
     // No new master is left behind: the master's children are its workers only.
-    wait_until("nothing but the old workers", Duration::from_secs(5), || {
-        p.workers() == workers
-    });
+    wait_until(
+        "nothing but the old workers",
+        Duration::from_secs(5),
+        || p.workers() == workers,
+    );
 
     let (ok, failed) = load.finish();
     assert_eq!(failed, 0, "requests failed while upgrades failed ({ok} ok)");
@@ -202,6 +221,9 @@ fn a_new_binary_that_fails_before_ready_leaves_the_old_tree_serving() {
     assert_eq!(get(port, "/").0, 200);
 }
 
+/// Datagrams received so far: `(sender PID, text)`.
+type Notes = Vec<(i32, String)>;
+
 /// One datagram to the fake NOTIFY_SOCKET, with the sender's PID (SO_PASSCRED).
 fn recv_notify(sock: &UnixDatagram) -> Option<(i32, String)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixCredentials};
@@ -209,7 +231,13 @@ fn recv_notify(sock: &UnixDatagram) -> Option<(i32, String)> {
     let mut iov = [IoSliceMut::new(&mut buf)];
     // Room for credentials and one descriptor (the barrier's pipe, closed when dropped).
     let mut space = nix::cmsg_space!(UnixCredentials, [std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).ok()?;
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .ok()?;
     let mut pid = 0;
     for c in msg.cmsgs().ok()? {
         match c {
@@ -243,7 +271,10 @@ fn systemd_follows_the_new_master() {
         port,
         &[b.port],
         "",
-        &format!("workers = 1\nshutdown-timeout = 3\npid-file = \"{}\"", pid_file.display()),
+        &format!(
+            "workers = 1\nshutdown-timeout = 3\npid-file = \"{}\"",
+            pid_file.display()
+        ),
     );
     let p = Proxy::start_with_env(
         "upgrade-notify",
@@ -253,8 +284,8 @@ fn systemd_follows_the_new_master() {
     );
     let old = p.pid();
     let mut masters = Masters(vec![old]);
-    let mut all: Vec<(i32, String)> = Vec::new();
-    let read_until = |all: &mut Vec<(i32, String)>, what: &str, done: &dyn Fn(&[(i32, String)]) -> bool| {
+    let mut all: Notes = Vec::new();
+    let read_until = |all: &mut Notes, what: &str, done: &dyn Fn(&Notes) -> bool| {
         let end = Instant::now() + Duration::from_secs(15);
         while !done(all) {
             assert!(Instant::now() < end, "no {what} in {all:?}");
@@ -263,10 +294,14 @@ fn systemd_follows_the_new_master() {
             }
         }
     };
-    read_until(&mut all, "READY=1", &|a| a.iter().any(|(_, t)| t.contains("READY=1")));
+    read_until(&mut all, "READY=1", &|a| {
+        a.iter().any(|(_, t)| t.contains("READY=1"))
+    });
     let start = all.len();
     p.signal(libc::SIGUSR2);
-    read_until(&mut all, "MAINPID=", &|a| a[start..].iter().any(|(_, t)| t.contains("MAINPID=")));
+    read_until(&mut all, "MAINPID=", &|a| {
+        a[start..].iter().any(|(_, t)| t.contains("MAINPID="))
+    });
     let new = pid_in(&pid_file).unwrap();
     masters.0.push(new);
     assert_ne!(new, old);
@@ -289,20 +324,29 @@ fn systemd_follows_the_new_master() {
     assert!(text.contains(&format!("MAINPID={new}\n")), "{text}");
     assert!(text.contains("READY=1"), "{text}");
     // Nothing at all from the new master before the hand-off (systemd would refuse it).
-    assert!(after[..handoff].iter().all(|(pid, _)| *pid == old), "{after:?}");
+    assert!(
+        after[..handoff].iter().all(|(pid, _)| *pid == old),
+        "{after:?}"
+    );
 
     // The old master drains and exits; the new one reloads on SIGHUP and says so itself.
     let mark = all.len();
-    wait_until("the old master exits", Duration::from_secs(10), || !alive(old));
+    wait_until("the old master exits", Duration::from_secs(10), || {
+        !alive(old)
+    });
     // SAFETY: signalling the master this test's upgrade started.
     unsafe { libc::kill(new, libc::SIGHUP) };
     read_until(&mut all, "READY=1 from the new master", &|a| {
-        a[mark..].iter().any(|(pid, t)| *pid == new && t.contains("READY=1"))
+        a[mark..]
+            .iter()
+            .any(|(pid, t)| *pid == new && t.contains("READY=1"))
     });
     // SAFETY: as above.
     unsafe { libc::kill(new, libc::SIGQUIT) };
     read_until(&mut all, "STOPPING=1 from the new master", &|a| {
-        a[mark..].iter().any(|(pid, t)| *pid == new && t.contains("STOPPING=1"))
+        a[mark..]
+            .iter()
+            .any(|(pid, t)| *pid == new && t.contains("STOPPING=1"))
     });
     // After the hand-off the old master said nothing but the barrier that waits for it
     // (sd_notify_barrier: BARRIER=1 alone, with a pipe systemd closes): no STOPPING=1 as it
@@ -321,7 +365,9 @@ fn systemd_follows_the_new_master() {
 fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
     let st = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
         .args(["-subj", "/CN=rproxy.test", "-keyout"])
         .arg(&key)
         .arg("-out")
@@ -379,17 +425,25 @@ fn sessions_resume_across_the_upgrade(name: &str, ssl_extra: &str, version: &str
             cert.display(),
             key.display()
         ),
-        &format!("workers = 2\nshutdown-timeout = 3\npid-file = \"{}\"", pid_file.display()),
+        &format!(
+            "workers = 2\nshutdown-timeout = 3\npid-file = \"{}\"",
+            pid_file.display()
+        ),
     );
     let p = Proxy::start(name, &cfg, port);
     let mut masters = Masters(vec![p.pid()]);
     let sess = dir.join("session.pem");
-    assert!(!s_client(port, version, &sess), "the first handshake is full");
+    assert!(
+        !s_client(port, version, &sess),
+        "the first handshake is full"
+    );
     assert!(s_client(port, version, &sess), "resumes before the upgrade");
     let new = upgrade(p.pid(), &pid_file, 2);
     masters.0.push(new);
     // Only the new master's workers accept from here on.
-    wait_until("the old master exits", Duration::from_secs(10), || !alive(p.pid()));
+    wait_until("the old master exits", Duration::from_secs(10), || {
+        !alive(p.pid())
+    });
     for i in 0..4 {
         assert!(
             s_client(port, version, &sess),
@@ -397,7 +451,11 @@ fn sessions_resume_across_the_upgrade(name: &str, ssl_extra: &str, version: &str
             p.log()
         );
     }
-    assert!(p.log().contains("handed over by the previous master"), "{}", p.log());
+    assert!(
+        p.log().contains("handed over by the previous master"),
+        "{}",
+        p.log()
+    );
 }
 
 #[test]
@@ -443,7 +501,9 @@ fn a_daemon_upgrades_and_its_pid_file_follows() {
     let mut masters = Masters(vec![old]);
     let new = upgrade(old, &pid_file, 1);
     masters.0.push(new);
-    wait_until("the old daemon exits", Duration::from_secs(10), || !alive(old));
+    wait_until("the old daemon exits", Duration::from_secs(10), || {
+        !alive(old)
+    });
     // Re-parented, alive, serving; it never forked away (the pid file would say so).
     assert!(alive(new));
     assert_eq!(pid_in(&pid_file), Some(new));
@@ -463,10 +523,14 @@ fn a_daemon_upgrades_and_its_pid_file_follows() {
     // And once more, from the upgraded daemon.
     let third = upgrade(new, &pid_file, 1);
     masters.0.push(third);
-    wait_until("the second daemon exits", Duration::from_secs(10), || !alive(new));
+    wait_until("the second daemon exits", Duration::from_secs(10), || {
+        !alive(new)
+    });
     assert_eq!(get(port, "/").0, 200);
     // SAFETY: signalling the daemon this test's upgrades started.
     unsafe { libc::kill(third, libc::SIGQUIT) };
-    wait_until("the last daemon exits", Duration::from_secs(10), || !alive(third));
+    wait_until("the last daemon exits", Duration::from_secs(10), || {
+        !alive(third)
+    });
     assert!(!pid_file.exists(), "the pid file is removed at the end");
 }
