@@ -418,6 +418,18 @@ pub fn take_pid_file(path: &Path) -> Option<OwnedFd> {
     Some(OwnedFd::from(file))
 }
 
+/// After the commit: close what the new configuration did not take (a pid file at another
+/// path, TLS state of a configuration without TLS). A later reload that needs TLS state
+/// makes it fresh.
+pub fn discard_unused() {
+    if let Some(i) = lock().as_mut() {
+        i.listeners.clear();
+        i.session_cache = None;
+        i.ticket_keys = None;
+        i.pid_file = None;
+    }
+}
+
 /// Whether start-up took over the old master's pid file.
 pub fn took_pid_file() -> bool {
     lock().as_ref().is_some_and(|i| i.took_pid_file)

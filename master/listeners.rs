@@ -134,3 +134,37 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> nix::Result<OwnedFd> {
     listen(&fd, Backlog::new(backlog)?)?;
     Ok(fd)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free_addr() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    #[test]
+    fn only_a_listening_socket_at_the_claimed_address_is_adopted() {
+        let addr = free_addr();
+        let fd = bind_one(addr, 16).unwrap();
+        let mut l = Listeners::default();
+        let other = SocketAddr::from(([127, 0, 0, 1], addr.port().wrapping_add(1)));
+        assert!(l.adopt(other, fd.try_clone().unwrap()).is_err());
+        l.adopt(addr, fd.try_clone().unwrap()).unwrap();
+        assert!(l.adopt(addr, fd).unwrap_err().contains("twice"));
+        assert_eq!(l.all().count(), 1);
+        // A connected (not listening) socket, or a file, is refused.
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let local = client.local_addr().unwrap();
+        assert!(Listeners::default()
+            .adopt(local, OwnedFd::from(client))
+            .is_err());
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(Listeners::default()
+            .adopt(addr, OwnedFd::from(file))
+            .is_err());
+        l.close_all();
+        assert_eq!(l.all().count(), 0);
+    }
+}

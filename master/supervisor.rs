@@ -374,7 +374,10 @@ impl Master {
         self.respawn_due(now);
         self.give_up_stuck_reload(now);
         self.kill_late_drainers(now);
-        crate::ticket_keys::rotate_if_due(now);
+        // A new master of a binary upgrade shares the old one's key ring: only one writes it.
+        if !self.upgrade.holds_accept() {
+            crate::ticket_keys::rotate_if_due();
+        }
         false
     }
 

@@ -15,7 +15,7 @@ use std::ffi::{c_char, c_int, c_uchar, c_void};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openssl_sys::{
     OSSL_PARAM_construct_octet_string, EVP_CIPHER_CTX, EVP_MAC_CTX, OSSL_PARAM, SSL, SSL_CTX,
@@ -47,18 +47,22 @@ struct Ring {
     /// Index of the newest key.
     current: usize,
     keys: [Key; RING],
+    /// When the next key is due, in CLOCK_MONOTONIC milliseconds (system-wide). Kept here, not
+    /// in the master's memory, so the schedule survives a binary upgrade: upgrading more often
+    /// than every `ROTATE_EVERY` must not stop the rotation. Only the serving master uses it.
+    next_rotation_ms: u64,
 }
 
 struct Shared {
     ring: *mut Ring,
     /// The memfd, kept for a binary upgrade.
     fd: OwnedFd,
-    next_rotation: std::cell::Cell<Instant>,
     every: Duration,
 }
 
-// SAFETY: the ring is written by the master's single thread only and read through the
-// seqlock; `next_rotation` is only used by the master's single thread.
+// SAFETY: the ring is written by the master's single thread only (one master at a time: a
+// new master of a binary upgrade rotates only after the commit, the old one never after it)
+// and read through the seqlock.
 unsafe impl Sync for Shared {}
 // SAFETY: as above.
 unsafe impl Send for Shared {}
@@ -118,12 +122,10 @@ fn shared() -> Result<&'static Shared, String> {
         Some(r) => r,
         None => fresh_ring()?,
     };
-    let every = rotation_interval();
     let _ = SHARED.set(Shared {
         ring: region.ptr as *mut Ring,
         fd: region.fd,
-        next_rotation: std::cell::Cell::new(Instant::now() + every),
-        every,
+        every: rotation_interval(),
     });
     SHARED
         .get()
@@ -148,6 +150,9 @@ fn fresh_ring() -> Result<crate::shm::Region, String> {
         // SAFETY: the mapping is ours alone until the first fork.
         unsafe { (*ring).keys[i] = k };
     }
+    let first = monotonic_ms().saturating_add(rotation_interval().as_millis() as u64);
+    // SAFETY: as above.
+    unsafe { (*ring).next_rotation_ms = first };
     Ok(region)
 }
 
@@ -182,12 +187,17 @@ fn random_key() -> Result<Key, String> {
 }
 
 /// The master's timer: a new newest key when due (the oldest is dropped).
-pub fn rotate_if_due(now: Instant) {
+pub fn rotate_if_due() {
     let Some(s) = SHARED.get() else { return };
-    if now < s.next_rotation.get() {
+    let now = monotonic_ms();
+    // SAFETY: the field is only used by the master's single thread (see `Shared`).
+    let due = unsafe { std::ptr::read_volatile(&(*s.ring).next_rotation_ms) };
+    if now < due {
         return;
     }
-    s.next_rotation.set(now + s.every);
+    let next = now.saturating_add(s.every.as_millis() as u64);
+    // SAFETY: as above.
+    unsafe { std::ptr::write_volatile(&mut (*s.ring).next_rotation_ms, next) };
     match random_key() {
         Ok(k) => rotate(s, k),
         Err(e) => rproxy_shared::warn!("ticket key rotation skipped: {e}"),
@@ -207,6 +217,17 @@ fn rotate(s: &Shared, k: Key) {
         std::ptr::write_volatile(&mut (*r).current, next);
         (*r).seq.store(seq + 2, Ordering::Release);
     }
+}
+
+/// CLOCK_MONOTONIC in milliseconds: the same clock in every process of the machine.
+fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes into our own timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
 }
 
 /// A consistent copy of the ring: `(index of the newest, keys)`.

@@ -493,6 +493,7 @@ impl Master {
             w.send(&ToWorker::Accept);
         }
         self.close_unused_listeners();
+        handover::discard_unused();
         info!("upgrade committed: this master serves; master {old} drains and exits");
         if std::mem::take(&mut self.reload_queued) {
             self.reload();

@@ -534,3 +534,64 @@ fn a_daemon_upgrades_and_its_pid_file_follows() {
     });
     assert!(!pid_file.exists(), "the pid file is removed at the end");
 }
+
+/// The ticket key schedule lives in the shared ring, not in a master: upgrading more often
+/// than the rotation interval (1.5 s here, 12 h in production) must not stop the rotation, so
+/// a ticket older than the ring stops resuming whatever the upgrades.
+#[test]
+#[cfg_attr(
+    not(feature = "test-faults"),
+    ignore = "the short rotation interval is only built with --features test-faults"
+)]
+fn ticket_keys_keep_rotating_across_frequent_upgrades() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("upgrade-rotate");
+    let (cert, key) = self_signed(&dir);
+    let pid_file = dir.join("rproxy.pid");
+    let cfg = flat_config(
+        port,
+        &[b.port],
+        &format!(
+            "[server.ssl]\nenabled = true\ncert = \"{}\"\nkey = \"{}\"\ncache-enabled = false\n",
+            cert.display(),
+            key.display()
+        ),
+        &format!(
+            "workers = 1\nshutdown-timeout = 2\npid-file = \"{}\"",
+            pid_file.display()
+        ),
+    );
+    let p = Proxy::start_with_env(
+        "upgrade-rotate",
+        &cfg,
+        port,
+        &[("RPROXY_TEST_TICKET_ROTATE_MS", "1500")],
+    );
+    let mut masters = Masters(vec![p.pid()]);
+    let sess = dir.join("session.pem");
+    let old = dir.join("old.pem");
+    assert!(!s_client(port, "-tls1_2", &sess));
+    std::fs::copy(&sess, &old).unwrap();
+    // Upgrades every few hundred ms for 8 s: more than four rotations' worth of time.
+    let mut master = p.pid();
+    let end = Instant::now() + Duration::from_secs(8);
+    let mut upgrades = 0;
+    while Instant::now() < end {
+        master = upgrade(master, &pid_file, 1);
+        masters.0.push(master);
+        upgrades += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(upgrades >= 8, "only {upgrades} upgrades");
+    assert!(
+        !s_client(port, "-tls1_2", &old),
+        "a ticket older than the whole ring still resumed: the rotation stopped"
+    );
+    // Tickets made now resume, across another upgrade too.
+    let fresh = dir.join("fresh.pem");
+    assert!(!s_client(port, "-tls1_2", &fresh));
+    let last = upgrade(master, &pid_file, 1);
+    masters.0.push(last);
+    assert!(s_client(port, "-tls1_2", &fresh));
+}
