@@ -13,7 +13,9 @@
 //! end                                     the manifest is complete
 //! ```
 //! New -> old: `ready <pid> <1 if it took over the pid file, else 0>` once its workers are
-//! Ready (holding, not accepting), or `failed <reason>` before it exits. Old -> new: `commit`.
+//! Ready (holding, not accepting), or `failed <reason>` before it exits. Old -> new: `commit`;
+//! new -> old: `accepting` once its workers were told to accept (the old workers drain then,
+//! so some worker accepts at every instant).
 //! Nothing in the manifest is trusted: each listener is checked with `getsockname` and
 //! `SO_ACCEPTCONN` (`Listeners::adopt`), each shared region by its stamp (`shm.rs`).
 //!
@@ -158,6 +160,8 @@ impl FromNew {
 
 /// The word the old master sends when it has handed the service over.
 pub const COMMIT: &str = "commit";
+/// The new master's answer once its workers were told to accept: the old one's drain now.
+pub const ACCEPTING: &str = "accepting";
 
 // ---------------------------------------------------------------------------------------------
 // Sending and receiving on the socketpair.

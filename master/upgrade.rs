@@ -56,6 +56,9 @@ use crate::supervisor::Master;
 
 /// How long the new master may take to have every worker Ready.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the old master's workers keep accepting after the commit at most, waiting for
+/// the new master to say its workers accept.
+const ACCEPT_WAIT: Duration = Duration::from_secs(2);
 /// How long the old master waits for systemd to confirm the MAINPID hand-off.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -92,9 +95,13 @@ enum State {
         link: OwnedFd,
         deadline: Instant,
     },
-    /// O: committed; the new master serves and this one drains.
+    /// O: committed; the new master serves and this one drains. Until the new master says
+    /// its workers accept (`link` still open, at most until `drain_by`), ours accept too, so
+    /// there is no instant when nobody takes connections from the queue.
     HandedOver {
         new_pid: u32,
+        link: Option<OwnedFd>,
+        drain_by: Instant,
     },
 }
 
@@ -228,7 +235,7 @@ impl Master {
             State::Waiting { child, .. } => {
                 return Err(format!("an upgrade is in progress (new master {child})"))
             }
-            State::HandedOver { new_pid } => {
+            State::HandedOver { new_pid, .. } => {
                 return Err(format!(
                     "this master already handed over to master {new_pid}"
                 ))
@@ -285,6 +292,10 @@ impl Master {
             self.await_commit();
             return;
         }
+        if matches!(self.upgrade.state, State::HandedOver { .. }) {
+            self.await_accepting(now);
+            return;
+        }
         let State::Waiting {
             attempt,
             child,
@@ -295,6 +306,10 @@ impl Master {
             return;
         };
         let (attempt, child) = (*attempt, *child);
+        #[cfg(feature = "test-faults")]
+        if commit_held() {
+            return;
+        }
         match handover::recv(link.as_fd(), None) {
             Ok(Incoming::Message(text, _)) => match FromNew::parse(&text) {
                 Some(FromNew::Ready { pid, pid_file }) if pid == child.as_raw() as u32 => {
@@ -354,7 +369,7 @@ impl Master {
                 self.upgrade_failed(attempt, why);
                 true
             }
-            State::HandedOver { new_pid } if *new_pid == pid.as_raw() as u32 => {
+            State::HandedOver { new_pid, .. } if *new_pid == pid.as_raw() as u32 => {
                 warn!("master {pid} (the upgrade's new master) {how}");
                 true
             }
@@ -395,30 +410,74 @@ impl Master {
         notify::barrier(BARRIER_TIMEOUT);
         // From here systemd follows the new master; this one must say nothing more.
         notify::set_enabled(false);
-        let State::Waiting { link, .. } =
-            std::mem::replace(&mut self.upgrade.state, State::HandedOver { new_pid })
+        let State::Waiting { link, .. } = std::mem::replace(&mut self.upgrade.state, State::Idle)
         else {
             return;
         };
-        if let Err(e) = handover::send(link.as_fd(), handover::COMMIT, &[]) {
-            // The new master died within this instant: systemd already follows it, so the
-            // service is restarted by `Restart=`; nothing this master can do is better.
-            error!("upgrade: telling master {new_pid} to commit: {e}");
-        }
+        let link = match handover::send(link.as_fd(), handover::COMMIT, &[]) {
+            Ok(()) => Some(link),
+            Err(e) => {
+                // The new master died within this instant: systemd already follows it, so
+                // the service is restarted by `Restart=`; nothing this master can do is better.
+                error!("upgrade: telling master {new_pid} to commit: {e}");
+                None
+            }
+        };
+        self.upgrade.state = State::HandedOver {
+            new_pid,
+            link,
+            drain_by: Instant::now() + ACCEPT_WAIT,
+        };
         self.upgrade.outcome = Some((attempt, Outcome::Committed { new_pid }));
         self.retire(new_pid);
     }
 
-    /// O after the commit: drain every worker (as a graceful stop, saying nothing to
-    /// systemd), close our copies of the listeners, exit when the workers are gone.
+    /// O after the commit: from now on a graceful stop that says nothing to systemd and never
+    /// respawns; the workers are told to drain once the new ones accept ([`Self::drain_old`]).
     fn retire(&mut self, new_pid: u32) {
-        let now = Instant::now();
         let timeout = self
             .gens
             .iter()
             .map(|g| g.shutdown_timeout())
             .max()
             .unwrap_or(Duration::from_secs(30));
+        self.stop = Some(Stop::Graceful {
+            deadline: Instant::now() + ACCEPT_WAIT + timeout + Duration::from_secs(1),
+        });
+        info!(
+            "upgrade committed: master {new_pid} serves; this master ({}) drains {} worker(s) \
+             and exits",
+            std::process::id(),
+            self.workers().count()
+        );
+    }
+
+    /// O: the new master's workers accept (or it went quiet past `drain_by`): ours drain, our
+    /// copies of the listeners close.
+    fn await_accepting(&mut self, now: Instant) {
+        let State::HandedOver {
+            link: Some(link),
+            drain_by,
+            ..
+        } = &self.upgrade.state
+        else {
+            return;
+        };
+        let done = match handover::recv(link.as_fd(), None) {
+            Ok(Incoming::Nothing) => now >= *drain_by,
+            // `accepting`, the new master gone, or anything else: nothing to wait for.
+            _ => true,
+        };
+        if done {
+            if let State::HandedOver { link, .. } = &mut self.upgrade.state {
+                *link = None;
+            }
+            self.drain_old();
+        }
+    }
+
+    fn drain_old(&mut self) {
+        let now = Instant::now();
         for g in &mut self.gens {
             if !g.is_draining() {
                 g.state = GenState::Draining {
@@ -429,16 +488,7 @@ impl Master {
                 w.tell_to_leave(&ToWorker::Drain);
             }
         }
-        self.stop = Some(Stop::Graceful {
-            deadline: now + timeout + Duration::from_secs(1),
-        });
         self.listeners.close_all();
-        info!(
-            "upgrade committed: master {new_pid} serves; this master ({}) drains {} worker(s) \
-             and exits",
-            std::process::id(),
-            self.workers().count()
-        );
     }
 
     /// N: the first generation is Ready (holding): tell the old master.
@@ -491,6 +541,10 @@ impl Master {
         }
         for w in self.workers() {
             w.send(&ToWorker::Accept);
+        }
+        if let Some(link) = handover::new_side_link() {
+            // The old master's workers drain once ours accept.
+            let _ = handover::send(link, handover::ACCEPTING, &[]);
         }
         self.close_unused_listeners();
         handover::discard_unused();
@@ -549,6 +603,14 @@ fn hang_while_fault_file() {
     while Path::new(&path).exists() && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Test-only: the old master leaves the new one's `ready` unread (no commit, no deadline)
+/// while the file named by `RPROXY_TEST_UPGRADE_HOLD_COMMIT_FILE` exists, so a test can see
+/// the new workers holding their listeners without accepting.
+#[cfg(feature = "test-faults")]
+fn commit_held() -> bool {
+    std::env::var_os("RPROXY_TEST_UPGRADE_HOLD_COMMIT_FILE").is_some_and(|p| Path::new(&p).exists())
 }
 
 /// `/proc/self/exe` of a binary that was replaced reads "... (deleted)".

@@ -595,3 +595,133 @@ fn ticket_keys_keep_rotating_across_frequent_upgrades() {
     masters.0.push(last);
     assert!(s_client(port, "-tls1_2", &fresh));
 }
+
+/// Client ports of the established connections `pid` holds on `port` (server side), from
+/// /proc/net/tcp and the process's descriptors.
+fn client_ports_of(pid: i32, port: u16) -> Vec<u16> {
+    let mut by_inode = std::collections::HashMap::new();
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    for l in tcp.lines().skip(1) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 10 || f[3] != "01" {
+            continue;
+        }
+        let p = |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap_or(""), 16).ok();
+        if let (Some(lp), Some(rp)) = (p(f[1]), p(f[2])) {
+            if lp == port {
+                by_inode.insert(f[9].to_string(), rp);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in rd.flatten() {
+            if let Ok(t) = std::fs::read_link(e.path()) {
+                let t = t.to_string_lossy();
+                if let Some(i) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                    if let Some(p) = by_inode.get(i) {
+                        out.push(*p);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Until the commit the new master's workers hold the listeners without accepting: every
+/// connection made while the new tree is Ready but uncommitted is served by the old workers;
+/// after the commit the new workers take the new connections.
+#[test]
+#[cfg_attr(
+    not(feature = "test-faults"),
+    ignore = "the commit hold hook is only built with --features test-faults"
+)]
+fn new_workers_accept_nothing_before_the_commit() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let dir = temp_dir("upgrade-hold");
+    let pid_file = dir.join("rproxy.pid");
+    let hold = dir.join("hold-commit");
+    let cfg = flat_config(
+        port,
+        &[b.port],
+        "",
+        &format!(
+            "workers = 2\nshutdown-timeout = 5\npid-file = \"{}\"",
+            pid_file.display()
+        ),
+    );
+    let p = Proxy::start_with_env(
+        "upgrade-hold",
+        &cfg,
+        port,
+        &[(
+            "RPROXY_TEST_UPGRADE_HOLD_COMMIT_FILE",
+            hold.to_str().unwrap(),
+        )],
+    );
+    let mut masters = Masters(vec![p.pid()]);
+    let old_workers = p.workers();
+    std::fs::write(&hold, b"").unwrap();
+    p.signal(libc::SIGUSR2);
+    p.wait_log("waiting for the commit", Duration::from_secs(15));
+    let new = children_of(p.pid())
+        .into_iter()
+        .find(|c| !old_workers.contains(c))
+        .expect("the new master");
+    masters.0.push(new);
+    let new_workers = children_of(new);
+    assert_eq!(new_workers.len(), 2);
+    // 30 kept-open connections, each with one answered request: all on old workers.
+    let mut conns = Vec::new();
+    for _ in 0..30 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 512];
+        let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        conns.push(s);
+    }
+    let on_new: usize = new_workers
+        .iter()
+        .map(|w| client_ports_of(*w, port).len())
+        .sum();
+    let on_old: usize = old_workers
+        .iter()
+        .map(|w| client_ports_of(*w, port).len())
+        .sum();
+    assert_eq!(on_new, 0, "a held worker accepted");
+    assert_eq!(on_old, 30);
+    assert_eq!(pid_in(&pid_file), Some(p.pid()), "no commit yet");
+    drop(conns);
+
+    std::fs::remove_file(&hold).unwrap();
+    wait_until(
+        "the pid file names the new master",
+        Duration::from_secs(10),
+        || pid_in(&pid_file) == Some(new),
+    );
+    p.wait_log(
+        "upgrade committed: this master serves",
+        Duration::from_secs(5),
+    );
+    // The old workers accept until the new ones do, then drain and exit.
+    wait_until("the old workers exit", Duration::from_secs(10), || {
+        old_workers.iter().all(|w| !alive(*w))
+    });
+    let mut conns = Vec::new();
+    for _ in 0..30 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 512];
+        let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        conns.push(s);
+    }
+    let on_new: usize = new_workers
+        .iter()
+        .map(|w| client_ports_of(*w, port).len())
+        .sum();
+    assert_eq!(on_new, 30, "after the commit the new workers accept");
+}
