@@ -11,9 +11,10 @@
 //! and forks workers that hold their listeners without accepting. When they are all Ready,
 //! N says `ready`; O writes N's PID into the pid file, tells systemd `MAINPID=N` + `READY=1`
 //! (it is still the main PID, the only one `NotifyAccess=main` listens to), waits for the
-//! barrier, goes quiet, and says `commit`. N's workers start accepting and N closes the
-//! inherited listeners its configuration does not use; O drains its workers like a graceful
-//! stop (without `STOPPING=1`), closes its own copies of the listeners and exits.
+//! barrier, goes quiet, and says `commit`. N's workers start accepting, N closes the
+//! inherited listeners its configuration does not use and says `accepting`; then (or 2 s
+//! after the commit at most) O drains its workers like a graceful stop (without
+//! `STOPPING=1`, never respawning), closes its own copies of the listeners and exits.
 //!
 //! Before the commit nothing of O changed: its workers accept throughout (no listener is
 //! closed, so no SYN meets a closed port) and N's workers have accepted nothing. Any failure
