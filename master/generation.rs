@@ -54,6 +54,9 @@ pub struct Generation {
     /// every certificate, key and CRL) while the old generation drains with its own.
     pub tls: Vec<Option<SslContext>>,
     pub state: GenState,
+    /// Forked by a new master during a binary upgrade: its workers hold their listeners
+    /// without accepting until the upgrade commits (`upgrade.rs` sends them `Accept`).
+    pub hold_accept: bool,
     pub started: Instant,
     pub slots: Vec<Slot>,
     pub workers: Vec<Worker>,
@@ -158,6 +161,7 @@ impl Generation {
             error_log,
             tls,
             state,
+            hold_accept: false,
             started: Instant::now(),
             slots,
             workers: Vec::new(),

@@ -6,6 +6,7 @@
 mod cli;
 mod convert;
 mod generation;
+mod handover;
 mod health;
 mod listeners;
 mod metrics;
@@ -16,12 +17,14 @@ mod reopen;
 mod scrape;
 mod scrape_request;
 mod session_cache;
+mod shm;
 mod spawn;
 mod startup;
 mod stop;
 mod supervisor;
 mod ticket_keys;
 mod tls;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -40,11 +43,18 @@ fn main() -> ExitCode {
             for e in &errs.0 {
                 eprintln!("rproxy: {e}");
             }
-            eprintln!(
-                "rproxy: configuration {} has {} error(s)",
+            let summary = format!(
+                "configuration {} has {} error(s)",
                 cli.config.display(),
                 errs.0.len()
             );
+            eprintln!("rproxy: {summary}");
+            if !cli.test {
+                // A new binary refusing the configuration in a hot upgrade: the old master
+                // logs this and serves on.
+                let first = errs.0.first().map(|e| e.to_string()).unwrap_or_default();
+                handover::report_failure(&format!("{summary}: {first}"));
+            }
             return ExitCode::from(1);
         }
     };

@@ -22,8 +22,8 @@ impl Master {
         if self.stop.is_some() {
             return;
         }
-        if self.gens.iter().any(|g| g.state == GenState::Starting) {
-            // One reload at a time; this one runs when the current one is done.
+        if self.gens.iter().any(|g| g.state == GenState::Starting) || self.upgrade.busy() {
+            // One reload (or upgrade) at a time; this one runs when the current one is done.
             self.reload_queued = true;
             return;
         }
@@ -161,7 +161,7 @@ impl Master {
 
     /// Listeners only the serving (or starting) configuration may keep. Draining workers hold
     /// their own copies until they stop accepting, so a removed port closes as they drain.
-    fn close_unused_listeners(&mut self) {
+    pub(crate) fn close_unused_listeners(&mut self) {
         let live = self
             .gens
             .iter()

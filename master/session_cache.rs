@@ -2,15 +2,25 @@
 //! OpenSSL's own cache lives in one process, so a client resuming by session ID on another
 //! worker, or after a reload, would get a full handshake without it.
 //!
-//! One `MAP_SHARED | MAP_ANONYMOUS` region mapped by the master before the first fork that
-//! needs it and never unmapped (a reload keeps it): a header with a process-shared, robust
+//! One shared region (a memfd, `shm.rs`, so a binary upgrade hands it to the new master) mapped
+//! by the master before the first fork that needs it and never unmapped (a reload keeps it):
+//! a stamp (magic, layout version, size), a header with a process-shared, robust
 //! pthread mutex, then `cache-size` fixed slots of DER-encoded sessions, 4-way set-associative
 //! by a hash of the session ID (a full set evicts its expired or oldest entry). The critical
 //! section is a copy. A worker killed while holding the lock leaves the slot it was writing
 //! marked in the header: the next locker gets `EOWNERDEAD`, clears that slot, marks the mutex
 //! consistent and goes on (a plain shared mutex would hang every worker).
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
+
+use crate::shm::{self, Stamp};
+
+/// "rpSCache": what an inherited region must begin with.
+const MAGIC: u64 = 0x7270_5343_6163_6865;
+/// Bumped whenever `Header` or `Slot` change: a new binary then starts with an empty cache
+/// instead of reading the old one's memory with the wrong layout.
+const LAYOUT: u64 = 1;
 
 /// Bytes of DER a slot holds: sessions are 132-191 bytes, ~890 with a client certificate.
 /// A larger session is not cached (its client still resumes by ticket, if enabled).
@@ -20,6 +30,7 @@ const ID_MAX: usize = 32;
 
 #[repr(C)]
 struct Header {
+    stamp: Stamp,
     mutex: libc::pthread_mutex_t,
     /// `slot + 1` while a slot is being written, 0 otherwise: what `EOWNERDEAD` repairs.
     writing: usize,
@@ -39,6 +50,8 @@ struct Slot {
 
 /// The shared region, as each process (master and inheriting workers) sees it.
 pub struct SessionCache {
+    /// The memfd, kept for a binary upgrade.
+    fd: OwnedFd,
     header: *mut Header,
     slots: *mut Slot,
     len: usize,
@@ -54,26 +67,10 @@ impl SessionCache {
     /// Map a region for `entries` sessions (rounded up to a multiple of the set size).
     pub fn new(entries: usize) -> Result<SessionCache, String> {
         let len = entries.div_ceil(WAYS).max(1) * WAYS;
-        let bytes = std::mem::size_of::<Header>() + len * std::mem::size_of::<Slot>();
-        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(format!(
-                "cannot map {bytes} bytes for the TLS session cache: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        let header = p as *mut Header;
-        // SAFETY: `p` is a zeroed, writable mapping of at least `bytes` bytes, aligned to a
+        let region = shm::create(c"rproxy-session-cache", stamp(len))
+            .map_err(|e| format!("TLS session cache: {e}"))?;
+        let header = region.ptr as *mut Header;
+        // SAFETY: a zeroed, writable mapping of the whole region (stamp written), aligned to a
         // page; the mutex is initialised once, before any other process can see it.
         unsafe {
             let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
@@ -86,10 +83,46 @@ impl SessionCache {
                 return Err(format!("TLS session cache mutex: error {rc}"));
             }
         }
+        Ok(Self::at(region, len))
+    }
+
+    /// The cache an old master handed over in a binary upgrade: the same memory, mutex and
+    /// sessions (its workers and ours share it until they drain), when its layout is ours.
+    pub fn adopt(fd: OwnedFd) -> Result<SessionCache, String> {
+        let size = shm::file_size(&fd)?;
+        let fixed = std::mem::size_of::<Header>() as u64;
+        let slot = std::mem::size_of::<Slot>() as u64;
+        if size < fixed || (size - fixed) % slot != 0 {
+            return Err(format!(
+                "a {size}-byte region is not a session cache of this binary"
+            ));
+        }
+        let len = ((size - fixed) / slot) as usize;
+        let region = shm::adopt(fd, stamp(len))?;
+        Ok(Self::at(region, len))
+    }
+
+    fn at(region: shm::Region, len: usize) -> SessionCache {
+        let header = region.ptr as *mut Header;
         // SAFETY: the slots start right after the header, inside the mapping; Header's size is
         // a multiple of 8, Slot's alignment.
-        let slots = unsafe { (p as *mut u8).add(std::mem::size_of::<Header>()) } as *mut Slot;
-        Ok(SessionCache { header, slots, len })
+        let slots = unsafe { region.ptr.add(std::mem::size_of::<Header>()) } as *mut Slot;
+        SessionCache {
+            fd: region.fd,
+            header,
+            slots,
+            len,
+        }
+    }
+
+    /// The region's descriptor, for the hand-over to a new binary.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Sessions it holds (its size was fixed when it was made).
+    pub fn capacity(&self) -> usize {
+        self.len
     }
 
     /// Keep `der` under `id` for `ttl`.
@@ -199,6 +232,15 @@ impl SessionCache {
     }
 }
 
+/// The stamp of a cache of `len` slots.
+fn stamp(len: usize) -> Stamp {
+    Stamp {
+        magic: MAGIC,
+        version: LAYOUT,
+        size: (std::mem::size_of::<Header>() + len * std::mem::size_of::<Slot>()) as u64,
+    }
+}
+
 struct Locked<'a>(&'a SessionCache);
 
 impl Drop for Locked<'_> {
@@ -237,6 +279,29 @@ mod tests {
             c.put(&i.to_be_bytes(), b"y", Duration::from_secs(60));
         }
         assert_eq!(c.get(&99u32.to_be_bytes()).as_deref(), Some(&b"y"[..]));
+    }
+
+    /// What a new binary maps from the descriptor is the same cache: sessions stored by
+    /// either side are found by the other, under the one mutex.
+    #[test]
+    fn an_adopted_cache_shares_sessions_and_lock() {
+        let c = SessionCache::new(16).unwrap();
+        c.put(b"before", b"one", Duration::from_secs(60));
+        let n = SessionCache::adopt(c.fd().try_clone_to_owned().unwrap()).unwrap();
+        assert_eq!(n.capacity(), c.capacity());
+        assert_eq!(n.get(b"before").as_deref(), Some(&b"one"[..]));
+        n.put(b"after", b"two", Duration::from_secs(60));
+        assert_eq!(c.get(b"after").as_deref(), Some(&b"two"[..]));
+        let other = crate::shm::create(
+            c"x",
+            crate::shm::Stamp {
+                magic: 1,
+                version: 1,
+                size: 4096,
+            },
+        )
+        .unwrap();
+        assert!(SessionCache::adopt(other.fd).is_err());
     }
 
     /// A process that dies holding the lock (a worker SIGKILLed mid-copy) neither hangs the

@@ -92,6 +92,7 @@ fn child_main(
         log_files,
         tls: generation.tls.clone(),
         channel: chan,
+        hold_accept: generation.hold_accept,
     })
 }
 

@@ -51,6 +51,11 @@ static STARTER: Mutex<Option<File>> = Mutex::new(None);
 /// message on its stderr, exit 1), so a start-up error is never lost behind an exit status 0;
 /// a daemon that dies before either also makes it exit 1.
 pub fn daemonize() -> Result<(), String> {
+    // The new master of a binary upgrade is the child of a daemon already: forking away
+    // would look to the old master like the new one exiting.
+    if crate::handover::is_new_master() {
+        return Ok(());
+    }
     let (rx, tx) = pipe().map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: the master is single-threaded at this point.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
@@ -113,6 +118,7 @@ pub fn report_ready() {
 
 /// Start-up failed: the starting process prints `why` and exits 1.
 pub fn report_failure(why: &str) {
+    crate::handover::report_failure(why);
     let mut msg = Vec::with_capacity(why.len() + 1);
     msg.push(b'E');
     msg.extend_from_slice(why.as_bytes());
@@ -198,8 +204,16 @@ pub struct PidFile {
     lock: Flock<File>,
 }
 
-/// Write our PID into `path` (0644, `O_NOFOLLOW`, regular file, exclusive lock).
+/// Write our PID into `path` (0644, `O_NOFOLLOW`, regular file, exclusive lock). The new
+/// master of a binary upgrade takes the old one's open file instead (same lock; the old
+/// master writes the new PID into it when it commits).
 pub fn write_pid_file(path: &Path) -> Result<PidFile, String> {
+    if let Some(fd) = crate::handover::take_pid_file(path) {
+        let lock = Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| format!("pid-file {}: {e}", path.display()))?;
+        crate::upgrade::remember_pid_file(path, &lock);
+        return Ok(PidFile { lock });
+    }
     let f = open_regular(
         OpenOptions::new().write(true).create(true).mode(0o644),
         path,
@@ -213,17 +227,32 @@ pub fn write_pid_file(path: &Path) -> Result<PidFile, String> {
     f.set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(ctx)?;
     writeln!(f, "{}", std::process::id()).map_err(ctx)?;
+    crate::upgrade::remember_pid_file(path, &lock);
     Ok(PidFile { lock })
 }
 
 impl PidFile {
-    /// Remove the file, if it is still the one we locked, then release the lock.
+    /// Remove the file, if it is still the one we locked and names us, then release the
+    /// lock. A file naming another PID was handed over in a binary upgrade (to the new master
+    /// after a commit, or back to the old one when this new master failed): the lock belongs
+    /// to the open file both share, so it is left held and the file in place.
     pub fn remove(self, path: &Path) {
-        let ours = match (std::fs::symlink_metadata(path), self.lock.metadata()) {
+        let same_file = match (std::fs::symlink_metadata(path), self.lock.metadata()) {
             (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
             _ => false,
         };
-        if ours {
+        let mut content = String::new();
+        let _ = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .and_then(|mut f| f.read_to_string(&mut content));
+        if content.trim() != std::process::id().to_string() {
+            // Dropping the Flock would unlock the shared open file: close without unlocking.
+            std::mem::forget(self.lock);
+            return;
+        }
+        if same_file {
             let _ = std::fs::remove_file(path);
         }
     }

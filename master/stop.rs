@@ -24,6 +24,7 @@ impl Master {
         if self.stop.is_some() {
             return;
         }
+        self.abort_upgrade("graceful stop");
         notify::stopping();
         let timeout = self
             .gens
@@ -48,6 +49,7 @@ impl Master {
         if matches!(self.stop, Some(Stop::Fast { .. })) {
             return;
         }
+        self.abort_upgrade("fast stop");
         notify::stopping();
         info!("fast stop");
         self.stop = Some(Stop::Fast {

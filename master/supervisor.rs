@@ -42,18 +42,20 @@ pub struct Master {
     pub(crate) current: u64,
     pub(crate) reload_queued: bool,
     pub(crate) stop: Option<Stop>,
-    announced_ready: bool,
+    pub(crate) announced_ready: bool,
     pub(crate) killed_all: bool,
     /// Workers that have not yet confirmed the last log reopen.
     pub(crate) reopen_pending: usize,
     /// Consecutive deaths before Ready while no worker was ever Ready.
     startup_deaths: u32,
     /// Set when start-up failed: the loop ends and `run` returns it.
-    failed: Option<String>,
+    pub(crate) failed: Option<String>,
     sigfd: SignalFd,
     /// The workers' reports summed (`metrics.rs`), served on `metrics-listen` (`scrape.rs`).
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) scrape: crate::scrape::Scrape,
+    /// Hot binary upgrade, either side (`upgrade.rs`).
+    pub(crate) upgrade: crate::upgrade::Upgrade,
 }
 
 impl Master {
@@ -63,6 +65,7 @@ impl Master {
         for s in [
             Signal::SIGHUP,
             Signal::SIGUSR1,
+            Signal::SIGUSR2,
             Signal::SIGQUIT,
             Signal::SIGTERM,
             Signal::SIGINT,
@@ -74,6 +77,7 @@ impl Master {
             .map_err(|e| format!("sigprocmask: {e}"))?;
         let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| format!("signalfd: {e}"))?;
+        let upgrade = crate::upgrade::Upgrade::new(&config_path)?;
         Ok(Master {
             config_path,
             listeners: Listeners::default(),
@@ -90,12 +94,14 @@ impl Master {
             sigfd,
             metrics: Default::default(),
             scrape: Default::default(),
+            upgrade,
         })
     }
 
     /// Bind, fork the first generation and supervise until stopped.
     pub fn run(mut self, config: Config) -> Result<(), String> {
         let config = Arc::new(config);
+        self.adopt_inherited_listeners()?;
         self.listeners.bind_for(&config)?;
         self.scrape.rebind(config.metrics_listen)?;
         let id = match self.start_generation(config, GenState::Active) {
@@ -183,6 +189,7 @@ impl Master {
                 Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
                     Ok(Signal::SIGHUP) => self.reload(),
                     Ok(Signal::SIGUSR1) => self.reopen_logs(),
+                    Ok(Signal::SIGUSR2) => self.upgrade_on_signal(),
                     Ok(Signal::SIGQUIT) => self.graceful_stop(),
                     Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.fast_stop(),
                     _ => {} // SIGCHLD: reaped after every wake-up anyway.
@@ -273,6 +280,7 @@ impl Master {
                 );
                 notify::ready(&format!("serving with {n} workers"));
                 crate::startup::report_ready();
+                self.tell_old_master_ready();
             }
             _ => {}
         }
@@ -286,6 +294,7 @@ impl Master {
     ) -> Result<u64, String> {
         let id = self.next_gen;
         let mut g = Generation::new(id, config, state)?;
+        g.hold_accept = self.upgrade.holds_accept();
         self.next_gen += 1;
         let listeners = self.listeners.for_config(&g.config);
         // Pushed even when a fork fails, so the workers already forked are supervised.
@@ -322,6 +331,9 @@ impl Master {
     }
 
     fn on_exit(&mut self, pid: Pid, how: String, clean: bool) {
+        if self.upgrade_child_exited(pid, &how) {
+            return;
+        }
         // What it sent just before it died (its last metrics, `Exiting`) may still be unread.
         self.read_channel(pid);
         let Some((gi, wi)) = self.find(pid) else {
@@ -369,6 +381,7 @@ impl Master {
     /// Periodic work. Returns true when the master should exit.
     fn timers(&mut self) -> bool {
         let now = Instant::now();
+        self.upgrade_tick(now);
         if self.stop.is_some() {
             return self.stop_timers(now);
         }
@@ -376,7 +389,10 @@ impl Master {
         self.respawn_due(now);
         self.give_up_stuck_reload(now);
         self.kill_late_drainers(now);
-        crate::ticket_keys::rotate_if_due(now);
+        // A new master of a binary upgrade shares the old one's key ring: only one writes it.
+        if !self.upgrade.holds_accept() {
+            crate::ticket_keys::rotate_if_due();
+        }
         false
     }
 

@@ -1,7 +1,7 @@
 //! Session-ticket keys shared by every worker of every generation, rotated by the master.
 //!
-//! One `MAP_SHARED | MAP_ANONYMOUS` page made by the master before the first fork that needs
-//! it and kept for its whole life, so a ticket issued by any worker resumes on any other and
+//! One shared page (a memfd, `shm.rs`, handed to the new master by a binary upgrade) made by
+//! the master before the first fork that needs it and kept for its whole life, so a ticket issued by any worker resumes on any other and
 //! after a reload. It holds a ring of [`RING`] keys: the newest encrypts, all of them decrypt
 //! (a ticket under an older key is accepted and renewed). The master alone writes it, every
 //! [`ROTATE_EVERY`] (a seqlock: readers retry while a write is in progress, and a reader
@@ -12,9 +12,10 @@
 //! openssl nor openssl-sys declares) for every ticket it issues or reads.
 
 use std::ffi::{c_char, c_int, c_uchar, c_void};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openssl_sys::{
     OSSL_PARAM_construct_octet_string, EVP_CIPHER_CTX, EVP_MAC_CTX, OSSL_PARAM, SSL, SSL_CTX,
@@ -33,23 +34,35 @@ struct Key {
     aes: [u8; 32],
 }
 
+/// "rpTicket": what an inherited ring must begin with.
+const MAGIC: u64 = 0x7270_5469_636b_6574;
+/// Bumped whenever `Ring` or `Key` change (an old ring is then not adopted).
+const LAYOUT: u64 = 1;
+
 #[repr(C)]
 struct Ring {
+    stamp: crate::shm::Stamp,
     /// Odd while the master writes.
     seq: AtomicU64,
     /// Index of the newest key.
     current: usize,
     keys: [Key; RING],
+    /// When the next key is due, in CLOCK_MONOTONIC milliseconds (system-wide). Kept here, not
+    /// in the master's memory, so the schedule survives a binary upgrade: upgrading more often
+    /// than every `ROTATE_EVERY` must not stop the rotation. Only the serving master uses it.
+    next_rotation_ms: u64,
 }
 
 struct Shared {
     ring: *mut Ring,
-    next_rotation: std::cell::Cell<Instant>,
+    /// The memfd, kept for a binary upgrade.
+    fd: OwnedFd,
     every: Duration,
 }
 
-// SAFETY: the ring is written by the master's single thread only and read through the
-// seqlock; `next_rotation` is only used by the master's single thread.
+// SAFETY: the ring is written by the master's single thread only (one master at a time: a
+// new master of a binary upgrade rotates only after the commit, the old one never after it)
+// and read through the seqlock.
 unsafe impl Sync for Shared {}
 // SAFETY: as above.
 unsafe impl Send for Shared {}
@@ -89,40 +102,63 @@ fn shared() -> Result<&'static Shared, String> {
     if let Some(s) = SHARED.get() {
         return Ok(s);
     }
-    let bytes = std::mem::size_of::<Ring>();
-    // SAFETY: a fresh anonymous mapping; no existing memory is affected.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
+    let region = match crate::handover::take_ticket_keys() {
+        Some(fd) => match crate::shm::adopt(fd, stamp()) {
+            Ok(r) => {
+                rproxy_shared::info!("ticket keys handed over by the previous master");
+                Some(r)
+            }
+            Err(e) => {
+                rproxy_shared::warn!(
+                    "ticket keys of the previous master not usable ({e}): new keys, so \
+                     clients resuming by ticket make one full handshake"
+                );
+                None
+            }
+        },
+        None => None,
     };
-    if p == libc::MAP_FAILED {
-        return Err(format!(
-            "cannot map the ticket keys: {}",
-            std::io::Error::last_os_error()
-        ));
+    let region = match region {
+        Some(r) => r,
+        None => fresh_ring()?,
+    };
+    let _ = SHARED.set(Shared {
+        ring: region.ptr as *mut Ring,
+        fd: region.fd,
+        every: rotation_interval(),
+    });
+    SHARED
+        .get()
+        .ok_or_else(|| "ticket keys: not initialised".into())
+}
+
+fn stamp() -> crate::shm::Stamp {
+    crate::shm::Stamp {
+        magic: MAGIC,
+        version: LAYOUT,
+        size: std::mem::size_of::<Ring>() as u64,
     }
-    let ring = p as *mut Ring;
-    // Every slot gets a key at once: an unused slot must not be a known (zero) key.
+}
+
+/// A new ring with a random key in every slot: an unused slot must not be a known (zero) key.
+fn fresh_ring() -> Result<crate::shm::Region, String> {
+    let region = crate::shm::create(c"rproxy-ticket-keys", stamp())
+        .map_err(|e| format!("ticket keys: {e}"))?;
+    let ring = region.ptr as *mut Ring;
     for i in 0..RING {
         let k = random_key()?;
         // SAFETY: the mapping is ours alone until the first fork.
         unsafe { (*ring).keys[i] = k };
     }
-    let every = rotation_interval();
-    let _ = SHARED.set(Shared {
-        ring,
-        next_rotation: std::cell::Cell::new(Instant::now() + every),
-        every,
-    });
-    SHARED
-        .get()
-        .ok_or_else(|| "ticket keys: not initialised".into())
+    let first = monotonic_ms().saturating_add(rotation_interval().as_millis() as u64);
+    // SAFETY: as above.
+    unsafe { (*ring).next_rotation_ms = first };
+    Ok(region)
+}
+
+/// The ring's descriptor, for the hand-over to a new binary (`None` until a context used it).
+pub fn fd() -> Option<BorrowedFd<'static>> {
+    SHARED.get().map(|s| s.fd.as_fd())
 }
 
 /// `ROTATE_EVERY`, or a test's shorter interval (`test-faults` builds only).
@@ -151,12 +187,17 @@ fn random_key() -> Result<Key, String> {
 }
 
 /// The master's timer: a new newest key when due (the oldest is dropped).
-pub fn rotate_if_due(now: Instant) {
+pub fn rotate_if_due() {
     let Some(s) = SHARED.get() else { return };
-    if now < s.next_rotation.get() {
+    let now = monotonic_ms();
+    // SAFETY: the field is only used by the master's single thread (see `Shared`).
+    let due = unsafe { std::ptr::read_volatile(&(*s.ring).next_rotation_ms) };
+    if now < due {
         return;
     }
-    s.next_rotation.set(now + s.every);
+    let next = now.saturating_add(s.every.as_millis() as u64);
+    // SAFETY: as above.
+    unsafe { std::ptr::write_volatile(&mut (*s.ring).next_rotation_ms, next) };
     match random_key() {
         Ok(k) => rotate(s, k),
         Err(e) => rproxy_shared::warn!("ticket key rotation skipped: {e}"),
@@ -176,6 +217,17 @@ fn rotate(s: &Shared, k: Key) {
         std::ptr::write_volatile(&mut (*r).current, next);
         (*r).seq.store(seq + 2, Ordering::Release);
     }
+}
+
+/// CLOCK_MONOTONIC in milliseconds: the same clock in every process of the machine.
+fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes into our own timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
 }
 
 /// A consistent copy of the ring: `(index of the newest, keys)`.

@@ -243,7 +243,10 @@ fn sessions(b: &mut SslContextBuilder, ssl: &Ssl, key: &str) -> Result<(), Strin
         return Ok(());
     };
     if CACHE.get().is_none() {
-        let c = SessionCache::new(cfg.size).map_err(|e| format!("{key}.cache-size: {e}"))?;
+        let c = match inherited_cache() {
+            Some(c) => c,
+            None => SessionCache::new(cfg.size).map_err(|e| format!("{key}.cache-size: {e}"))?,
+        };
         let _ = CACHE.set(c);
     }
     let Some(cache) = CACHE.get() else {
@@ -273,6 +276,34 @@ fn sessions(b: &mut SslContextBuilder, ssl: &Ssl, key: &str) -> Result<(), Strin
         });
     }
     Ok(())
+}
+
+/// The session cache the previous master handed over in a binary upgrade, when it is usable:
+/// sessions made before the upgrade resume after it. Its size stays what it was (as on a
+/// reload: `cache-size` takes effect on a restart).
+fn inherited_cache() -> Option<SessionCache> {
+    let fd = crate::handover::take_session_cache()?;
+    match SessionCache::adopt(fd) {
+        Ok(c) => {
+            rproxy_shared::info!(
+                "TLS session cache ({} sessions) handed over by the previous master",
+                c.capacity()
+            );
+            Some(c)
+        }
+        Err(e) => {
+            rproxy_shared::warn!(
+                "TLS session cache of the previous master not usable ({e}): starting empty"
+            );
+            None
+        }
+    }
+}
+
+/// The session cache's descriptor, for the hand-over to a new binary (`None` until a
+/// context used it).
+pub fn session_cache_fd() -> Option<std::os::fd::BorrowedFd<'static>> {
+    CACHE.get().map(SessionCache::fd)
 }
 
 /// 48 bytes (nginx: name, HMAC secret, AES-128 key) or 80 bytes (name, HMAC, AES-256), turned

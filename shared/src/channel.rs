@@ -74,6 +74,9 @@ pub enum ToWorker {
     Stop,
     /// Freshly opened log files to put in place of the worker's own.
     ReopenLogs(LogFiles),
+    /// Start accepting: sent to the workers of a new master once a binary upgrade commits
+    /// (they were forked holding their listeners without accepting).
+    Accept,
 }
 
 /// The log files of one reopen. On the wire the message states how many access logs it carries
@@ -221,6 +224,7 @@ mod wire {
     const T_DRAIN: u8 = 10;
     const T_STOP: u8 = 11;
     const T_REOPEN: u8 = 12;
+    const T_ACCEPT: u8 = 13;
 
     pub trait Message: Sized {
         /// The bytes into `buf` (returns their length) and the descriptors to attach.
@@ -325,6 +329,10 @@ mod wire {
                     buf[0] = T_STOP;
                     (1, Vec::new())
                 }
+                ToWorker::Accept => {
+                    buf[0] = T_ACCEPT;
+                    (1, Vec::new())
+                }
                 ToWorker::ReopenLogs(files) => {
                     buf[0] = T_REOPEN;
                     // More than MAX_FDS descriptors are refused by `send` before this matters.
@@ -345,6 +353,7 @@ mod wire {
             match b {
                 [T_DRAIN] if fds.is_empty() => Some(ToWorker::Drain),
                 [T_STOP] if fds.is_empty() => Some(ToWorker::Stop),
+                [T_ACCEPT] if fds.is_empty() => Some(ToWorker::Accept),
                 &[T_REOPEN, access, error @ (0 | 1)]
                     if fds.len() == usize::from(access) + usize::from(error) =>
                 {
@@ -405,6 +414,7 @@ mod tests {
         let (master, worker) = pair().unwrap();
         master.send(&ToWorker::Drain).unwrap();
         master.send(&ToWorker::Stop).unwrap();
+        master.send(&ToWorker::Accept).unwrap();
         for (access, error) in [(2, true), (3, false), (0, true), (0, false)] {
             let files = LogFiles {
                 access_logs: (0..access).map(|_| null()).collect(),
@@ -419,6 +429,10 @@ mod tests {
         assert!(matches!(
             worker.recv().unwrap(),
             Received::Message(ToWorker::Stop)
+        ));
+        assert!(matches!(
+            worker.recv().unwrap(),
+            Received::Message(ToWorker::Accept)
         ));
         for (access, error) in [(2, true), (3, false), (0, true), (0, false)] {
             match worker.recv().unwrap() {

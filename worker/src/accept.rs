@@ -38,6 +38,14 @@ pub async fn accept_loop(listener: OwnedFd, server: Rc<ServerCtx>, tls: Option<R
 pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>, tls: Option<Rc<Acceptor>>) {
     let builder = http::builder(&server);
     let mut drain = server.state.drain_signal();
+    // A new master's worker holds its listener until the upgrade commits; a drain meanwhile
+    // (the upgrade failed, or a stop) ends it without a single accept.
+    let mut allowed = server.state.accept_signal();
+    tokio::select! {
+        biased;
+        _ = drain.wait_for(|d| *d) => return,
+        r = allowed.wait_for(|a| *a) => if r.is_err() { return },
+    }
     loop {
         tokio::select! {
             biased;

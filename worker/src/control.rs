@@ -42,6 +42,7 @@ pub async fn run(state: Rc<WorkerState>, channel: WorkerEnd) {
                             send(&chan, ToMaster::Heartbeat(heartbeat(&state)));
                         }
                         Ok(Received::Message(ToWorker::Stop)) => state.stop(),
+                        Ok(Received::Message(ToWorker::Accept)) => state.allow_accept(),
                         Ok(Received::Message(ToWorker::ReopenLogs(files))) => {
                             crate::access_log::flush_all(&state);
                             state.reopen_logs(files);

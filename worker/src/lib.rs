@@ -59,6 +59,9 @@ pub struct WorkerArgs {
     /// master before fork.
     pub tls: Vec<Option<SslContext>>,
     pub channel: WorkerEnd,
+    /// Forked by a new master during a binary upgrade: say Ready with the listeners adopted,
+    /// accept only once the master sends `Accept` (the upgrade committed).
+    pub hold_accept: bool,
 }
 
 /// Serve until drained or stopped; returns the process exit status.
@@ -86,8 +89,9 @@ async fn serve(args: WorkerArgs) -> i32 {
         log_files,
         tls,
         channel,
+        hold_accept,
     } = args;
-    let state = WorkerState::new(Arc::clone(&config), log_files);
+    let state = WorkerState::new(Arc::clone(&config), log_files, hold_accept);
     metrics::init(&config);
     for (index, listener) in listeners {
         let server = match ServerCtx::start(&config, index, &state) {

@@ -21,6 +21,8 @@ pub struct WorkerState {
     pub requests: Cell<u64>,
     draining: Cell<bool>,
     drain_tx: watch::Sender<bool>,
+    /// False while a binary upgrade has not committed: listeners adopted, nothing accepted.
+    accept_tx: watch::Sender<bool>,
     done: Notify,
     pub pools: RefCell<Vec<Rc<Pool>>>,
     pub access_logs: RefCell<Vec<Rc<AccessLog>>>,
@@ -32,14 +34,18 @@ pub struct WorkerState {
 }
 
 impl WorkerState {
-    pub fn new(config: Arc<Config>, log_files: Vec<OwnedFd>) -> Rc<WorkerState> {
+    /// `hold_accept`: forked by a new master during a binary upgrade; accept only after
+    /// [`WorkerState::allow_accept`].
+    pub fn new(config: Arc<Config>, log_files: Vec<OwnedFd>, hold_accept: bool) -> Rc<WorkerState> {
         let (drain_tx, _) = watch::channel(false);
+        let (accept_tx, _) = watch::channel(!hold_accept);
         Rc::new(WorkerState {
             config,
             conns: Cell::new(0),
             requests: Cell::new(0),
             draining: Cell::new(false),
             drain_tx,
+            accept_tx,
             done: Notify::new(),
             pools: RefCell::new(Vec::new()),
             access_logs: RefCell::new(Vec::new()),
@@ -55,6 +61,16 @@ impl WorkerState {
     /// Resolves when draining starts (for the accept loops).
     pub fn drain_signal(&self) -> watch::Receiver<bool> {
         self.drain_tx.subscribe()
+    }
+
+    /// Resolves once accepting is allowed (at once, unless held for an upgrade's commit).
+    pub fn accept_signal(&self) -> watch::Receiver<bool> {
+        self.accept_tx.subscribe()
+    }
+
+    /// The upgrade committed: the accept loops start.
+    pub fn allow_accept(&self) {
+        let _ = self.accept_tx.send(true);
     }
 
     /// Stop accepting; keep-alive connections close after their next response; exit when
