@@ -18,6 +18,7 @@ mod control;
 mod error;
 mod forward;
 mod framing;
+pub mod h1;
 mod head;
 mod headers;
 mod http;
