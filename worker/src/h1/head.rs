@@ -93,6 +93,14 @@ pub enum HeadError {
     /// Not HTTP/1.x, or framing a proxy must not pass on: 400 for a request, 502 for a
     /// response. The text is for the debug log.
     Malformed(&'static str),
+    /// A request whose request line and framing are sound but whose target or Host DESIGN
+    /// section 7 refuses: 400 and close, like `Malformed`, but the request line is known (for
+    /// the access log) and the header index is filled.
+    Refused {
+        why: &'static str,
+        method: Span,
+        target: Span,
+    },
 }
 
 /// What the `Connection` header (every line of it) says, and what it names.
@@ -264,17 +272,20 @@ pub fn parse_request(
     if connect {
         return Ok(Some(head));
     }
-    head.form = target_form(buf, target_span, method_b)?;
+    let refuse = |why| HeadError::Refused {
+        why,
+        method: head.method,
+        target: head.target,
+    };
+    head.form = target_form(buf, target_span, method_b).map_err(refuse)?;
     head.host = match head.form {
         Target::Absolute { authority, .. } => Some(authority),
         _ => match (f.hosts, f.host) {
-            (0, _) if minor == 1 => {
-                return Err(HeadError::Malformed("HTTP/1.1 request without Host"))
-            }
+            (0, _) if minor == 1 => return Err(refuse("HTTP/1.1 request without Host")),
             (0, _) => None,
             (1, Some(h)) if valid_host(h.of(buf)) => Some(h),
-            (1, _) => return Err(HeadError::Malformed("invalid Host")),
-            _ => return Err(HeadError::Malformed("more than one Host")),
+            (1, _) => return Err(refuse("invalid Host")),
+            _ => return Err(refuse("more than one Host")),
         },
     };
     Ok(Some(head))
@@ -451,7 +462,7 @@ pub fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// The request-target forms DESIGN section 7 lets through.
-fn target_form(buf: &[u8], target: Span, method: &[u8]) -> Result<Target, HeadError> {
+fn target_form(buf: &[u8], target: Span, method: &[u8]) -> Result<Target, &'static str> {
     let t = target.of(buf);
     if t.first() == Some(&b'/') {
         return Ok(Target::Origin);
@@ -460,24 +471,20 @@ fn target_form(buf: &[u8], target: Span, method: &[u8]) -> Result<Target, HeadEr
         return if method == b"OPTIONS" {
             Ok(Target::Asterisk)
         } else {
-            Err(HeadError::Malformed("request target not in origin form"))
+            Err("request target not in origin form")
         };
     }
     let Some(colon) = t.iter().position(|&b| b == b':') else {
-        return Err(HeadError::Malformed("request target not in origin form"));
+        return Err("request target not in origin form");
     };
     let scheme = &t[..colon];
     let rest = &t[colon..];
     if !rest.starts_with(b"://") {
         // `evil:80` (authority-form) or `abc:def`.
-        return Err(HeadError::Malformed(
-            "authority-form target outside CONNECT",
-        ));
+        return Err("authority-form target outside CONNECT");
     }
     if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
-        return Err(HeadError::Malformed(
-            "request target scheme not http or https",
-        ));
+        return Err("request target scheme not http or https");
     }
     let auth_start = target.start as usize + colon + 3;
     let after = &buf[auth_start..target.end as usize];
@@ -490,9 +497,7 @@ fn target_form(buf: &[u8], target: Span, method: &[u8]) -> Result<Target, HeadEr
         end: (auth_start + auth_len) as u32,
     };
     if !valid_host(authority.of(buf)) {
-        return Err(HeadError::Malformed(
-            "invalid authority in the request target",
-        ));
+        return Err("invalid authority in the request target");
     }
     let path = Span {
         start: authority.end,
@@ -500,7 +505,7 @@ fn target_form(buf: &[u8], target: Span, method: &[u8]) -> Result<Target, HeadEr
     };
     if path.of(buf).first().is_some_and(|&b| b != b'/') {
         // `http://a?x`: the query without a path: origin-form needs the `/`.
-        return Err(HeadError::Malformed("request target not in origin form"));
+        return Err("request target not in origin form");
     }
     Ok(Target::Absolute { authority, path })
 }
@@ -540,7 +545,7 @@ mod tests {
 
     fn bad(s: &[u8]) -> &'static str {
         match req(s) {
-            Err(HeadError::Malformed(why)) => why,
+            Err(HeadError::Malformed(why) | HeadError::Refused { why, .. }) => why,
             other => panic!("{:?}: {other:?}", String::from_utf8_lossy(s)),
         }
     }

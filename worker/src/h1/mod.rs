@@ -4,5 +4,8 @@
 //! are pure (no I/O, no allocation per request) so they can be unit-tested, fuzzed and
 //! compared against hyper. `API.md` beside this file summarises the public API.
 
+pub mod body;
+pub mod buffers;
 pub mod chunked;
+pub mod edit;
 pub mod head;
