@@ -48,6 +48,9 @@ pub fn take_spans() -> Vec<HeaderSpan> {
 }
 
 pub fn give_spans(mut spans: Vec<HeaderSpan>) {
+    if spans.capacity() < MAX_HEADERS {
+        return;
+    }
     spans.clear();
     FREE_SPANS.with(|f| {
         let mut f = f.borrow_mut();
@@ -57,25 +60,40 @@ pub fn give_spans(mut spans: Vec<HeaderSpan>) {
     });
 }
 
+/// A byte buffer and a header index from the free list, given back when dropped.
+pub struct Bufs {
+    pub data: Vec<u8>,
+    pub spans: Vec<HeaderSpan>,
+}
+
+impl Bufs {
+    pub fn take() -> Bufs {
+        Bufs {
+            data: take(),
+            spans: take_spans(),
+        }
+    }
+
+    /// Keep `data` (bytes already read) and add a header index.
+    pub fn with(data: Vec<u8>) -> Bufs {
+        Bufs {
+            data,
+            spans: take_spans(),
+        }
+    }
+}
+
+impl Drop for Bufs {
+    fn drop(&mut self) {
+        give(std::mem::take(&mut self.data));
+        give_spans(std::mem::take(&mut self.spans));
+    }
+}
+
 /// Free buffers held by this worker (for tests and diagnostics).
 #[cfg(test)]
 pub fn free_count() -> usize {
     FREE.with(|f| f.borrow().len())
-}
-
-/// Apply `memtrim-sz` (`mallopt(M_TRIM_THRESHOLD)`): glibc gives memory at the top of the heap
-/// back to the kernel once this many bytes are free there, so a worker's RSS falls after a
-/// spike of connections. 0 keeps glibc's default (dynamic threshold).
-pub fn set_trim_threshold(bytes: usize) {
-    if bytes == 0 {
-        return;
-    }
-    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: mallopt only changes allocator tuning; M_TRIM_THRESHOLD takes any non-negative
-    // byte count.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, v);
-    }
 }
 
 /// Return free heap memory to the kernel (`malloc_trim(0)`), after the buffers a spike used

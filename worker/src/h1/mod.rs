@@ -7,5 +7,7 @@
 pub mod body;
 pub mod buffers;
 pub mod chunked;
+pub(crate) mod conn;
 pub mod edit;
 pub mod head;
+pub(crate) mod upstream;
