@@ -23,7 +23,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub enum ProxyBody {
     Full(Option<Bytes>),
-    Downstream(Streamed),
+    /// Boxed: an error response stays small.
+    Downstream(Box<Streamed>),
 }
 
 impl ProxyBody {
@@ -38,10 +39,10 @@ impl ProxyBody {
         let read_timeout = resp
             .read_timeout
             .map(|d| (d, Box::pin(tokio::time::sleep(d))));
-        ProxyBody::Downstream(Streamed {
+        ProxyBody::Downstream(Box::new(Streamed {
             resp: Some(resp),
             read_timeout,
-        })
+        }))
     }
 }
 
