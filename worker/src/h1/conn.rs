@@ -877,3 +877,35 @@ impl HeaderLookup for OwnHeaders {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::task::LocalSet;
+
+    use crate::server::ServerCtx;
+    use crate::state::WorkerState;
+    use crate::testing::flat;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_idle_connection_task_is_small() {
+        LocalSet::new()
+            .run_until(async {
+                let cfg = std::sync::Arc::new(flat("127.0.0.1:9".parse().unwrap()));
+                let state = WorkerState::new(std::sync::Arc::clone(&cfg), Vec::new());
+                let server = ServerCtx::start(&cfg, 0, &state).unwrap();
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+                let info = crate::tls::plain(s.peer_addr().unwrap(), &[]);
+                let conn = Rc::new(crate::http::Conn::new(server, info));
+                let guard = state.conn_opened();
+                let fut = crate::http::serve(s, conn, guard);
+                let size = std::mem::size_of_val(&fut);
+                // What an idle keep-alive connection's task holds (no buffer: see `serve`).
+                assert!(size < 1024, "{size}");
+            })
+            .await;
+    }
+}
