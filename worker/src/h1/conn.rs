@@ -8,6 +8,7 @@
 //! ([`ReadReady`]), then takes a buffer from the worker's free list, and gives it back once
 //! every byte read has been answered. Bodies pass through one bounded buffer per direction.
 
+use std::future::Future;
 use std::io;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -73,20 +74,10 @@ where
         let deadline = timeouts.read.map(|d| Instant::now() + d);
         let data = match first.take() {
             Some(b) => b,
-            None => {
-                let ready = std::future::poll_fn(|cx| io.poll_read_ready(cx));
-                let r = match deadline {
-                    Some(t) => match tokio::time::timeout_at(t, ready).await {
-                        Ok(r) => r,
-                        Err(_) => return,
-                    },
-                    None => ready.await,
-                };
-                if r.is_err() {
-                    return;
-                }
-                buffers::take()
-            }
+            None => match first_bytes(&mut io, deadline).await {
+                Some(b) => b,
+                None => return,
+            },
         };
         // The busy part is a future of its own, boxed: an idle connection's task stays small.
         let busy = Box::pin(busy(&mut io, &conn, Bufs::with(data), deadline));
@@ -97,6 +88,34 @@ where
                 linger(&mut io, bufs).await;
                 return;
             }
+        }
+    }
+}
+
+/// Wait, holding no buffer, until the client sends something; then read it into a buffer
+/// from the free list. `None`: closed, failed or timed out.
+async fn first_bytes<S>(io: &mut TimedIo<S>, deadline: Option<Instant>) -> Option<Vec<u8>>
+where
+    S: AsyncRead + ReadReady + Unpin,
+{
+    loop {
+        let ready = std::future::poll_fn(|cx| io.poll_read_ready(cx));
+        let r = match deadline {
+            Some(t) => tokio::time::timeout_at(t, ready).await.ok()?,
+            None => ready.await,
+        };
+        r.ok()?;
+        let mut buf = buffers::take();
+        // One attempt: readiness may be stale (a TLS record that carried no data, or the
+        // last read took exactly what was there), and then the buffer goes back at once.
+        let got = {
+            let mut read = std::pin::pin!(io.read_buf(&mut buf));
+            std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
+        };
+        match got {
+            Poll::Pending => buffers::give(buf),
+            Poll::Ready(Ok(0) | Err(_)) => return None,
+            Poll::Ready(Ok(_)) => return Some(buf),
         }
     }
 }
