@@ -63,15 +63,15 @@ pub async fn serve<S>(stream: S, conn: Rc<Conn>, first: Vec<u8>)
 where
     S: AsyncRead + AsyncWrite + ReadReady + Unpin,
 {
-    let timeouts = conn.server.routes.connection_timeouts();
-    let mut io = TimedIo::new(stream, timeouts.write);
+    let mut io = TimedIo::new(stream, conn.server.routes.connection_timeouts().write);
     if let Some(l) = &conn.write_limit {
         io = io.with_write_limit(l.clone());
     }
     let mut first = (!first.is_empty()).then_some(first);
     loop {
         // `read-timeout`: the idle wait and the head read together.
-        let deadline = timeouts.read.map(|d| Instant::now() + d);
+        let read = conn.server.routes.connection_timeouts().read;
+        let deadline = read.map(|d| Instant::now() + d);
         let data = match first.take() {
             Some(b) => b,
             None => match first_bytes(&mut io, deadline).await {
@@ -85,7 +85,8 @@ where
             Next::Idle => {}
             Next::Close => return,
             Next::Linger(bufs) => {
-                linger(&mut io, bufs).await;
+                // Boxed too: its timer would otherwise sit in every idle connection's task.
+                Box::pin(linger(&mut io, bufs)).await;
                 return;
             }
         }
