@@ -590,7 +590,7 @@ fn forwarded_head(
         xff: route
             .headers
             .x_forwarded_for
-            .then(|| info.forwarded.value.as_bytes()),
+            .then(|| info.forwarded.as_bytes()),
         xff_chain: info.forwarded.trusted,
         xfp: route
             .headers
