@@ -7,7 +7,6 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use rproxy_shared::{error, warn};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -36,7 +35,6 @@ pub async fn accept_loop(listener: OwnedFd, server: Rc<ServerCtx>, tls: Option<R
 /// Accept until draining starts, then close this worker's copy of the listener (the socket
 /// itself stays open in the master and the other workers).
 pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>, tls: Option<Rc<Acceptor>>) {
-    let builder = http::builder(&server);
     let mut drain = server.state.drain_signal();
     // A new master's worker holds its listener until the upgrade commits; a drain meanwhile
     // (the upgrade failed, or a stop) ends it without a single accept.
@@ -59,13 +57,13 @@ pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>, tls: Option<Rc
                     if let Some(tls) = &tls {
                         let (tls, server) = (Rc::clone(tls), Rc::clone(&server));
                         let index = server.index;
-                        tokio::task::spawn_local(metrics::while_open(index, secure(tls, stream, peer, server, builder.clone(), guard)));
+                        tokio::task::spawn_local(metrics::while_open(index, secure(tls, stream, peer, server, guard)));
                         continue;
                     }
                     let info = tls::plain(peer, &server.trusted);
                     let conn = Rc::new(http::Conn::new(Rc::clone(&server), info));
                     let stream = Counted::new(stream, server.index);
-                    tokio::task::spawn_local(metrics::while_open(server.index, http::serve(stream, conn, builder.clone(), guard)));
+                    tokio::task::spawn_local(metrics::while_open(server.index, http::serve(stream, conn, guard)));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -84,19 +82,20 @@ async fn secure(
     stream: TcpStream,
     peer: SocketAddr,
     server: Rc<ServerCtx>,
-    builder: http1::Builder,
     guard: ConnGuard,
 ) {
-    let done = tls.handshake(stream, peer, &server.trusted).await;
-    metrics::tls_handshake(server.index, done.as_ref().map(|(s, ..)| s.resumed()));
-    let Some((stream, info, h2)) = done else {
+    // Boxed, and freed after the handshake: a task's size is that of its largest state, and
+    // a keep-alive connection lives in the HTTP state (likewise HTTP/2's larger one).
+    let shaken = Box::pin(tls.handshake(stream, peer, &server.trusted)).await;
+    metrics::tls_handshake(server.index, shaken.as_ref().map(|(s, ..)| s.resumed()));
+    let Some((stream, info, h2)) = shaken else {
         return;
     };
     let stream = Counted::new(stream, server.index);
     let conn = Rc::new(http::Conn::new(server, info));
     if h2 {
-        http::serve_h2(stream, conn, guard).await;
+        Box::pin(http::serve_h2(stream, conn, guard)).await;
     } else {
-        http::serve(stream, conn, builder, guard).await;
+        http::serve(stream, conn, guard).await;
     }
 }

@@ -15,21 +15,6 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Whether the request asks for a WebSocket upgrade (`Connection: upgrade` + `Upgrade:
-/// websocket`), the only protocol switch rproxy passes: after a 101 the connection is a raw
-/// tunnel where no header rule applies (an `h2c` switch would carry forged X-Forwarded-For).
-pub fn wants_upgrade(h: &HeaderMap) -> bool {
-    list_has(h, &UPGRADE, "websocket") && list_has(h, &CONNECTION, "upgrade")
-}
-
-fn list_has(h: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    h.get_all(name).iter().any(|v| {
-        v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-            .unwrap_or(false)
-    })
-}
-
 /// Remove hop-by-hop headers (RFC 9110 7.6.1): the fixed set and whatever `Connection` names,
 /// except `Host`, which no `Connection` can name away. With `keep_upgrade`, `Upgrade:
 /// websocket` (only that token) and `Connection: upgrade` stay for a protocol switch.
@@ -88,21 +73,37 @@ pub fn drop_underscored(h: &mut HeaderMap) {
 pub struct Peer {
     /// The client address (an IPv4-mapped IPv6 address as IPv4).
     pub ip: IpAddr,
-    /// `ip` as a header value.
-    pub value: HeaderValue,
+    /// `ip` as text, inline (no allocation per connection): the longest IPv6 text is 45 bytes.
+    text: [u8; 46],
+    len: u8,
     /// Whether `ip` is in `trusted-proxies`.
     pub trusted: bool,
 }
 
 impl Peer {
     pub fn new(ip: IpAddr, trusted: &[Cidr]) -> Peer {
+        use std::io::Write;
         let ip = cidr::unmap(ip);
+        let mut text = [0u8; 46];
+        let mut w = &mut text[..];
+        let _ = write!(w, "{ip}");
+        let len = (46 - w.len()) as u8;
         Peer {
             ip,
-            value: HeaderValue::from_str(&ip.to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("-")),
+            text,
+            len,
             trusted: trusted.iter().any(|c| c.contains(ip)),
         }
+    }
+
+    /// `ip` as the X-Forwarded-For value.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.text[..usize::from(self.len)]
+    }
+
+    /// `ip` as a header value (HTTP/2 requests, which go through a header map).
+    pub fn value(&self) -> HeaderValue {
+        HeaderValue::from_bytes(self.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 }
 
@@ -148,7 +149,7 @@ pub fn set_forwarding(
         }
     }
     if cfg.x_forwarded_for {
-        let v = chain.unwrap_or_else(|| peer.value.clone());
+        let v = chain.unwrap_or_else(|| peer.value());
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     if cfg.x_forwarded_proto {
@@ -172,6 +173,14 @@ mod tests {
     }
 
     #[test]
+    fn peer_text() {
+        let p = Peer::new("::ffff:10.1.2.3".parse().unwrap(), &[]);
+        assert_eq!(p.as_bytes(), b"10.1.2.3");
+        let long: IpAddr = "1234:5678:9abc:def0:1234:5678:9abc:def0".parse().unwrap();
+        assert_eq!(Peer::new(long, &[]).as_bytes(), long.to_string().as_bytes());
+    }
+
+    #[test]
     fn hop_by_hop_removed() {
         let mut h = map(&[
             ("connection", "keep-alive, x-secret"),
@@ -190,7 +199,6 @@ mod tests {
     #[test]
     fn upgrade_kept_when_asked() {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        assert!(wants_upgrade(&h));
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
@@ -199,11 +207,9 @@ mod tests {
     #[test]
     fn only_websocket_upgrades_and_host_stays() {
         let mut h = map(&[("connection", "upgrade"), ("upgrade", "h2c")]);
-        assert!(!wants_upgrade(&h));
         strip_hop_by_hop(&mut h, false);
         assert!(h.is_empty());
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "WebSocket, h2c")]);
-        assert!(wants_upgrade(&h));
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h["upgrade"], "websocket");
         let mut h = map(&[("connection", "Host, close"), ("host", "a")]);

@@ -288,6 +288,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     }
 }
 
+/// The HTTP/1 codec waits for readability before it takes a buffer (`h1::conn`).
+impl<S: crate::h1::conn::ReadReady> crate::h1::conn::ReadReady for Counted<S> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_read_ready(cx)
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,

@@ -677,40 +677,6 @@ mod tests {
         assert_eq!(host_name(b"a.test.:80"), b"a.test");
     }
 
-    /// Counts this thread's allocations, to prove the lookup makes none.
-    mod counting {
-        use std::alloc::{GlobalAlloc, Layout, System};
-        use std::cell::Cell;
-
-        thread_local! {
-            pub static ALLOCS: Cell<usize> = const { Cell::new(0) };
-        }
-
-        pub struct Counting;
-
-        // SAFETY: every call is passed on to `System` unchanged; counting touches only a
-        // const-initialised thread-local `Cell`, which never allocates.
-        unsafe impl GlobalAlloc for Counting {
-            unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-                let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-                // SAFETY: the caller's contract is `System.alloc`'s.
-                unsafe { System.alloc(l) }
-            }
-
-            unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-                // SAFETY: `p` came from `System.alloc` with layout `l`.
-                unsafe { System.dealloc(p, l) }
-            }
-        }
-
-        #[global_allocator]
-        static GLOBAL: Counting = Counting;
-
-        pub fn count() -> usize {
-            ALLOCS.with(Cell::get)
-        }
-    }
-
     fn many() -> RouteTable {
         use std::fmt::Write;
         let mut text = String::from(
@@ -753,7 +719,7 @@ mod tests {
         let mut before = 0;
         for i in 0..101 {
             if i == 1 {
-                before = counting::count();
+                before = crate::testing::counting::count();
             }
             let r = t.lookup(None, Some(b"v49.example.com:80"), "/r19/y");
             assert!(r.is_ok());
@@ -761,7 +727,11 @@ mod tests {
             assert!(t.lookup(None, Some(b"v3.example.com"), "/zzz").is_err());
             assert!(flat.lookup(None, Some(b"x"), "/").is_ok());
         }
-        assert_eq!(counting::count() - before, 0, "the lookup allocated");
+        assert_eq!(
+            crate::testing::counting::count() - before,
+            0,
+            "the lookup allocated"
+        );
     }
 
     /// Each route's `metrics_rule` is the slot `rproxy_shared::metrics::Layout` gives its rule,
@@ -802,7 +772,7 @@ mod tests {
             "[[server]]\nport = 8080\n[[server.downstream]]\naddr = \"127.0.0.1\"\nport = 9001\n",
         );
         metrics::init(&config);
-        let before = counting::count();
+        let before = crate::testing::counting::count();
         for i in 0..100u16 {
             let open = metrics::conn_opened(0);
             metrics::tls_handshake(0, Some(i % 2 == 0));
@@ -813,7 +783,11 @@ mod tests {
             drop(timer);
             drop(open);
         }
-        assert_eq!(counting::count() - before, 0, "counting allocated");
+        assert_eq!(
+            crate::testing::counting::count() - before,
+            0,
+            "counting allocated"
+        );
         // And it counted: 100 requests in three classes, 100 refusals, bytes, handshakes.
         let mut values = 0;
         metrics::report(|u| {
