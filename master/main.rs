@@ -4,6 +4,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod cli;
+mod control;
 mod generation;
 mod health;
 mod listeners;
@@ -27,6 +28,10 @@ use rproxy_shared::{error, info};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if let Some(cli::Sub::Ctl(ctl)) = &cli.command {
+        let config = ctl.config.as_ref().unwrap_or(&cli.config);
+        return control::client::run(config, ctl.socket.clone(), &ctl.command);
+    }
     let config = match rproxy_shared::load::load(&cli.config) {
         Ok(c) => c,
         Err(errs) => {

@@ -92,6 +92,7 @@ fn child_main(
         log_files,
         tls: generation.tls.clone(),
         channel: chan,
+        admin: generation.admin.clone(),
     })
 }
 

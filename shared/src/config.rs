@@ -35,6 +35,8 @@ pub struct Config {
     /// The daemon's own log file; `None` = stderr.
     pub error_log: Option<PathBuf>,
     pub log_level: Level,
+    /// The master's control socket; `None` = no control socket (`control-socket = ""`).
+    pub control_socket: Option<PathBuf>,
     /// At least one.
     pub servers: Vec<Server>,
 }

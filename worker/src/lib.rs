@@ -39,7 +39,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use openssl::ssl::SslContext;
-use rproxy_shared::channel::WorkerEnd;
+use rproxy_shared::channel::{AdminState, WorkerEnd};
 use rproxy_shared::config::Config;
 use rproxy_shared::errlog;
 
@@ -58,6 +58,9 @@ pub struct WorkerArgs {
     /// master before fork.
     pub tls: Vec<Option<SslContext>>,
     pub channel: WorkerEnd,
+    /// `(server index, downstream index, state)` for downstreams an operator took out of
+    /// rotation (`rproxy ctl set downstream`), in force from the worker's first request.
+    pub admin: Vec<(usize, usize, AdminState)>,
 }
 
 /// Serve until drained or stopped; returns the process exit status.
@@ -85,8 +88,9 @@ async fn serve(args: WorkerArgs) -> i32 {
         log_files,
         tls,
         channel,
+        admin,
     } = args;
-    let state = WorkerState::new(Arc::clone(&config), log_files);
+    let state = WorkerState::new(Arc::clone(&config), log_files, admin);
     for (index, listener) in listeners {
         let server = match ServerCtx::start(&config, index, &state) {
             Ok(s) => s,

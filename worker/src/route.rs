@@ -453,7 +453,7 @@ mod tests {
 
     fn routed(toml: &str) -> RouteTable {
         let config = crate::testing::config(toml);
-        let state = WorkerState::new(Arc::new(config.clone()), Vec::new());
+        let state = WorkerState::new(Arc::new(config.clone()), Vec::new(), Vec::new());
         RouteTable::build(&config, &config.servers[0], None, &state).unwrap()
     }
 

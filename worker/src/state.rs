@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use rproxy_shared::channel::{LogFiles, WorkerEnd};
+use rproxy_shared::channel::{AdminState, LogFiles, WorkerEnd};
 use rproxy_shared::config::Config;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{watch, Notify};
@@ -29,10 +29,17 @@ pub struct WorkerState {
     pub channel: RefCell<Option<Rc<AsyncFd<WorkerEnd>>>>,
     /// The inherited access-log descriptors; a reopen `dup2`s new files onto these numbers.
     pub log_files: Vec<OwnedFd>,
+    /// `(server, downstream, state)` set by the operator before this worker was forked:
+    /// applied to each pool before it opens a connection.
+    pub admin_at_start: Vec<(usize, usize, AdminState)>,
 }
 
 impl WorkerState {
-    pub fn new(config: Arc<Config>, log_files: Vec<OwnedFd>) -> Rc<WorkerState> {
+    pub fn new(
+        config: Arc<Config>,
+        log_files: Vec<OwnedFd>,
+        admin_at_start: Vec<(usize, usize, AdminState)>,
+    ) -> Rc<WorkerState> {
         let (drain_tx, _) = watch::channel(false);
         Rc::new(WorkerState {
             config,
@@ -45,7 +52,18 @@ impl WorkerState {
             access_logs: RefCell::new(Vec::new()),
             channel: RefCell::new(None),
             log_files,
+            admin_at_start,
         })
+    }
+
+    /// Apply the operator's `state` to downstream `downstream` of server `server`; false when
+    /// this worker's configuration has no such pair.
+    pub fn set_admin(&self, server: usize, downstream: usize, state: AdminState) -> bool {
+        self.pools
+            .borrow()
+            .iter()
+            .find(|p| p.server == server)
+            .is_some_and(|p| p.set_admin(downstream, state))
     }
 
     pub fn draining(&self) -> bool {
