@@ -203,8 +203,8 @@ check_unit_keys() {
 	for k in 'Type=notify' \
 		'ExecStartPre=/usr/sbin/rproxy -t -c /etc/rproxy/rproxy.toml' \
 		'ExecStart=/usr/sbin/rproxy -f -c /etc/rproxy/rproxy.toml' \
-		'ExecReload=/usr/sbin/rproxy -t -c /etc/rproxy/rproxy.toml' \
-		'ExecReload=/bin/kill -HUP $MAINPID' \
+		'ExecReload=/usr/sbin/rproxy ctl -c /etc/rproxy/rproxy.toml reload --wait' \
+		'RuntimeDirectory=rproxy' \
 		'KillSignal=SIGQUIT' 'KillMode=mixed' 'Restart=on-failure' \
 		'LimitNOFILE=100000' 'NoNewPrivileges=yes'; do
 		grep -qxF "$k" "$f" || { echo "missing: $k"; return 1; }
@@ -256,9 +256,9 @@ check "spec lints clean (rpmlint packaging/rproxy.spec)" rpmlint packaging/rprox
 
 # ---------------------------------------------------------------- claims
 # This version serves HTTP/1.1 and HTTPS (TLS, SNI, client certificates, HTTP/2
-# by ALPN), flat or routed by vhost. It has no control socket (`rproxy ctl`), no
-# metrics, no hot binary upgrade (USR2) and no converter for RProxy's config
-# files. The package descriptions and the man page must not say otherwise.
+# by ALPN), flat or routed by vhost, with a control socket (`rproxy ctl`). It
+# has no metrics, no hot binary upgrade (USR2) and no converter for RProxy's
+# config files. The package descriptions and the man page must not say otherwise.
 # claims_ok FILE fails on a paragraph of FILE that
 #   - says it "supports"/"exposes"/"offers" one of those (whatever else it
 #     says), or
@@ -272,7 +272,7 @@ import sys
 text = open(sys.argv[1], encoding="utf-8", errors="replace").read()
 paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
 missing = (
-    r"(control\s+socket|rproxy\s+ctl|metrics|prometheus|(binary|hot)\s+upgrade"
+    r"(metrics|prometheus|(binary|hot)\s+upgrade"
     r"|upgrade\s+the\s+binary|USR2|--convert|config(uration)?\s+converter)"
 )
 never = re.compile(r"\b(supports?|exposes?|offers?|provides?)\s+(a\s+|an\s+)?" + missing, re.I)
@@ -303,6 +303,7 @@ check_claims_checker() {
 	printf '%s\n' "Upgrade the binary without dropping a connection: send USR2." >"$work/claims.bad2"
 	printf '%s\n' "rproxy --convert reads RProxy's configuration files." >"$work/claims.bad3"
 	printf '%s\n' "It serves HTTP/1.1 and HTTPS (TLS 1.3, SNI, HTTP/2) to routed vhosts." \
+		"" "rproxy ctl reloads over the control socket and exits 1 when the reload fails." \
 		"" "A control socket, metrics and binary upgrade are not implemented in this version." >"$work/claims.good"
 	local f
 	for f in bad1 bad2 bad3; do
@@ -781,6 +782,15 @@ old=$(workers_of "$main")
 users=$(users_of "$main")
 if [ -n "$old" ] && [ "$users" = "rproxy " ]; then ok "workers ${old}run as rproxy under the unit"; else ko "workers '$old' run as '$users' under the unit"; fi
 
+# 5b. the control socket the master created in the unit's RuntimeDirectory
+st=$(stat -c '%a %U %F' /run/rproxy/ctl.sock 2>&1)
+if [ "$st" = "600 root socket" ] && /usr/sbin/rproxy ctl show info >/shared/ctl.info 2>&1 &&
+	grep -qx "pid: $main" /shared/ctl.info; then
+	ok "control socket /run/rproxy/ctl.sock ($st): rproxy ctl show info names MainPID $main"
+else
+	ko "control socket /run/rproxy/ctl.sock: '$st'; ctl: $(head -c 300 /shared/ctl.info | tr '\n' ' ')"
+fi
+
 # 6. change the configuration: the downstream moves to :8082
 sed -i 's/^\(\s*port\s*=\s*\)8081\s*$/\18082/' "$conf"
 if grep -Eq '^\s*port\s*=\s*8082\s*$' "$conf" && ! grep -Eq '^\s*port\s*=\s*8081\s*$' "$conf"; then
@@ -789,8 +799,8 @@ else
 	ko "could not move the downstream to :8082 in $conf"
 fi
 
-# 7. systemctl reload: rproxy -t, then SIGHUP
-if systemctl reload rproxy.service; then ok "systemctl reload (rproxy -t, then SIGHUP) succeeded"; else ko "systemctl reload failed"; fi
+# 7. systemctl reload: rproxy ctl reload --wait over the control socket
+if systemctl reload rproxy.service; then ok "systemctl reload (rproxy ctl reload --wait) succeeded"; else ko "systemctl reload failed"; fi
 
 # 8. the new configuration is served, by every new connection
 if poll 15 serves "$token2"; then

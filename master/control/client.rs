@@ -85,6 +85,11 @@ fn exchange(path: &Path, line: &str, timeout: Duration) -> std::io::Result<Vec<u
 }
 
 fn report(reply: &[u8]) -> ExitCode {
+    if reply.is_empty() {
+        // Past the connection limit, or the master is stopping.
+        eprintln!("rproxy ctl: the master closed the connection without a reply");
+        return ExitCode::from(1);
+    }
     let Some((status, body)) = protocol::parse_reply(reply) else {
         eprintln!("rproxy ctl: the master's reply has no status line");
         std::io::stderr().write_all(reply).ok();

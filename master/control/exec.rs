@@ -89,6 +89,15 @@ impl Master {
     /// [`super::Control::poll_fds`], in that order.
     pub(crate) fn serve_control(&mut self, events: &[PollFlags]) {
         let now = Instant::now();
+        // Connections are added and removed only below, but a reload may have opened or
+        // closed the listener since the poll: then these events describe other descriptors,
+        // and this turn only runs the timers (the next poll is at most a tick away).
+        let expected = usize::from(self.control.bound.is_some()) + self.control.conns.len();
+        let events = if events.len() == expected {
+            events
+        } else {
+            &[]
+        };
         let mut events = events.iter().copied();
         if self.control.bound.is_some() && events.next().is_some_and(|e| !e.is_empty()) {
             self.accept_control(now);
