@@ -347,10 +347,19 @@ fn only_root_and_the_masters_user_may_talk() {
 
 /// Read a whole reply (the master closes after it) within `limit`.
 fn read_reply(s: &mut UnixStream, limit: Duration) -> Vec<u8> {
+    read_until_closed(s, limit).unwrap_or_default()
+}
+
+/// What the master sent before it closed the connection, or `None` if it did not close it
+/// within `limit`. A reset (the master closed with some of our bytes unread) counts as closed.
+fn read_until_closed(s: &mut UnixStream, limit: Duration) -> Option<Vec<u8>> {
     s.set_read_timeout(Some(limit)).unwrap();
     let mut v = Vec::new();
-    let _ = s.read_to_end(&mut v);
-    v
+    match s.read_to_end(&mut v) {
+        Ok(_) => Some(v),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(v),
+        Err(_) => None,
+    }
 }
 
 #[test]
@@ -406,24 +415,24 @@ fn hostile_peers_do_not_block_the_master() {
     let extra: Vec<UnixStream> = (0..12)
         .map(|_| UnixStream::connect(&path).unwrap())
         .collect();
+    // 8 slow ones are open: 8 more are taken, the other 4 are closed at once, with no reply.
     let mut closed = 0;
     for mut s in extra {
-        let r = read_reply(&mut s, Duration::from_secs(2));
-        if r.is_empty() {
+        if let Some(r) = read_until_closed(&mut s, Duration::from_millis(300)) {
+            assert!(r.is_empty(), "{r:?}");
             closed += 1;
         }
     }
     assert!(closed >= 4, "only {closed} of 12 closed past the limit");
-    // The slow ones are dropped at their deadline (5 s) and ctl works again.
+    // The slow ones are dropped at their deadline (5 s), with no reply.
     let end = Instant::now() + Duration::from_secs(8);
     for s in &mut slow {
         let left = end
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
-        let r = read_reply(s, left);
-        assert!(r.is_empty(), "a slow peer got {r:?}");
+        let r = read_until_closed(s, left);
+        assert_eq!(r, Some(Vec::new()), "a slow peer was not closed in time");
     }
-    assert!(Instant::now() < end, "slow peers were not dropped in time");
     ctl_ok(&p, &["show", "workers"]);
     assert_eq!(get(port, "/"), (200, b"b".to_vec()));
 }

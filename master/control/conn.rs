@@ -38,6 +38,8 @@ pub struct Conn {
     pub id: u64,
     stream: UnixStream,
     pub peer: Peer,
+    /// Passed the peer check; a refused peer gets `permission denied` for its request.
+    pub allowed: bool,
     buf: Vec<u8>,
     out: Vec<u8>,
     written: usize,
@@ -46,11 +48,12 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(id: u64, stream: UnixStream, peer: Peer, now: Instant) -> Conn {
+    pub fn new(id: u64, stream: UnixStream, peer: Peer, allowed: bool, now: Instant) -> Conn {
         Conn {
             id,
             stream,
             peer,
+            allowed,
             buf: Vec::new(),
             out: Vec::new(),
             written: 0,
@@ -138,6 +141,7 @@ impl Conn {
     pub fn on_writable(&mut self) {
         while self.state == State::Writing {
             if self.written == self.out.len() {
+                self.discard_input();
                 self.state = State::Done;
                 return;
             }
@@ -147,6 +151,19 @@ impl Conn {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(_) => self.state = State::Done,
+            }
+        }
+    }
+
+    /// Read and drop what the peer sent after its request line (an HTTP client's headers), a
+    /// bounded amount: closing a Unix socket with unread bytes makes the peer's next read fail
+    /// with a reset instead of the end of the reply.
+    fn discard_input(&mut self) {
+        let mut chunk = [0u8; 4096];
+        for _ in 0..16 {
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
             }
         }
     }

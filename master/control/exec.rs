@@ -110,7 +110,11 @@ impl Master {
             match c.state {
                 super::conn::State::Reading => {
                     if let Input::Request(p) = c.on_readable(now) {
-                        requests.push((c.id, c.peer, p));
+                        if c.allowed {
+                            requests.push((c.id, c.peer, p));
+                        } else {
+                            c.respond(protocol::reply(Status::Error, "permission denied"), now);
+                        }
                     }
                 }
                 super::conn::State::Writing => c.on_writable(),
@@ -159,17 +163,20 @@ impl Master {
                 }
             };
             let id = self.control.next_conn_id();
-            let mut c = Conn::new(id, stream, peer, now);
-            if !socket::allowed(peer) {
+            let allowed = socket::allowed(peer);
+            if !allowed {
                 warn!(
                     "control socket: refused uid {} pid {} (only root and uid {} may use it)",
                     peer.uid,
                     peer.pid,
                     nix::unistd::geteuid()
                 );
-                c.respond(protocol::reply(Status::Error, "permission denied"), now);
             }
-            self.control.conns.push(c);
+            // A refused peer is answered after its request line, like any other: closing
+            // before reading it would leave the peer a reset instead of the answer.
+            self.control
+                .conns
+                .push(Conn::new(id, stream, peer, allowed, now));
         }
     }
 
