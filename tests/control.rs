@@ -493,7 +493,8 @@ fn reload_moves_the_socket_and_bad_paths_are_refused() {
     let b = Backend::start("b");
     let port = free_port();
     let dir = temp_dir("ctlmove");
-    let (first, second) = (dir.join("first.sock"), dir.join("second.sock"));
+    // The second one in a directory the master creates.
+    let (first, second) = (dir.join("first.sock"), dir.join("new").join("second.sock"));
     let with_socket = |p: &Path| {
         flat_config(
             port,
@@ -519,6 +520,12 @@ fn reload_moves_the_socket_and_bad_paths_are_refused() {
     let o = at(&second, &["show", "info"]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     p.wait_log("control socket moved to", Duration::from_secs(2));
+    let mode = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o777
+    };
+    assert_eq!(mode(&dir.join("new")), 0o755);
+    assert_eq!(mode(&second), 0o600);
 
     for (value, reason) in [
         ("relative/ctl.sock", "not an absolute path"),

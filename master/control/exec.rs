@@ -474,27 +474,15 @@ impl Master {
             .filter(|w| w.channel.is_some())
             .map(|w| w.pid)
             .collect();
-        let mut done = Vec::new();
-        self.control.pending.retain_mut(|p| {
-            // A worker that died meanwhile has nothing left to apply it to.
-            p.waiting.retain(|pid| alive.contains(pid));
-            if p.waiting.is_empty() || now >= p.deadline {
-                done.push(std::mem::replace(
-                    p,
-                    Pending {
-                        seq: 0,
-                        what: String::new(),
-                        waiting: Vec::new(),
-                        applied: Vec::new(),
-                        refused: Vec::new(),
-                        deadline: now,
-                    },
-                ));
-                false
-            } else {
-                true
-            }
-        });
+        let (done, open): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.control.pending)
+            .into_iter()
+            .map(|mut p| {
+                // A worker that died meanwhile has nothing left to apply it to.
+                p.waiting.retain(|pid| alive.contains(pid));
+                p
+            })
+            .partition(|p| p.waiting.is_empty() || now >= p.deadline);
+        self.control.pending = open;
         for p in done {
             let pids = |v: &[Pid]| {
                 v.iter()

@@ -5,10 +5,14 @@
 use std::io::ErrorKind;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    connect, getsockopt, socket, sockopt::PeerCredentials, AddressFamily, SockFlag, SockType,
+    UnixAddr,
+};
 use nix::sys::stat::{umask, Mode};
 
 /// A bound control socket and the inode it made, so that it unlinks only its own file.
@@ -23,21 +27,28 @@ pub fn bind(path: &Path) -> Result<Bound, String> {
     let fail = |why: String| format!("control-socket {}: {why}", path.display());
     if let Some(dir) = path.parent() {
         if !dir.exists() {
-            std::fs::DirBuilder::new()
+            let made = std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o755)
                 .create(dir)
-                .map_err(|e| fail(format!("cannot create directory {}: {e}", dir.display())))?;
+                .and_then(|()| {
+                    // Whatever the umask: `rproxy ctl` of the master's user must reach it.
+                    std::fs::set_permissions(
+                        dir,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                    )
+                });
+            made.map_err(|e| fail(format!("cannot create directory {}: {e}", dir.display())))?;
         }
     }
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => match UnixStream::connect(path) {
-            Ok(_) => {
+        Ok(m) if m.file_type().is_socket() => match answers(path) {
+            Ok(true) => {
                 return Err(fail(
                     "another process answers on it (is rproxy already running?)".into(),
                 ))
             }
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            Ok(false) => {
                 std::fs::remove_file(path)
                     .map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
                 rproxy_shared::info!("removed a stale control socket {}", path.display());
@@ -63,6 +74,23 @@ pub fn bind(path: &Path) -> Result<Bound, String> {
         path: path.to_path_buf(),
         inode: (m.dev(), m.ino()),
     })
+}
+
+/// Whether a process listens on the socket at `path`. The connection attempt never blocks: a
+/// listener whose backlog is full (a wedged master) counts as answering.
+fn answers(path: &Path) -> Result<bool, Errno> {
+    let s = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    match connect(std::os::fd::AsRawFd::as_raw_fd(&s), &addr) {
+        Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => Ok(true),
+        Err(Errno::ECONNREFUSED) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 impl Drop for Bound {
