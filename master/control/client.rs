@@ -62,8 +62,41 @@ fn usage(why: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Connect without hanging on a master that accepts nothing (its backlog full): retried for
+/// a few seconds, then an error.
+fn connect(path: &Path) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let addr = UnixAddr::new(path).map_err(std::io::Error::from)?;
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        match nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+            Ok(()) => {
+                let s = UnixStream::from(fd);
+                s.set_nonblocking(false)?;
+                return Ok(s);
+            }
+            Err(nix::errno::Errno::EAGAIN) if std::time::Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(nix::errno::Errno::EAGAIN) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the master accepts no connection (its queue is full)",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 fn exchange(path: &Path, line: &str, timeout: Duration) -> std::io::Result<Vec<u8>> {
-    let mut s = UnixStream::connect(path)?;
+    let mut s = connect(path)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(WAIT_SHORT))?;
     let mut request = line.as_bytes().to_vec();
