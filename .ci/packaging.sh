@@ -677,7 +677,7 @@ backend_pid=""
 # here. SKIP nspawn (counted; .ci/run requires this step) when the container
 # does not boot, or with RPROXY_PACKAGING_NO_NSPAWN=1.
 ns="$work/nspawn"
-ns_checks=13 # the number of ok/ko lines test.sh writes, whatever happens
+ns_checks=14 # the number of ok/ko lines test.sh writes, whatever happens
 token2="rproxy-packaging-reloaded-$$-$RANDOM"
 make_nspawn_root() {
 	local r="$ns/root"
