@@ -203,8 +203,8 @@ check_unit_keys() {
 	for k in 'Type=notify' \
 		'ExecStartPre=/usr/sbin/rproxy -t -c /etc/rproxy/rproxy.toml' \
 		'ExecStart=/usr/sbin/rproxy -f -c /etc/rproxy/rproxy.toml' \
-		'ExecReload=/usr/sbin/rproxy -t -c /etc/rproxy/rproxy.toml' \
-		'ExecReload=/bin/kill -HUP $MAINPID' \
+		'ExecReload=/usr/sbin/rproxy ctl -c /etc/rproxy/rproxy.toml reload --wait' \
+		'RuntimeDirectory=rproxy' \
 		'KillSignal=SIGQUIT' 'KillMode=mixed' 'Restart=on-failure' \
 		'LimitNOFILE=100000' 'NoNewPrivileges=yes'; do
 		grep -qxF "$k" "$f" || { echo "missing: $k"; return 1; }
@@ -256,10 +256,11 @@ check "spec lints clean (rpmlint packaging/rproxy.spec)" rpmlint packaging/rprox
 
 # ---------------------------------------------------------------- claims
 # This version serves HTTP/1.1 and HTTPS (TLS, SNI, client certificates, HTTP/2
-# by ALPN), flat or routed by vhost, serves Prometheus metrics (`metrics-listen`),
-# converts RProxy's config files (`rproxy --convert`) and upgrades its binary in
-# place (USR2). It has no control socket (`rproxy ctl`). The package
-# descriptions and the man page must not say otherwise.
+# by ALPN), flat or routed by vhost, with a control socket (`rproxy ctl`),
+# Prometheus metrics, a hot binary upgrade (USR2) and a converter for RProxy's
+# config files (`rproxy --convert`). It has no active health checks and does not
+# speak the PROXY protocol (both are designed in the team's research, not built).
+# The package descriptions and the man page must not say otherwise.
 # claims_ok FILE fails on a paragraph of FILE that
 #   - says it "supports"/"exposes"/"offers" one of those (whatever else it
 #     says), or
@@ -273,7 +274,7 @@ import sys
 text = open(sys.argv[1], encoding="utf-8", errors="replace").read()
 paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
 missing = (
-    r"(control\s+socket|rproxy\s+ctl)"
+    r"(active\s+health\s+checks?|health\s+probes?|PROXY\s+protocol)"
 )
 never = re.compile(r"\b(supports?|exposes?|offers?|provides?)\s+(a\s+|an\s+)?" + missing, re.I)
 feature = re.compile(r"(?<![\w-])" + missing + r"\b", re.I)
@@ -299,13 +300,14 @@ PY
 check_claims_checker() {
 	# The checker itself: claims of what is missing must fail it; an honest
 	# text (which names what works, TLS and HTTP/2 included) must pass.
-	printf '%s\n' "rproxy exposes its state on a control socket." >"$work/claims.bad1"
-	printf '%s\n' "rproxy ctl show workers lists the workers." >"$work/claims.bad2"
+	printf '%s\n' "rproxy supports active health checks of its downstreams." >"$work/claims.bad1"
+	printf '%s\n' "Listeners accept the PROXY protocol from a load balancer." >"$work/claims.bad2"
 	printf '%s\n' "It serves HTTP/1.1 and HTTPS (TLS 1.3, SNI, HTTP/2) to routed vhosts." \
+		"" "rproxy ctl reloads over the control socket and exits 1 when the reload fails." \
 		"" "It exposes Prometheus metrics on metrics-listen." \
 		"" "Upgrade the binary without dropping a connection: send USR2." \
-		"" "A control socket is not implemented in this version." \
-		"" "rproxy --convert turns RProxy's configuration files into TOML." >"$work/claims.good"
+		"" "rproxy --convert turns RProxy's configuration files into TOML." \
+		"" "Active health checks are not implemented in this version." >"$work/claims.good"
 	local f
 	for f in bad1 bad2; do
 		if claims_ok "$work/claims.$f"; then
@@ -681,7 +683,7 @@ backend_pid=""
 # here. SKIP nspawn (counted; .ci/run requires this step) when the container
 # does not boot, or with RPROXY_PACKAGING_NO_NSPAWN=1.
 ns="$work/nspawn"
-ns_checks=15 # the number of ok/ko lines test.sh writes, whatever happens
+ns_checks=16 # the number of ok/ko lines test.sh writes, whatever happens
 token2="rproxy-packaging-reloaded-$$-$RANDOM"
 make_nspawn_root() {
 	local r="$ns/root"
@@ -786,6 +788,15 @@ old=$(workers_of "$main")
 users=$(users_of "$main")
 if [ -n "$old" ] && [ "$users" = "rproxy " ]; then ok "workers ${old}run as rproxy under the unit"; else ko "workers '$old' run as '$users' under the unit"; fi
 
+# 5b. the control socket the master created in the unit's RuntimeDirectory
+st=$(stat -c '%a %U %F' /run/rproxy/ctl.sock 2>&1)
+if [ "$st" = "600 root socket" ] && /usr/sbin/rproxy ctl show info >/shared/ctl.info 2>&1 &&
+	grep -qx "pid: $main" /shared/ctl.info; then
+	ok "control socket /run/rproxy/ctl.sock ($st): rproxy ctl show info names MainPID $main"
+else
+	ko "control socket /run/rproxy/ctl.sock: '$st'; ctl: $(head -c 300 /shared/ctl.info | tr '\n' ' ')"
+fi
+
 # 6. change the configuration: the downstream moves to :8082
 sed -i 's/^\(\s*port\s*=\s*\)8081\s*$/\18082/' "$conf"
 if grep -Eq '^\s*port\s*=\s*8082\s*$' "$conf" && ! grep -Eq '^\s*port\s*=\s*8081\s*$' "$conf"; then
@@ -794,8 +805,8 @@ else
 	ko "could not move the downstream to :8082 in $conf"
 fi
 
-# 7. systemctl reload: rproxy -t, then SIGHUP
-if systemctl reload rproxy.service; then ok "systemctl reload (rproxy -t, then SIGHUP) succeeded"; else ko "systemctl reload failed"; fi
+# 7. systemctl reload: rproxy ctl reload --wait over the control socket
+if systemctl reload rproxy.service; then ok "systemctl reload (rproxy ctl reload --wait) succeeded"; else ko "systemctl reload failed"; fi
 
 # 8. the new configuration is served, by every new connection
 if poll 15 serves "$token2"; then

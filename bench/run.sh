@@ -346,6 +346,8 @@ RPROXY_DIR=$TMP/rproxy
 mkdir -p "$RPROXY_DIR"
 {
     echo "workers = $WORKERS"
+    # Each rproxy its own control socket (the default, /run/rproxy/ctl.sock, is one per host).
+    echo "control-socket = \"$RPROXY_DIR/ctl.sock\""
     if ((EUID == 0)); then
         echo 'user = "nobody"'
         echo 'group = "nogroup"'
@@ -371,7 +373,8 @@ EOF
 ROUTED_DIR=$TMP/rproxy-routed
 mkdir -p "$ROUTED_DIR"
 {
-    sed -e "s/^port = $RPROXY_PORT\$/port = $ROUTED_PORT/" -e 's/^  addr = "127.0.0.1"$/  name = "origin"\n  addr = "127.0.0.1"/' \
+    sed -e "s/^port = $RPROXY_PORT\$/port = $ROUTED_PORT/" \
+        -e "s|^control-socket = .*|control-socket = \"$ROUTED_DIR/ctl.sock\"|" -e 's/^  addr = "127.0.0.1"$/  name = "origin"\n  addr = "127.0.0.1"/' \
         "$RPROXY_DIR/rproxy.toml"
     for ((v = 0; v < 50; v++)); do
         printf '\n  [[server.vhost]]\n  name = "v%d.bench.test"\n' "$v"

@@ -1,8 +1,8 @@
-//! Command line (DESIGN section 4).
+//! Command line (DESIGN section 4), and the `ctl` subcommand (section 12).
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// rproxy: a multi-process reverse proxy. Signals to the master: HUP reload, USR1 reopen logs,
 /// QUIT graceful stop, TERM/INT fast stop.
@@ -29,4 +29,27 @@ pub struct Cli {
     /// Print the version.
     #[arg(short = 'V', long = "version", action = clap::ArgAction::Version)]
     pub version: Option<bool>,
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Sub {
+    /// Talk to the running master over its control socket (`control-socket` of the
+    /// configuration file). Exit status: 0 ok, 1 the command failed, 2 usage or no master.
+    #[command(after_help = crate::control::protocol::USAGE)]
+    Ctl(CtlArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// Configuration file whose `control-socket` to use (default: rproxy's own -c).
+    #[arg(short = 'c', long = "config")]
+    pub config: Option<PathBuf>,
+    /// The control socket itself, instead of the one the configuration names.
+    #[arg(short = 's', long = "socket")]
+    pub socket: Option<PathBuf>,
+    /// The command and its arguments, e.g. `show info --json`.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }

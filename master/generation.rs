@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use openssl::ssl::SslContext;
-use rproxy_shared::channel::{MasterEnd, ToWorker};
+use rproxy_shared::channel::{AdminState, MasterEnd, ToWorker};
 use rproxy_shared::config::Config;
 use rproxy_shared::warn;
 
@@ -60,6 +60,9 @@ pub struct Generation {
     pub started: Instant,
     pub slots: Vec<Slot>,
     pub workers: Vec<Worker>,
+    /// The operator's downstream states (`rproxy ctl set downstream`) as indices into
+    /// `config`: every worker forked for this generation starts with them.
+    pub admin: Vec<(usize, usize, AdminState)>,
 }
 
 /// Where a worker is in its life, as far as the master knows.
@@ -165,6 +168,7 @@ impl Generation {
             started: Instant::now(),
             slots,
             workers: Vec::new(),
+            admin: Vec::new(),
         })
     }
 

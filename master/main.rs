@@ -5,6 +5,7 @@
 
 mod cli;
 mod convert;
+mod control;
 mod generation;
 mod handover;
 mod health;
@@ -36,6 +37,10 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     if let Some(source) = &cli.convert {
         return convert::run(source);
+    }
+    if let Some(cli::Sub::Ctl(ctl)) = &cli.command {
+        let config = ctl.config.as_ref().unwrap_or(&cli.config);
+        return control::client::run(config, ctl.socket.clone(), &ctl.command);
     }
     let config = match rproxy_shared::load::load(&cli.config) {
         Ok(c) => c,

@@ -28,6 +28,7 @@ impl Master {
             return;
         }
         notify::reloading();
+        self.reload_begun();
         info!("reloading {}", self.config_path.display());
         let config = match rproxy_shared::load::load(&self.config_path) {
             Ok(c) => c,
@@ -36,6 +37,7 @@ impl Master {
                     error!("reload failed: {e}");
                 }
                 reload_failed(&format!("{} error(s) in the configuration", errs.0.len()));
+                self.reload_finished(Some(errs.0.iter().map(|e| e.to_string()).collect()));
                 return;
             }
         };
@@ -54,6 +56,7 @@ impl Master {
             // Listeners bound for the failed configuration alone are closed again.
             self.close_unused_listeners();
             reload_failed(&e);
+            self.reload_finished(Some(vec![e]));
             return;
         }
         // Only once the new generation exists: a failed reload leaves the master as it was.
@@ -100,6 +103,7 @@ impl Master {
         info!("reload complete: generation {id} serving, generation {old} draining");
         notify::status(&format!("serving (generation {id})"));
         notify::ready("serving");
+        self.reload_finished(None);
         self.after_reload();
     }
 
@@ -122,9 +126,9 @@ impl Master {
             .collect();
         for id in stuck {
             self.abandon_generation(id);
-            reload_failed(&format!(
-                "the workers of generation {id} did not become ready"
-            ));
+            let why = format!("the workers of generation {id} did not become ready");
+            reload_failed(&why);
+            self.reload_finished(Some(vec![why]));
             self.after_reload();
         }
     }

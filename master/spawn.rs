@@ -93,6 +93,7 @@ fn child_main(
         tls: generation.tls.clone(),
         channel: chan,
         hold_accept: generation.hold_accept,
+        admin: generation.admin.clone(),
     })
 }
 

@@ -19,6 +19,7 @@ use rproxy_shared::channel::{Received, ToMaster};
 use rproxy_shared::config::Config;
 use rproxy_shared::{error, info, warn};
 
+use crate::control::Control;
 use crate::generation::{GenState, Generation, Worker, WorkerState};
 use crate::listeners::Listeners;
 use crate::notify;
@@ -56,6 +57,8 @@ pub struct Master {
     pub(crate) scrape: crate::scrape::Scrape,
     /// Hot binary upgrade, either side (`upgrade.rs`).
     pub(crate) upgrade: crate::upgrade::Upgrade,
+    /// The control socket and what its connections wait for (`control/`).
+    pub(crate) control: Control,
 }
 
 impl Master {
@@ -95,6 +98,7 @@ impl Master {
             metrics: Default::default(),
             scrape: Default::default(),
             upgrade,
+            control: Control::new(None),
         })
     }
 
@@ -104,6 +108,9 @@ impl Master {
         self.adopt_inherited_listeners()?;
         self.listeners.bind_for(&config)?;
         self.scrape.rebind(config.metrics_listen)?;
+        if let Some(p) = &config.control_socket {
+            self.control.bound = Some(crate::control::socket::bind(p)?);
+        }
         let id = match self.start_generation(config, GenState::Active) {
             Ok(id) => id,
             Err(e) => {
@@ -135,7 +142,7 @@ impl Master {
 
     fn serve(&mut self) {
         loop {
-            let (signalled, readable) = self.wait();
+            let (signalled, readable, control) = self.wait();
             if signalled {
                 self.read_signals();
             }
@@ -143,6 +150,7 @@ impl Master {
                 self.read_channel(pid);
             }
             self.reap();
+            self.serve_control(&control);
             self.scrape
                 .service(|| crate::metrics::render(&mut self.metrics));
             if self.failed.is_some() || self.timers() {
@@ -151,8 +159,9 @@ impl Master {
         }
     }
 
-    /// One `poll()`: whether the signalfd is readable, and the workers whose channel is.
-    fn wait(&self) -> (bool, Vec<Pid>) {
+    /// One `poll()`: whether the signalfd is readable, the workers whose channel is, and the
+    /// events of the control socket's descriptors (see `Control::poll_fds`).
+    fn wait(&self) -> (bool, Vec<Pid>, Vec<PollFlags>) {
         let mut pids = Vec::new();
         let mut pfds = vec![PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN)];
         for w in self.workers() {
@@ -161,26 +170,36 @@ impl Master {
                 pids.push(w.pid);
             }
         }
-        // After the channels: `readable` below pairs the channels' entries with `pids`.
+        let control_at = pfds.len();
+        for (fd, flags) in self.control.poll_fds() {
+            pfds.push(PollFd::new(fd, flags));
+        }
+        let control_end = pfds.len();
+        let nothing = |_: &[PollFd<'_>]| vec![PollFlags::empty(); control_end - control_at];
+        // The metrics listener's connections last: its `service` tries them all each turn.
         self.scrape.poll_fds(&mut pfds);
         match poll(&mut pfds, PollTimeout::from(TICK_MS)) {
             Ok(n) if n > 0 => {}
-            Ok(_) | Err(Errno::EINTR) => return (false, Vec::new()),
+            Ok(_) | Err(Errno::EINTR) => return (false, Vec::new(), nothing(&pfds)),
             Err(e) => {
                 error!("poll: {e}");
-                return (false, Vec::new());
+                return (false, Vec::new(), nothing(&pfds));
             }
         }
         // Any event counts: a hang-up or error is read (as a closed channel) like data.
         let has_event = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
         let signalled = has_event(&pfds[0]);
-        let readable = pfds[1..]
+        let readable = pfds[1..control_at]
             .iter()
             .zip(pids)
             .filter(|(p, _)| has_event(p))
             .map(|(_, pid)| pid)
             .collect();
-        (signalled, readable)
+        let control = pfds[control_at..control_end]
+            .iter()
+            .map(|p| p.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        (signalled, readable, control)
     }
 
     fn read_signals(&mut self) {
@@ -255,6 +274,10 @@ impl Master {
                     info!("log files reopened by every worker");
                 }
             }
+            ToMaster::AdminApplied { seq, ok } => {
+                let pid = w.pid;
+                self.control_ack(pid, seq, ok);
+            }
             ToMaster::Exiting => {
                 // Informational: whether the exit is replaced depends on why it happened
                 // (drain or stop asked by us, or not), decided when it is reaped.
@@ -295,6 +318,7 @@ impl Master {
         let id = self.next_gen;
         let mut g = Generation::new(id, config, state)?;
         g.hold_accept = self.upgrade.holds_accept();
+        g.admin = self.admin_states(&g.config);
         self.next_gen += 1;
         let listeners = self.listeners.for_config(&g.config);
         // Pushed even when a fork fails, so the workers already forked are supervised.

@@ -433,7 +433,8 @@ fn run_rproxy(
         .arg(config)
         .stdin(std::process::Stdio::null())
         .env_remove("NOTIFY_SOCKET")
-        .env_remove("INVOCATION_ID");
+        .env_remove("INVOCATION_ID")
+        .env("RPROXY_CONTROL_SOCKET", config.with_file_name("ctl.sock"));
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -430,6 +430,7 @@ fn daemonizes_with_a_pid_file() {
     let status = std::process::Command::new(BIN)
         .arg("-c")
         .arg(&path)
+        .env("RPROXY_CONTROL_SOCKET", dir.join("ctl.sock"))
         .env_remove("NOTIFY_SOCKET")
         .env_remove("INVOCATION_ID")
         .status()

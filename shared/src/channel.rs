@@ -39,6 +39,9 @@ pub enum ToMaster {
     Exiting,
     /// Metrics that changed since the last update (see [`MetricsUpdate`]).
     Metrics(MetricsUpdate),
+    /// Answer to [`ToWorker::SetAdmin`] number `seq`: applied, or refused (`ok == false`: no
+    /// such server or downstream in this worker's configuration).
+    AdminApplied { seq: u32, ok: bool },
 }
 
 /// Current values of some of a worker's metrics: cumulative counters and gauges, numbered by
@@ -49,6 +52,46 @@ pub struct MetricsUpdate {
     /// for another layout.
     pub layout_len: u32,
     pub values: Vec<(u32, u64)>,
+}
+
+/// An operator's state for one downstream (`rproxy ctl set downstream`, HAProxy's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdminState {
+    /// In rotation (the default).
+    Ready,
+    /// No new request; in-flight ones finish, pooled connections stay established.
+    Drain,
+    /// No new request; in-flight ones finish, idle pooled connections are closed and none is
+    /// opened again until `ready`.
+    Maint,
+}
+
+impl AdminState {
+    /// The word `ctl` and `show downstreams` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            AdminState::Ready => 0,
+            AdminState::Drain => 1,
+            AdminState::Maint => 2,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<AdminState> {
+        match c {
+            0 => Some(AdminState::Ready),
+            1 => Some(AdminState::Drain),
+            2 => Some(AdminState::Maint),
+            _ => None,
+        }
+    }
 }
 
 /// Counters a worker reports with each heartbeat.
@@ -77,6 +120,15 @@ pub enum ToWorker {
     /// Start accepting: sent to the workers of a new master once a binary upgrade commits
     /// (they were forked holding their listeners without accepting).
     Accept,
+    /// Put downstream `downstream` of server `server` (indices in the worker's own
+    /// configuration, which the master knows per generation) in `state`; answered with
+    /// [`ToMaster::AdminApplied`] carrying `seq`.
+    SetAdmin {
+        seq: u32,
+        server: u32,
+        downstream: u32,
+        state: AdminState,
+    },
 }
 
 /// The log files of one reopen. On the wire the message states how many access logs it carries
@@ -213,18 +265,22 @@ impl<S, R> AsRawFd for Channel<S, R> {
 mod wire {
     use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-    use super::{Heartbeat, LogFiles, MetricsUpdate, ToMaster, ToWorker, MAX_METRICS, MAX_MSG};
+    use super::{
+        AdminState, Heartbeat, LogFiles, MetricsUpdate, ToMaster, ToWorker, MAX_METRICS, MAX_MSG,
+    };
 
     const T_READY: u8 = 1;
     const T_HEARTBEAT: u8 = 2;
     const T_LOGS_REOPENED: u8 = 3;
     const T_EXITING: u8 = 4;
     // 5 is `AdminApplied` (the control socket's acknowledgement).
+    const T_ADMIN_APPLIED: u8 = 5;
     const T_METRICS: u8 = 6;
     const T_DRAIN: u8 = 10;
     const T_STOP: u8 = 11;
     const T_REOPEN: u8 = 12;
     const T_ACCEPT: u8 = 13;
+    const T_SET_ADMIN: u8 = 14;
 
     pub trait Message: Sized {
         /// The bytes into `buf` (returns their length) and the descriptors to attach.
@@ -257,6 +313,12 @@ mod wire {
                     25
                 }
                 ToMaster::Metrics(m) => encode_metrics(m, buf),
+                ToMaster::AdminApplied { seq, ok } => {
+                    buf[0] = T_ADMIN_APPLIED;
+                    buf[1..5].copy_from_slice(&seq.to_le_bytes());
+                    buf[5] = u8::from(*ok);
+                    6
+                }
             };
             (n, Vec::new())
         }
@@ -276,6 +338,10 @@ mod wire {
                     downstreams_total: u32::from_le_bytes(b[21..25].try_into().ok()?),
                 })),
                 T_METRICS => decode_metrics(&b[1..]).map(ToMaster::Metrics),
+                T_ADMIN_APPLIED if b.len() == 6 && b[5] <= 1 => Some(ToMaster::AdminApplied {
+                    seq: u32::from_le_bytes(b[1..5].try_into().ok()?),
+                    ok: b[5] == 1,
+                }),
                 _ => None,
             }
         }
@@ -346,6 +412,19 @@ mod wire {
                         .collect();
                     (3, fds)
                 }
+                ToWorker::SetAdmin {
+                    seq,
+                    server,
+                    downstream,
+                    state,
+                } => {
+                    buf[0] = T_SET_ADMIN;
+                    buf[1..5].copy_from_slice(&seq.to_le_bytes());
+                    buf[5..9].copy_from_slice(&server.to_le_bytes());
+                    buf[9..13].copy_from_slice(&downstream.to_le_bytes());
+                    buf[13] = state.code();
+                    (14, Vec::new())
+                }
             }
         }
 
@@ -362,6 +441,15 @@ mod wire {
                         access_logs: fds,
                         error_log,
                     }))
+                }
+                [T_SET_ADMIN, rest @ ..] if rest.len() == 13 && fds.is_empty() => {
+                    let word = |i: usize| rest[i..i + 4].try_into().ok().map(u32::from_le_bytes);
+                    Some(ToWorker::SetAdmin {
+                        seq: word(0)?,
+                        server: word(4)?,
+                        downstream: word(8)?,
+                        state: AdminState::from_code(rest[12])?,
+                    })
                 }
                 _ => None,
             }
@@ -397,6 +485,11 @@ mod tests {
                     .map(|i| (i, u64::MAX - u64::from(i)))
                     .collect(),
             }),
+            ToMaster::AdminApplied { seq: 7, ok: true },
+            ToMaster::AdminApplied {
+                seq: u32::MAX,
+                ok: false,
+            },
         ];
         for m in &all {
             worker.send(m).unwrap();
@@ -445,6 +538,43 @@ mod tests {
         }
         drop(master);
         assert!(matches!(worker.recv().unwrap(), Received::Closed));
+    }
+
+    #[test]
+    fn admin_states_reach_the_worker() {
+        let (master, worker) = pair().unwrap();
+        let states = [AdminState::Ready, AdminState::Drain, AdminState::Maint];
+        for (i, state) in states.into_iter().enumerate() {
+            let m = ToWorker::SetAdmin {
+                seq: 40 + i as u32,
+                server: 3,
+                downstream: u32::MAX - i as u32,
+                state,
+            };
+            master.send(&m).unwrap();
+        }
+        for (i, want) in states.into_iter().enumerate() {
+            match worker.recv().unwrap() {
+                Received::Message(ToWorker::SetAdmin {
+                    seq,
+                    server,
+                    downstream,
+                    state,
+                }) => {
+                    assert_eq!(seq, 40 + i as u32);
+                    assert_eq!(server, 3);
+                    assert_eq!(downstream, u32::MAX - i as u32);
+                    assert_eq!(state, want);
+                }
+                other => panic!("expected SetAdmin, got {other:?}"),
+            }
+        }
+        // An unknown state code is not a message.
+        let mut bad = [0u8; 14];
+        bad[0] = 13;
+        bad[13] = 9;
+        assert!(ToWorker::decode(&bad, vec![]).is_none());
+        assert!(ToMaster::decode(&[5, 1, 0, 0, 0, 2], vec![]).is_none());
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Config {
     pub log_level: Level,
     /// Where the master serves `GET /metrics`, when set.
     pub metrics_listen: Option<SocketAddr>,
+    /// The master's control socket; `None` = no control socket (`control-socket = ""`).
+    pub control_socket: Option<PathBuf>,
     /// At least one.
     pub servers: Vec<Server>,
 }

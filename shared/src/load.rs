@@ -26,6 +26,7 @@ pub const GLOBAL_KEYS: &[&str] = &[
     "heartbeat-timeout",
     "error-log",
     "log-level",
+    "control-socket",
 ];
 
 /// One problem in a configuration: where and why.
@@ -94,6 +95,31 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             Err(ConfigErrors(errors))
         }
     }
+}
+
+/// Only `control-socket` of `path` (with its `RPROXY_CONTROL_SOCKET` override), for `rproxy
+/// ctl`: the rest of the file is not validated, so `ctl reload --wait` reaches the master even
+/// when the file is broken (the master then reports what is wrong). `Ok(None)`: disabled.
+pub fn control_socket(path: &Path) -> Result<Option<std::path::PathBuf>, String> {
+    #[derive(serde::Deserialize)]
+    struct Only {
+        #[serde(rename = "control-socket")]
+        control_socket: Option<String>,
+    }
+    let figment =
+        Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("RPROXY_").filter_map(|k| {
+                let key = k.as_str().to_ascii_lowercase().replace('_', "-");
+                (key == "control-socket").then(|| key.into())
+            }));
+    let only: Only = figment
+        .extract()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let p = only
+        .control_socket
+        .unwrap_or_else(|| crate::schema::DEFAULT_CONTROL_SOCKET.to_string());
+    Ok((!p.is_empty()).then(|| std::path::PathBuf::from(p)))
 }
 
 /// Most type errors and unknown keys a file may hold, before a single one is reported.

@@ -55,6 +55,11 @@ pub struct File {
     /// Default empty. A loopback address is recommended (anything else gets a warning).
     #[serde(default)]
     pub metrics_listen: String,
+    /// The master's control socket (`rproxy ctl`, DESIGN section 12): an absolute path of at
+    /// most 107 bytes, or `""` for none. Default `/run/rproxy/ctl.sock`. Created at start (mode
+    /// 0600, its directory 0755 if missing) and rebound when a reload changes it.
+    #[serde(default = "d_control_socket")]
+    pub control_socket: String,
     /// The listeners; at least one.
     #[serde(default)]
     pub server: Vec<Server>,
@@ -422,6 +427,14 @@ fn d_shutdown_timeout() -> u64 {
 fn d_heartbeat_timeout() -> u64 {
     10
 }
+/// Where `rproxy ctl` finds the master when the file does not say (the unit's
+/// `RuntimeDirectory=rproxy` gives `/run/rproxy`).
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/rproxy/ctl.sock";
+
+fn d_control_socket() -> String {
+    DEFAULT_CONTROL_SOCKET.to_string()
+}
+
 fn d_log_level() -> Level {
     Level::Info
 }

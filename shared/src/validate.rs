@@ -115,6 +115,7 @@ fn build(f: File, source: &Path, e: &mut Errs) -> Config {
         error_log: (!f.error_log.is_empty()).then(|| PathBuf::from(f.error_log)),
         log_level: f.log_level,
         metrics_listen,
+        control_socket: (!f.control_socket.is_empty()).then(|| PathBuf::from(f.control_socket)),
         servers,
     }
 }
@@ -459,9 +460,52 @@ fn globals(c: &File, e: &mut Errs) {
     if !c.error_log.is_empty() {
         writable("error-log", Path::new(&c.error_log), e);
     }
+    if !c.control_socket.is_empty() {
+        control_socket(Path::new(&c.control_socket), e);
+    }
     if !c.pid_file.is_empty() {
         // The same checks as log files: the master opens it the same way (no link, regular).
         writable("pid-file", Path::new(&c.pid_file), e);
+    }
+}
+
+/// `control-socket`: a path the master can bind (`sun_path` holds 107 bytes and a NUL) that
+/// does not depend on the master's working directory, and nothing but a socket in its place:
+/// the master replaces a stale socket, never a file. The directory is not checked (`-t`
+/// creates nothing, and systemd's `RuntimeDirectory=` creates it only when the unit starts).
+fn control_socket(p: &Path, e: &mut Errs) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::FileTypeExt;
+    const K: &str = "control-socket";
+    if !p.is_absolute() {
+        e.push(
+            K,
+            format!(
+                "`{}` is not an absolute path (\"\" disables the control socket)",
+                p.display()
+            ),
+        );
+        return;
+    }
+    if p.as_os_str().as_bytes().len() > 107 {
+        e.push(
+            K,
+            format!(
+                "{} is longer than 107 bytes (the limit of a Unix socket path)",
+                p.display()
+            ),
+        );
+        return;
+    }
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if !m.file_type().is_socket() => e.push(
+            K,
+            format!(
+                "{} exists and is not a socket (rproxy only replaces a stale socket)",
+                p.display()
+            ),
+        ),
+        _ => {}
     }
 }
 

@@ -348,6 +348,11 @@ impl Proxy {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .env_remove("NOTIFY_SOCKET");
+        if !config.contains("control-socket") {
+            // Each proxy its own control socket (the default path is one per machine);
+            // `start_with_env` may name another.
+            cmd.env("RPROXY_CONTROL_SOCKET", dir.join("ctl.sock"));
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

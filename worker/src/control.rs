@@ -43,6 +43,10 @@ pub async fn run(state: Rc<WorkerState>, channel: WorkerEnd) {
                         }
                         Ok(Received::Message(ToWorker::Stop)) => state.stop(),
                         Ok(Received::Message(ToWorker::Accept)) => state.allow_accept(),
+                        Ok(Received::Message(ToWorker::SetAdmin { seq, server, downstream, state: admin })) => {
+                            let ok = state.set_admin(server as usize, downstream as usize, admin);
+                            send(&chan, ToMaster::AdminApplied { seq, ok });
+                        }
                         Ok(Received::Message(ToWorker::ReopenLogs(files))) => {
                             crate::access_log::flush_all(&state);
                             state.reopen_logs(files);

@@ -43,7 +43,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use openssl::ssl::SslContext;
-use rproxy_shared::channel::WorkerEnd;
+use rproxy_shared::channel::{AdminState, WorkerEnd};
 use rproxy_shared::config::Config;
 use rproxy_shared::errlog;
 
@@ -65,6 +65,9 @@ pub struct WorkerArgs {
     /// Forked by a new master during a binary upgrade: say Ready with the listeners adopted,
     /// accept only once the master sends `Accept` (the upgrade committed).
     pub hold_accept: bool,
+    /// `(server index, downstream index, state)` for downstreams an operator took out of
+    /// rotation (`rproxy ctl set downstream`), in force from the worker's first request.
+    pub admin: Vec<(usize, usize, AdminState)>,
 }
 
 /// Serve until drained or stopped; returns the process exit status.
@@ -93,8 +96,9 @@ async fn serve(args: WorkerArgs) -> i32 {
         tls,
         channel,
         hold_accept,
+        admin,
     } = args;
-    let state = WorkerState::new(Arc::clone(&config), log_files, hold_accept);
+    let state = WorkerState::new(Arc::clone(&config), log_files, hold_accept, admin);
     metrics::init(&config);
     for (index, listener) in listeners {
         let server = match ServerCtx::start(&config, index, &state) {

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use rproxy_shared::channel::AdminState;
 use rproxy_shared::config::{self, LbMethod};
 use rproxy_shared::{info, warn};
 use tokio::net::TcpStream;
@@ -87,8 +88,10 @@ pub struct Downstream {
     /// Leased connections whose response head went to the client and whose body is still
     /// streaming: their pace is the client's, not the downstream's.
     streaming: Cell<usize>,
-    /// Wakes the maintenance task when a connection is lost.
+    /// Wakes the maintenance task when a connection is lost (or `maint` ends).
     lost: Notify,
+    /// The operator's state (`rproxy ctl set downstream`): only `Ready` takes new requests.
+    admin: Cell<AdminState>,
 }
 
 impl Downstream {
@@ -99,6 +102,20 @@ impl Downstream {
             addr
         } else {
             format!("{} ({addr})", self.name)
+        }
+    }
+
+    /// Whether the balancer may give it a new request.
+    fn in_rotation(&self) -> bool {
+        self.admin.get() == AdminState::Ready
+    }
+
+    /// Connections to keep established: none in `maint`.
+    fn want(&self) -> usize {
+        if self.admin.get() == AdminState::Maint {
+            0
+        } else {
+            self.target
         }
     }
 }
@@ -155,6 +172,8 @@ pub enum NoConnection {
 }
 
 pub struct Pool {
+    /// Index of its server in the configuration (how the master names it in `SetAdmin`).
+    pub server: usize,
     downstreams: Vec<Downstream>,
     waiters: RefCell<VecDeque<Waiter>>,
     max_pending: usize,
@@ -165,8 +184,8 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// The pool of `server`'s enabled downstreams; call [`Pool::start`] to connect.
-    pub fn new(server: &config::Server) -> Rc<Pool> {
+    /// The pool of server `index`'s enabled downstreams; call [`Pool::start`] to connect.
+    pub fn new(index: usize, server: &config::Server) -> Rc<Pool> {
         let downstreams = server
             .downstreams
             .iter()
@@ -188,6 +207,7 @@ impl Pool {
                 in_flight: Cell::new(0),
                 streaming: Cell::new(0),
                 lost: Notify::new(),
+                admin: Cell::new(AdminState::Ready),
             })
             .collect();
         let seed = u64::from(std::process::id())
@@ -195,6 +215,7 @@ impl Pool {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
         Rc::new(Pool {
+            server: index,
             downstreams,
             waiters: RefCell::new(VecDeque::new()),
             max_pending: server.max_pending,
@@ -211,6 +232,30 @@ impl Pool {
                 tokio::task::spawn_local(maintain(Rc::clone(self), i));
             }
         }
+    }
+
+    /// The operator's state for downstream `i` (`rproxy ctl set downstream`); false when there
+    /// is no such downstream. `drain` and `maint` take it out of rotation at once (requests
+    /// waiting on a route left with no member in rotation get their 503, as when all are
+    /// down); `maint` also closes its idle connections and opens none until `ready` again.
+    pub fn set_admin(&self, i: usize, state: AdminState) -> bool {
+        let Some(d) = self.downstreams.get(i) else {
+            return false;
+        };
+        if d.admin.replace(state) == state {
+            return true;
+        }
+        rproxy_shared::debug!("downstream {}: {}", d.label(), state.name());
+        match state {
+            // Dropping a sender closes its connection; its task then counts it out of `open`.
+            AdminState::Maint => d.idle.borrow_mut().clear(),
+            AdminState::Ready => d.lost.notify_one(),
+            AdminState::Drain => {}
+        }
+        if state != AdminState::Ready {
+            self.fail_waiters();
+        }
+        true
     }
 
     /// Downstreams with an established connection, and enabled ones (for heartbeats).
@@ -290,7 +335,10 @@ impl Pool {
         let d = &self.downstreams[i];
         let cap = d.target * OVERFLOW_FACTOR;
         let extra = d.streaming.get().min(cap - d.target);
-        d.health.get() == Health::Up && d.target > 0 && d.open.get() < d.target + extra
+        d.in_rotation()
+            && d.health.get() == Health::Up
+            && d.target > 0
+            && d.open.get() < d.target + extra
     }
 
     /// A socket of its own to a downstream of `route`, for a `passthrough` tunnel. The
@@ -321,11 +369,12 @@ impl Pool {
         }
     }
 
+    /// Every member down or out of rotation: answered like all down (503 at once).
     fn route_down(&self, route: &Members) -> bool {
-        route
-            .indices
-            .iter()
-            .all(|&i| self.downstreams[i].health.get() == Health::Down)
+        route.indices.iter().all(|&i| {
+            let d = &self.downstreams[i];
+            d.health.get() == Health::Down || !d.in_rotation()
+        })
     }
 
     fn take_idle(self: &Rc<Self>, route: &Members) -> Option<Lease> {
@@ -336,7 +385,12 @@ impl Pool {
                 views.extend(route.indices.iter().map(|&i| {
                     let d = &self.downstreams[i];
                     View {
-                        idle: d.idle.borrow().len(),
+                        // Out of rotation: nothing to offer the balancer.
+                        idle: if d.in_rotation() {
+                            d.idle.borrow().len()
+                        } else {
+                            0
+                        },
                         in_flight: d.in_flight.get(),
                         srtt_us: d.srtt_us.get(),
                     }
@@ -363,6 +417,16 @@ impl Pool {
     /// opened by maintenance, always kept.
     fn put(self: &Rc<Self>, i: usize, conn: Conn, fresh: bool) {
         let mut conn = conn;
+        match self.downstreams[i].admin.get() {
+            AdminState::Ready => {}
+            // Kept established for when it is ready again, but for no waiter.
+            AdminState::Drain => {
+                self.downstreams[i].idle.borrow_mut().push(conn);
+                return;
+            }
+            // Closed (dropped) as its exchange ends.
+            AdminState::Maint => return,
+        }
         loop {
             let waiter = {
                 let mut q = self.waiters.borrow_mut();
@@ -569,7 +633,7 @@ impl Drop for TunnelSlot {
 /// Keep `target` connections open to downstream `i`, forever.
 async fn maintain(pool: Rc<Pool>, i: usize) {
     loop {
-        while pool.downstreams[i].open.get() < pool.downstreams[i].target {
+        while pool.downstreams[i].open.get() < pool.downstreams[i].want() {
             let d = &pool.downstreams[i];
             d.open.set(d.open.get() + 1);
             match connect(&pool, i).await {

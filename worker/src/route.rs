@@ -458,7 +458,7 @@ mod tests {
 
     fn routed(toml: &str) -> RouteTable {
         let config = crate::testing::config(toml);
-        let state = WorkerState::new(Arc::new(config.clone()), Vec::new(), false);
+        let state = WorkerState::new(Arc::new(config.clone()), Vec::new(), false, Vec::new());
         RouteTable::build(&config, &config.servers[0], None, &state).unwrap()
     }
 

@@ -38,7 +38,16 @@ impl ServerCtx {
         let log = AccessLog::new(config, cfg.logging.as_ref(), state);
         let routes = RouteTable::build(config, cfg, log, state)
             .map_err(|e| format!("server[{index}]: cannot compile the routes: {e}"))?;
-        let pool = Pool::new(cfg);
+        let pool = Pool::new(index, cfg);
+        // Before any connection is opened: a downstream in `maint` opens none.
+        for &(server, downstream, admin) in state.admin_at_start.iter() {
+            if server == index && !pool.set_admin(downstream, admin) {
+                rproxy_shared::warn!(
+                    "server[{index}]: no downstream {downstream} to set {}",
+                    admin.name()
+                );
+            }
+        }
         pool.start();
         crate::metrics::add_pool(index, &pool);
         state.pools.borrow_mut().push(Rc::clone(&pool));

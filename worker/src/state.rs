@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use rproxy_shared::channel::{LogFiles, WorkerEnd};
+use rproxy_shared::channel::{AdminState, LogFiles, WorkerEnd};
 use rproxy_shared::config::Config;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{watch, Notify};
@@ -31,12 +31,20 @@ pub struct WorkerState {
     pub channel: RefCell<Option<Rc<AsyncFd<WorkerEnd>>>>,
     /// The inherited access-log descriptors; a reopen `dup2`s new files onto these numbers.
     pub log_files: Vec<OwnedFd>,
+    /// `(server, downstream, state)` set by the operator before this worker was forked:
+    /// applied to each pool before it opens a connection.
+    pub admin_at_start: Vec<(usize, usize, AdminState)>,
 }
 
 impl WorkerState {
     /// `hold_accept`: forked by a new master during a binary upgrade; accept only after
     /// [`WorkerState::allow_accept`].
-    pub fn new(config: Arc<Config>, log_files: Vec<OwnedFd>, hold_accept: bool) -> Rc<WorkerState> {
+    pub fn new(
+        config: Arc<Config>,
+        log_files: Vec<OwnedFd>,
+        hold_accept: bool,
+        admin_at_start: Vec<(usize, usize, AdminState)>,
+    ) -> Rc<WorkerState> {
         let (drain_tx, _) = watch::channel(false);
         let (accept_tx, _) = watch::channel(!hold_accept);
         Rc::new(WorkerState {
@@ -51,7 +59,18 @@ impl WorkerState {
             access_logs: RefCell::new(Vec::new()),
             channel: RefCell::new(None),
             log_files,
+            admin_at_start,
         })
+    }
+
+    /// Apply the operator's `state` to downstream `downstream` of server `server`; false when
+    /// this worker's configuration has no such pair.
+    pub fn set_admin(&self, server: usize, downstream: usize, state: AdminState) -> bool {
+        self.pools
+            .borrow()
+            .iter()
+            .find(|p| p.server == server)
+            .is_some_and(|p| p.set_admin(downstream, state))
     }
 
     pub fn draining(&self) -> bool {
@@ -148,5 +167,72 @@ impl Drop for ConnGuard {
         if s.draining.get() && s.conns.get() == 0 {
             s.done.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod admin_tests {
+    use std::time::Duration;
+
+    use rproxy_shared::channel::AdminState;
+    use tokio::task::LocalSet;
+
+    use crate::testing::{broken_origin, config, echo_origin, roundtrip, start};
+
+    /// `GET /` on a new connection: the status code.
+    async fn status(addr: std::net::SocketAddr) -> String {
+        let r = roundtrip(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        r.get(9..12).unwrap_or("").to_string()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn out_of_rotation_members_get_no_request() {
+        LocalSet::new()
+            .run_until(async {
+                // `good` answers 200; `bad` closes without an answer (502), so any request
+                // that reaches `bad` shows.
+                let (good, bad) = (echo_origin().await, broken_origin().await);
+                let cfg = config(&format!(
+                    "[[server]]\nport = 8080\nlb-method = \"roundrobin\"\npending-timeout = 1\n\
+                     [[server.downstream]]\nname = \"good\"\naddr = \"{}\"\nport = {}\nconnections = 2\n\
+                     [[server.downstream]]\nname = \"bad\"\naddr = \"{}\"\nport = {}\nconnections = 2\n",
+                    good.ip(),
+                    good.port(),
+                    bad.ip(),
+                    bad.port()
+                ));
+                let proxy = start(&cfg).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let mut seen = Vec::new();
+                for _ in 0..4 {
+                    seen.push(status(proxy.addr).await);
+                }
+                assert!(seen.iter().any(|s| s == "502"), "bad is in rotation: {seen:?}");
+
+                for state in [AdminState::Maint, AdminState::Drain] {
+                    assert!(proxy.state.set_admin(0, 1, state));
+                    for _ in 0..6 {
+                        assert_eq!(status(proxy.addr).await, "200", "{state:?}");
+                    }
+                }
+                // Every member out: 503 at once, as when all are down.
+                assert!(proxy.state.set_admin(0, 0, AdminState::Maint));
+                let t = std::time::Instant::now();
+                assert_eq!(status(proxy.addr).await, "503");
+                assert!(t.elapsed() < Duration::from_millis(900));
+                // Back from maint: connections are opened again, then it serves.
+                assert!(proxy.state.set_admin(0, 0, AdminState::Ready));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                assert_eq!(status(proxy.addr).await, "200");
+                // No such server or downstream: refused, nothing changes.
+                assert!(!proxy.state.set_admin(0, 7, AdminState::Maint));
+                assert!(!proxy.state.set_admin(3, 0, AdminState::Maint));
+                assert_eq!(status(proxy.addr).await, "200");
+            })
+            .await;
     }
 }

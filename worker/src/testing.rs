@@ -77,7 +77,7 @@ pub struct Proxy {
 
 /// Start the stages of server 0 of `config` as a worker does, on 127.0.0.1:0.
 pub async fn start(config: &Config) -> Proxy {
-    let state = WorkerState::new(Arc::new(config.clone()), Vec::new(), false);
+    let state = WorkerState::new(Arc::new(config.clone()), Vec::new(), false, Vec::new());
     let server = ServerCtx::start(config, 0, &state).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
