@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use rproxy_shared::channel::AdminState;
 
 /// The environment variable naming the new master's end of the socketpair.
 pub const ENV: &str = "RPROXY_UPGRADE_FD";
@@ -58,6 +59,11 @@ pub enum Item {
     /// The locked pid file at this path: the lock belongs to the open file, so the new master
     /// holding it keeps the file locked after the old one exits.
     PidFile(PathBuf),
+    /// The control socket listening at this path: `rproxy ctl` never finds it missing or
+    /// answered by nobody, and the new master does not refuse it as another master's.
+    ControlSocket(PathBuf),
+    /// The `metrics-listen` socket bound to this address (a fresh bind would find it in use).
+    MetricsListener(SocketAddr),
 }
 
 impl Item {
@@ -66,13 +72,9 @@ impl Item {
             Item::Listener(a) => format!("listener {a}"),
             Item::SessionCache => "session-cache".into(),
             Item::TicketKeys => "ticket-keys".into(),
-            Item::PidFile(p) => {
-                let s = p.to_str()?;
-                if s.contains('\n') {
-                    return None;
-                }
-                format!("pid-file {s}")
-            }
+            Item::PidFile(p) => format!("pid-file {}", one_line(p)?),
+            Item::ControlSocket(p) => format!("control-socket {}", one_line(p)?),
+            Item::MetricsListener(a) => format!("metrics-listener {a}"),
         })
     }
 
@@ -86,9 +88,53 @@ impl Item {
             ("session-cache", "") => Ok(Item::SessionCache),
             ("ticket-keys", "") => Ok(Item::TicketKeys),
             ("pid-file", p) if !p.is_empty() => Ok(Item::PidFile(PathBuf::from(p))),
+            ("control-socket", p) if !p.is_empty() => Ok(Item::ControlSocket(PathBuf::from(p))),
+            ("metrics-listener", a) => a
+                .parse()
+                .map(Item::MetricsListener)
+                .map_err(|_| format!("bad metrics listener address {a:?}")),
             _ => Err(format!("unknown manifest line {line:?}")),
         }
     }
+}
+
+/// A path as one manifest line, or `None` (not sent) when it cannot be one.
+fn one_line(p: &Path) -> Option<&str> {
+    p.to_str().filter(|s| !s.contains('\n'))
+}
+
+/// The message that carries the operator's downstream states (`rproxy ctl set downstream`),
+/// one `STATE SERVER NAME` line each (NAME last: it may hold spaces), so a downstream taken out
+/// of rotation stays out across the upgrade.
+pub fn admin_message(states: &[(String, String, AdminState)]) -> Option<String> {
+    let mut text = String::from("admin\n");
+    for (server, name, state) in states {
+        if server.contains([' ', '\n']) || name.contains('\n') {
+            continue;
+        }
+        text.push_str(&format!("{} {server} {name}\n", state.name()));
+    }
+    (text.len() > "admin\n".len()).then_some(text)
+}
+
+/// The states of an `admin` message.
+pub fn parse_admin(text: &str) -> Result<Vec<(String, String, AdminState)>, String> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let mut parts = line.splitn(3, ' ');
+        let (Some(state), Some(server), Some(name)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("bad admin line {line:?}"));
+        };
+        let state = match state {
+            "ready" => AdminState::Ready,
+            "drain" => AdminState::Drain,
+            "maint" => AdminState::Maint,
+            _ => return Err(format!("bad admin state in {line:?}")),
+        };
+        out.push((server.to_string(), name.to_string(), state));
+    }
+    Ok(out)
 }
 
 /// The first message: version and the old master's PID.
@@ -185,6 +231,7 @@ pub fn send_manifest(
     link: BorrowedFd<'_>,
     old_pid: u32,
     items: &[(Item, BorrowedFd<'_>)],
+    admin: Option<&str>,
 ) -> Result<(), String> {
     send(link, &hello(old_pid), &[])?;
     let lines: Vec<(String, RawFd)> = items
@@ -199,6 +246,9 @@ pub fn send_manifest(
         }
         let fds: Vec<RawFd> = chunk.iter().map(|(_, fd)| *fd).collect();
         send(link, &text, &fds)?;
+    }
+    if let Some(text) = admin {
+        send(link, text, &[])?;
     }
     send(link, "end", &[])
 }
@@ -275,6 +325,9 @@ struct Inherited {
     session_cache: Option<OwnedFd>,
     ticket_keys: Option<OwnedFd>,
     pid_file: Option<(PathBuf, OwnedFd)>,
+    control_socket: Option<(PathBuf, OwnedFd)>,
+    metrics_listener: Option<(SocketAddr, OwnedFd)>,
+    admin: Vec<(String, String, AdminState)>,
     /// Whether `take_pid_file` gave the pid file to start-up (told to the old master).
     took_pid_file: bool,
 }
@@ -347,6 +400,10 @@ pub fn receive() -> Result<Option<u32>, String> {
         if text == "end" {
             break;
         }
+        if text.starts_with("admin\n") && fds.is_empty() {
+            got.admin = parse_admin(&text).map_err(|e| format!("upgrade: {e}"))?;
+            continue;
+        }
         let items = parse_batch(&text).map_err(|e| format!("upgrade: {e}"))?;
         if items.len() != fds.len() {
             return Err(format!(
@@ -361,6 +418,8 @@ pub fn receive() -> Result<Option<u32>, String> {
                 Item::SessionCache => got.session_cache = Some(fd),
                 Item::TicketKeys => got.ticket_keys = Some(fd),
                 Item::PidFile(p) => got.pid_file = Some((p, fd)),
+                Item::ControlSocket(p) => got.control_socket = Some((p, fd)),
+                Item::MetricsListener(a) => got.metrics_listener = Some((a, fd)),
             }
         }
     }
@@ -404,6 +463,34 @@ pub fn take_ticket_keys() -> Option<OwnedFd> {
     lock().as_mut()?.ticket_keys.take()
 }
 
+/// The old master's control socket, when it listens at `path` (the configuration kept it).
+pub fn take_control_socket(path: &Path) -> Option<OwnedFd> {
+    let mut guard = lock();
+    let inh = guard.as_mut()?;
+    match inh.control_socket.take()? {
+        (p, fd) if p == path => Some(fd),
+        _ => None,
+    }
+}
+
+/// The old master's metrics listener, when it is bound to `addr`.
+pub fn take_metrics_listener(addr: SocketAddr) -> Option<OwnedFd> {
+    let mut guard = lock();
+    let inh = guard.as_mut()?;
+    match inh.metrics_listener.take()? {
+        (a, fd) if a == addr => Some(fd),
+        _ => None,
+    }
+}
+
+/// The operator's downstream states the old master had, once.
+pub fn take_admin() -> Vec<(String, String, AdminState)> {
+    lock()
+        .as_mut()
+        .map(|i| std::mem::take(&mut i.admin))
+        .unwrap_or_default()
+}
+
 /// The old master's locked pid file, when it is the file at `path` (the same inode): the new
 /// master shares its lock and leaves the content to the old one, which writes the new PID
 /// at commit.
@@ -431,6 +518,8 @@ pub fn discard_unused() {
         i.session_cache = None;
         i.ticket_keys = None;
         i.pid_file = None;
+        i.control_socket = None;
+        i.metrics_listener = None;
     }
 }
 
@@ -545,7 +634,7 @@ mod tests {
             }
             got
         });
-        send_manifest(a.as_fd(), 99, &items).unwrap();
+        send_manifest(a.as_fd(), 99, &items, None).unwrap();
         let got = reader.join().unwrap();
         assert_eq!(got.len(), BATCH + 5);
         assert_eq!(got[BATCH + 4], items[BATCH + 4].0);

@@ -4,8 +4,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod cli;
-mod convert;
 mod control;
+mod convert;
 mod generation;
 mod handover;
 mod health;

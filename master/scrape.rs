@@ -48,11 +48,15 @@ impl Scrape {
             }
             return Ok(());
         };
-        // std's listener sets SO_REUSEADDR (a restart does not wait for TIME_WAIT) and
-        // close-on-exec.
-        let l = TcpListener::bind(addr)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| format!("metrics-listen {addr}: cannot listen: {e}"))?;
+        // A binary upgrade's new master takes the old one's socket (a bind would find the
+        // address in use). std's listener sets SO_REUSEADDR (a restart does not wait for
+        // TIME_WAIT) and close-on-exec.
+        let l = match crate::handover::take_metrics_listener(addr) {
+            Some(fd) => Ok(TcpListener::from(fd)),
+            None => TcpListener::bind(addr),
+        }
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| format!("metrics-listen {addr}: cannot listen: {e}"))?;
         if !addr.ip().is_loopback() {
             warn!(
                 "metrics-listen {addr} is not a loopback address: anyone who can reach it sees \
@@ -62,6 +66,19 @@ impl Scrape {
         info!("metrics: serving GET /metrics on {addr}");
         self.listener = Some((addr, l));
         Ok(())
+    }
+
+    /// The listener, for a binary upgrade's hand-over.
+    pub fn listener(&self) -> Option<(SocketAddr, std::os::fd::BorrowedFd<'_>)> {
+        use std::os::fd::AsFd;
+        self.listener.as_ref().map(|(a, l)| (*a, l.as_fd()))
+    }
+
+    /// Stop serving (after an upgrade committed: the new master serves the same socket, and
+    /// scrapes must not alternate between two masters' totals).
+    pub fn release(&mut self) {
+        self.listener = None;
+        self.conns.clear();
     }
 
     /// The descriptors to watch: the listener while a connection slot is free, and each

@@ -109,7 +109,16 @@ impl Master {
         self.listeners.bind_for(&config)?;
         self.scrape.rebind(config.metrics_listen)?;
         if let Some(p) = &config.control_socket {
-            self.control.bound = Some(crate::control::socket::bind(p)?);
+            self.control.bound = Some(match crate::handover::take_control_socket(p) {
+                Some(fd) => crate::control::socket::Bound::adopt(p, fd)?,
+                None => crate::control::socket::bind(p)?,
+            });
+        }
+        // A binary upgrade's new master keeps the operator's downstream states.
+        for (server, name, state) in crate::handover::take_admin() {
+            if state != rproxy_shared::channel::AdminState::Ready {
+                self.control.admin.insert((server, name), state);
+            }
         }
         let id = match self.start_generation(config, GenState::Active) {
             Ok(id) => id,
@@ -171,8 +180,11 @@ impl Master {
             }
         }
         let control_at = pfds.len();
-        for (fd, flags) in self.control.poll_fds() {
-            pfds.push(PollFd::new(fd, flags));
+        // A binary upgrade's new master answers `rproxy ctl` only once it serves (commit).
+        if !self.upgrade.holds_accept() {
+            for (fd, flags) in self.control.poll_fds() {
+                pfds.push(PollFd::new(fd, flags));
+            }
         }
         let control_end = pfds.len();
         let nothing = |_: &[PollFd<'_>]| vec![PollFlags::empty(); control_end - control_at];

@@ -193,7 +193,12 @@ impl Master {
         let attempt = self.upgrade.attempts + 1;
         self.upgrade.attempts = attempt;
         let items = self.handover_items();
-        if let Err(e) = handover::send_manifest(link.as_fd(), std::process::id(), &items) {
+        if let Err(e) = handover::send_manifest(
+            link.as_fd(),
+            std::process::id(),
+            &items,
+            self.handover_admin().as_deref(),
+        ) {
             let _ = kill(child, Signal::SIGKILL);
             self.upgrade_failed(attempt, format!("sending the manifest: {e}"));
             return Ok(attempt);
@@ -283,7 +288,24 @@ impl Master {
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(file.as_raw_fd()) };
             items.push((Item::PidFile(path.clone()), fd));
         }
+        if let Some(b) = &self.control.bound {
+            items.push((Item::ControlSocket(b.path.clone()), b.listener.as_fd()));
+        }
+        if let Some((addr, fd)) = self.scrape.listener() {
+            items.push((Item::MetricsListener(addr), fd));
+        }
         items
+    }
+
+    /// The operator's downstream states, for the new master.
+    fn handover_admin(&self) -> Option<String> {
+        let states: Vec<(String, String, rproxy_shared::channel::AdminState)> = self
+            .control
+            .admin
+            .iter()
+            .map(|((server, name), state)| (server.clone(), name.clone(), *state))
+            .collect();
+        handover::admin_message(&states)
     }
 
     /// From the loop's tick: the old master reads the new one's word and watches the
@@ -430,6 +452,12 @@ impl Master {
             drain_by: Instant::now() + ACCEPT_WAIT,
         };
         self.upgrade.outcome = Some((attempt, Outcome::Committed { new_pid }));
+        // The new master serves `rproxy ctl` and scrapes from now on, on the same sockets;
+        // connections this one accepted (an `upgrade --wait`) are still answered.
+        if let Some(b) = self.control.bound.take() {
+            b.release();
+        }
+        self.scrape.release();
         self.retire(new_pid);
     }
 
@@ -549,6 +577,10 @@ impl Master {
         }
         self.close_unused_listeners();
         handover::discard_unused();
+        // The control socket file is ours now: removed at our exit, not at a failed one.
+        if let Some(b) = &mut self.control.bound {
+            b.own_file();
+        }
         info!("upgrade committed: this master serves; master {old} drains and exits");
         if std::mem::take(&mut self.reload_queued) {
             self.reload();

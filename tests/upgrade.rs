@@ -725,3 +725,111 @@ fn new_workers_accept_nothing_before_the_commit() {
         .sum();
     assert_eq!(on_new, 30, "after the commit the new workers accept");
 }
+
+/// `rproxy ctl -c CONFIG WORDS...` against the proxy's control socket.
+fn ctl(p: &Proxy, words: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .arg("ctl")
+        .arg("-c")
+        .arg(&p.config)
+        .args(words)
+        .env("RPROXY_CONTROL_SOCKET", p.dir.join("ctl.sock"))
+        .output()
+        .unwrap()
+}
+
+fn ctl_ok(p: &Proxy, words: &[&str]) -> String {
+    let o = ctl(p, words);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "ctl {words:?}: {text} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    text
+}
+
+/// The status line and body of `GET /metrics` on `port`.
+fn metrics_text(port: u16) -> String {
+    let raw = raw_response(
+        port,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// What DESIGN 12's operations keep across `rproxy ctl upgrade --wait`: the control socket
+/// (the same file, now answered by the new master, removed by it at exit), the metrics
+/// listener (the same port, no bind conflict), and a downstream the operator put in `maint`
+/// (it stays out of rotation in the new tree).
+#[test]
+fn ctl_upgrade_keeps_the_control_socket_metrics_and_downstream_states() {
+    let (a, b) = (Backend::start("x"), Backend::start("x"));
+    let port = free_port();
+    let mport = free_port();
+    let dir = temp_dir("upgrade-ctl");
+    let pid_file = dir.join("rproxy.pid");
+    let cfg = format!(
+        "{}workers = 2\nshutdown-timeout = 5\npid-file = \"{}\"\n\
+         metrics-listen = \"127.0.0.1:{mport}\"\n\
+         [[server]]\naddr = \"127.0.0.1\"\nport = {port}\nlb-method = \"roundrobin\"\n\
+         [[server.downstream]]\nname = \"a\"\naddr = \"127.0.0.1\"\nport = {}\n\
+         [[server.downstream]]\nname = \"b\"\naddr = \"127.0.0.1\"\nport = {}\n",
+        identity(),
+        pid_file.display(),
+        a.port,
+        b.port
+    );
+    let p = Proxy::start("upgrade-ctl", &cfg, port);
+    let mut masters = Masters(vec![p.pid()]);
+    let old = p.pid();
+    let said = ctl_ok(
+        &p,
+        &["set", "downstream", &format!("127.0.0.1:{port}/b"), "maint"],
+    );
+    assert!(said.contains("applied by 2 workers"), "{said}");
+    assert!(metrics_text(mport).starts_with("HTTP/1.1 200"));
+
+    let load = Load::start(p.url("/"), 4, b"x");
+    wait_until("load running", Duration::from_secs(5), || load.ok() >= 4);
+    let said = ctl_ok(&p, &["upgrade", "--wait"]);
+    let new = pid_in(&pid_file).unwrap_or(old);
+    assert_ne!(new, old, "the pid file names the new master");
+    masters.0.push(new);
+    assert!(said.contains(&format!("pid {new}")), "{said}");
+    wait_until("the old master exits", Duration::from_secs(15), || {
+        !alive(old)
+    });
+    let (ok, failed) = load.finish();
+    assert_eq!(failed, 0, "requests failed across the upgrade ({ok} ok)");
+
+    // The new master answers on the same socket and kept b in maint.
+    let info: serde_json::Value =
+        serde_json::from_str(&ctl_ok(&p, &["show", "info", "--json"])).unwrap();
+    assert_eq!(info["pid"], new);
+    let ds: serde_json::Value =
+        serde_json::from_str(&ctl_ok(&p, &["show", "downstreams", "--json"])).unwrap();
+    assert_eq!(ds[1]["admin"], "maint", "{ds}");
+    let before = b.hits();
+    for _ in 0..20 {
+        assert_eq!(get(port, "/").0, 200);
+    }
+    assert_eq!(b.hits(), before, "b got requests after the upgrade");
+    // Metrics: the same port serves, so does `ctl metrics`.
+    let text = metrics_text(mport);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("rproxy_requests_total"), "{text}");
+    assert!(ctl_ok(&p, &["metrics"]).contains("rproxy_requests_total"));
+
+    // The new master removes the socket file at its exit.
+    // SAFETY: signalling the master this test's upgrade started.
+    unsafe { libc::kill(new, libc::SIGQUIT) };
+    wait_until("the new master exits", Duration::from_secs(10), || {
+        !alive(new)
+    });
+    assert!(
+        !p.dir.join("ctl.sock").exists(),
+        "the socket file is left behind"
+    );
+}

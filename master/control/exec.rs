@@ -184,7 +184,9 @@ impl Master {
     fn execute(&mut self, peer: Peer, p: Parsed) -> Outcome {
         let Request { command, json } = match p {
             Parsed::Line(r) => r,
-            Parsed::Http(h) => return Outcome::Reply(http_reply(h, || crate::metrics::render(&mut self.metrics))),
+            Parsed::Http(h) => {
+                return Outcome::Reply(http_reply(h, || crate::metrics::render(&mut self.metrics)))
+            }
         };
         if command.mutates() {
             info!(
@@ -701,7 +703,12 @@ fn http_reply(h: Http, render: impl FnOnce() -> String) -> Vec<u8> {
     let (status, body, head, ctype) = match h {
         Http::Metrics { head } => {
             metrics = render();
-            ("200 OK", metrics.as_str(), head, crate::metrics::CONTENT_TYPE)
+            (
+                "200 OK",
+                metrics.as_str(),
+                head,
+                crate::metrics::CONTENT_TYPE,
+            )
         }
         Http::NotFound => (
             "404 Not Found",

@@ -20,6 +20,43 @@ pub struct Bound {
     pub listener: UnixListener,
     pub path: PathBuf,
     inode: (u64, u64),
+    /// Whether dropping this removes the file (not once it was handed to a new master).
+    owns_file: bool,
+}
+
+impl Bound {
+    /// The socket a binary upgrade's old master handed over, listening at `path`. The file
+    /// stays the old master's until [`Bound::own_file`] (the upgrade committed): a new master
+    /// that fails before must not remove it under the old one.
+    pub fn adopt(path: &Path, fd: std::os::fd::OwnedFd) -> Result<Bound, String> {
+        let fail = |why: String| format!("control-socket {}: inherited: {why}", path.display());
+        let listener = UnixListener::from(fd);
+        let local = listener.local_addr().map_err(|e| fail(e.to_string()))?;
+        if local.as_pathname() != Some(path) {
+            return Err(fail(format!("the socket is bound to {local:?}")));
+        }
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| fail(e.to_string()))?;
+        let m = std::fs::symlink_metadata(path).map_err(|e| fail(e.to_string()))?;
+        Ok(Bound {
+            listener,
+            path: path.to_path_buf(),
+            inode: (m.dev(), m.ino()),
+            owns_file: false,
+        })
+    }
+
+    /// From now on, dropping this removes the file (the new master of a committed upgrade).
+    pub fn own_file(&mut self) {
+        self.owns_file = true;
+    }
+
+    /// Close this master's copy without removing the file: the new master of an upgrade
+    /// listens on the same socket.
+    pub fn release(mut self) {
+        self.owns_file = false;
+    }
 }
 
 /// Bind `path` for the master. Errors say which key and why, for the start-up report.
@@ -73,6 +110,7 @@ pub fn bind(path: &Path) -> Result<Bound, String> {
         listener,
         path: path.to_path_buf(),
         inode: (m.dev(), m.ino()),
+        owns_file: true,
     })
 }
 
@@ -95,8 +133,9 @@ fn answers(path: &Path) -> Result<bool, Errno> {
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        let ours =
-            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.inode);
+        let ours = self.owns_file
+            && std::fs::symlink_metadata(&self.path)
+                .is_ok_and(|m| (m.dev(), m.ino()) == self.inode);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }

@@ -1071,7 +1071,8 @@ mod tests {
         LocalSet::new()
             .run_until(async {
                 let cfg = std::sync::Arc::new(flat("127.0.0.1:9".parse().unwrap()));
-                let state = WorkerState::new(std::sync::Arc::clone(&cfg), Vec::new(), false, Vec::new());
+                let state =
+                    WorkerState::new(std::sync::Arc::clone(&cfg), Vec::new(), false, Vec::new());
                 let server = ServerCtx::start(&cfg, 0, &state).unwrap();
                 let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
