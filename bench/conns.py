@@ -15,11 +15,18 @@
       the workers' RSS (the "peak"), close all N, wait WAIT seconds and read it again. Prints
       "workers_start workers_peak workers_after n" (KiB).
 
+  conns.py requests PORT N C PATH [HOST]
+      Exactly N keep-alive GET PATH requests over C connections (each connection sends its next
+      request when the previous answer is complete: no pipelining), for bench/callgrind.sh, where a
+      fixed request count matters more than speed. Every answer must be a 200 with a
+      Content-Length body; prints "N seconds".
+
 Connections are opened in batches of 500 (below the 1024 listen backlog both proxies use); the
 process raises its own RLIMIT_NOFILE to N + 100 when the hard limit allows.
 """
 import os
 import resource
+import selectors
 import socket
 import sys
 import time
@@ -115,6 +122,70 @@ def raise_nofile(n):
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
+class Exchange:
+    """One keep-alive client connection: sends a request, reads one Content-Length answer."""
+
+    def __init__(self, port, req):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setblocking(False)
+        self.req = req
+        self.buf = b""
+
+    def send(self):
+        self.buf = b""
+        self.sock.sendall(self.req)
+
+    def feed(self):
+        """Reads what is there; True once a whole answer is in."""
+        chunk = self.sock.recv(1 << 17)
+        if not chunk:
+            sys.exit("the proxy closed a keep-alive connection")
+        self.buf += chunk
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        head = self.buf[:end].decode("latin-1").split("\r\n")
+        if not head[0].startswith("HTTP/1.1 200"):
+            sys.exit(f"not a 200: {head[0]!r}")
+        length = None
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        if length is None:
+            sys.exit("an answer without Content-Length")
+        if len(self.buf) - end - 4 > length:
+            sys.exit("more bytes than the answer's Content-Length")
+        return len(self.buf) - end - 4 == length
+
+
+def fixed_requests(port, n, c, path, host):
+    req = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    sel = selectors.DefaultSelector()
+    sent = done = 0
+    t0 = time.monotonic()
+    for _ in range(min(c, n)):
+        ex = Exchange(port, req)
+        sel.register(ex.sock, selectors.EVENT_READ, ex)
+        ex.send()
+        sent += 1
+    while done < n:
+        events = sel.select(timeout=60)
+        if not events:
+            sys.exit(f"no answer for 60 s after {done} of {n} requests")
+        for key, _ in events:
+            ex = key.data
+            if ex.feed():
+                done += 1
+                if sent < n:
+                    ex.send()
+                    sent += 1
+    for key in list(sel.get_map().values()):
+        key.data.sock.close()
+    return time.monotonic() - t0
+
+
 def main(argv):
     if len(argv) >= 5 and argv[1] == "idle":
         port, master = int(argv[2]), int(argv[3])
@@ -154,6 +225,12 @@ def main(argv):
         time.sleep(wait)
         after = rss(master)[1]
         print(start, peak, after, n)
+        return 0
+    if len(argv) >= 6 and argv[1] == "requests":
+        port, n, c, path = int(argv[2]), int(argv[3]), int(argv[4]), argv[5]
+        host = argv[6] if len(argv) > 6 else "bench.test"
+        secs = fixed_requests(port, n, c, path, host)
+        print(n, f"{secs:.2f}")
         return 0
     print(__doc__, file=sys.stderr)
     return 2

@@ -16,6 +16,11 @@
   report.py memory MEMORY.tsv OUT.md [key=value ...]
                                   the memory cases (run.sh --memory) -> markdown on stdout and in OUT.md
 
+  report.py callgrind N BASE.out MEASURED.out [TOP]
+                                  instructions per request from two callgrind files of the worker
+                                  (bench/callgrind.sh): the first line is (Ir(MEASURED) - Ir(BASE)) / N,
+                                  then the TOP functions by their own (exclusive) Ir per request
+
 MEMORY.tsv lines (no header, KiB): "idle proxy n rss workers_rss" (n = 0 first: before any connection)
     and "spike proxy n workers_start workers_peak workers_after wait_s"
 
@@ -397,6 +402,43 @@ def memory_report(tsv, meta):
     return "\n".join(L) + "\n"
 
 
+def callgrind_functions(path):
+    """{function: exclusive Ir} and the total, from callgrind_annotate (every function listed)."""
+    import subprocess
+    text = subprocess.run(["callgrind_annotate", "--inclusive=no", "--auto=no", "--threshold=100", path],
+                          check=True, capture_output=True, text=True).stdout
+    total, funcs = None, {}
+    for line in text.splitlines():
+        m = re.match(r"^\s*([0-9,]+)\s+(?:\(\s*[0-9.]+%\)\s+)?(.*)$", line)
+        if not m:
+            continue
+        ir, what = int(m.group(1).replace(",", "")), m.group(2).strip()
+        if what == "PROGRAM TOTALS":
+            total = ir
+            continue
+        what = re.sub(r"\s+\[[^]]*\]$", "", what)   # the object file
+        fn = what.split(":", 1)[1] if ":" in what else what   # source file:function
+        funcs[fn] = funcs.get(fn, 0) + ir
+    if total is None:
+        raise ValueError(f"{path}: no PROGRAM TOTALS in callgrind_annotate's output")
+    return total, funcs
+
+
+def callgrind_report(n, base, meas, top):
+    tb, fb = callgrind_functions(base)
+    tm, fm = callgrind_functions(meas)
+    per = (tm - tb) / n
+    diff = sorted(((fm.get(k, 0) - fb.get(k, 0)) / n, k) for k in set(fb) | set(fm))
+    diff.reverse()
+    L = [f"{per:.1f}", "",
+         f"Worker instructions (Ir): baseline {tb:,}, measured {tm:,}; per request {per:,.1f}", "",
+         f"Top {top} functions by their own instructions per request (measured - baseline) / {n}:", "",
+         "| Ir/req | share | function |", "|---:|---:|---|"]
+    for ir, fn in diff[:top]:
+        L.append(f"| {ir:,.1f} | {100 * ir / per:.1f} % | `{fn}` |" if per else f"| {ir:,.1f} | - | `{fn}` |")
+    return "\n".join(L) + "\n"
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -434,6 +476,9 @@ def main(argv):
         with open(argv[3], "w") as f:
             f.write(text)
         sys.stdout.write(text)
+        return 0
+    if cmd == "callgrind" and len(argv) in (5, 6):
+        sys.stdout.write(callgrind_report(int(argv[2]), argv[3], argv[4], int(argv[5]) if len(argv) == 6 else 25))
         return 0
     if cmd == "memory" and len(argv) >= 4:
         meta = [tuple(a.split("=", 1)) for a in argv[4:]]
