@@ -7,7 +7,6 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use rproxy_shared::{error, warn};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -35,7 +34,6 @@ pub async fn accept_loop(listener: OwnedFd, server: Rc<ServerCtx>, tls: Option<R
 /// Accept until draining starts, then close this worker's copy of the listener (the socket
 /// itself stays open in the master and the other workers).
 pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>, tls: Option<Rc<Acceptor>>) {
-    let builder = http::builder(&server);
     let mut drain = server.state.drain_signal();
     loop {
         tokio::select! {
@@ -49,12 +47,12 @@ pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>, tls: Option<Rc
                     let _ = stream.set_nodelay(true);
                     if let Some(tls) = &tls {
                         let (tls, server) = (Rc::clone(tls), Rc::clone(&server));
-                        tokio::task::spawn_local(secure(tls, stream, peer, server, builder.clone(), guard));
+                        tokio::task::spawn_local(secure(tls, stream, peer, server, guard));
                         continue;
                     }
                     let info = tls::plain(peer, &server.trusted);
                     let conn = Rc::new(http::Conn::new(Rc::clone(&server), info));
-                    tokio::task::spawn_local(http::serve(stream, conn, builder.clone(), guard));
+                    tokio::task::spawn_local(http::serve(stream, conn, guard));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -73,7 +71,6 @@ async fn secure(
     stream: TcpStream,
     peer: SocketAddr,
     server: Rc<ServerCtx>,
-    builder: http1::Builder,
     guard: ConnGuard,
 ) {
     let Some((stream, info, h2)) = tls.handshake(stream, peer, &server.trusted).await else {
@@ -83,6 +80,6 @@ async fn secure(
     if h2 {
         http::serve_h2(stream, conn, guard).await;
     } else {
-        http::serve(stream, conn, builder, guard).await;
+        http::serve(stream, conn, guard).await;
     }
 }

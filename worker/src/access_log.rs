@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use nix::errno::Errno;
 use rproxy_shared::config::{Config, LogSink, Logging};
 use rproxy_shared::localtime;
@@ -97,16 +97,50 @@ impl AccessLog {
     }
 
     /// Keep what the line needs from `req` before it is changed and forwarded (cheap: header
-    /// values are shared bytes).
+    /// values are shared bytes). For HTTP/2 requests and passthrough heads.
     pub fn begin<B>(&self, req: &Request<B>) -> Entry {
+        let uri = req.uri();
         Entry {
             method: req.method().clone(),
-            uri: req.uri().clone(),
+            target: uri
+                .path_and_query()
+                .map_or(uri.path(), |p| p.as_str())
+                .as_bytes()
+                .into(),
             version: req.version(),
             headers: self
                 .req_names
                 .iter()
                 .map(|n| req.headers().get(n).cloned())
+                .collect(),
+        }
+    }
+
+    /// [`AccessLog::begin`] for a head read by the HTTP/1 codec: the request line's parts and
+    /// its header lines (`minor`: 0 for HTTP/1.0).
+    pub fn begin_h1(
+        &self,
+        method: &[u8],
+        target: &[u8],
+        minor: u8,
+        headers: &dyn HeaderLookup,
+    ) -> Entry {
+        Entry {
+            method: Method::from_bytes(method).unwrap_or(Method::GET),
+            target: target.into(),
+            version: if minor == 0 {
+                Version::HTTP_10
+            } else {
+                Version::HTTP_11
+            },
+            headers: self
+                .req_names
+                .iter()
+                .map(|n| {
+                    headers
+                        .get(n.as_str())
+                        .and_then(|v| HeaderValue::from_bytes(v).ok())
+                })
                 .collect(),
         }
     }
@@ -121,20 +155,33 @@ impl AccessLog {
         resp: &Response<ProxyBody>,
         used: Option<Used>,
     ) {
-        let status = Some(resp.status());
-        self.line(
+        self.finish_raw(
             entry,
             conn,
             rule,
+            resp.status(),
+            &Headers(resp.headers()),
             used,
-            status,
-            Some(&Headers(resp.headers())),
         );
     }
 
-    /// The line for a request hyper refused itself (400 for a head it cannot parse, including
-    /// heads the framing guard spoiled; 431 for a head over `max-header-size`): nothing of the
-    /// request is known, so every request field prints `-`.
+    /// [`AccessLog::finish`] with the response's status and headers as the HTTP/1 codec has
+    /// them (no `Response` is built).
+    pub fn finish_raw(
+        &self,
+        entry: &Entry,
+        conn: &ConnInfo,
+        rule: Option<&str>,
+        status: StatusCode,
+        resp_headers: &dyn HeaderLookup,
+        used: Option<Used>,
+    ) {
+        self.line(entry, conn, rule, used, Some(status), Some(resp_headers));
+    }
+
+    /// The line for a head the HTTP/1 codec refused (400 for a head it cannot parse or whose
+    /// framing a proxy must refuse; 431 for a head over `max-header-size`): nothing of the
+    /// request is trusted, so every request field prints `-`.
     pub fn refused(&self, conn: &ConnInfo, status: u16) {
         self.write(&Record {
             src: Some(conn.peer.ip()),
@@ -166,19 +213,14 @@ impl AccessLog {
         rule: Option<&str>,
         used: Option<Used>,
         status: Option<http::StatusCode>,
-        resp_headers: Option<&Headers<'_>>,
+        resp_headers: Option<&dyn HeaderLookup>,
     ) {
-        let uri = &entry.uri;
         self.write(&Record {
             src: Some(conn.peer.ip()),
             proxy: used.map(|u| u.addr),
             ts: SystemTime::now(),
             method: Some(entry.method.as_str()),
-            uri: Some(
-                uri.path_and_query()
-                    .map_or(uri.path(), |p| p.as_str())
-                    .as_bytes(),
-            ),
+            uri: Some(&entry.target),
             proto: Some(version_str(entry.version)),
             status: status.map(|s| s.as_u16()),
             ds_sport: used.and_then(|u| u.local_port),
@@ -188,7 +230,7 @@ impl AccessLog {
                 names: &self.req_names,
                 values: &entry.headers,
             }),
-            resp_headers: resp_headers.map(|h| h as &dyn HeaderLookup),
+            resp_headers,
         });
     }
 
@@ -216,7 +258,8 @@ impl AccessLog {
 /// What a log line needs from a request, kept before the request is forwarded.
 pub struct Entry {
     method: Method,
-    uri: Uri,
+    /// Path and query.
+    target: Box<[u8]>,
     version: Version,
     /// Values of the request headers the format prints, in `req_names` order.
     headers: Vec<Option<HeaderValue>>,

@@ -1,7 +1,9 @@
-//! The response body rproxy sends to a client: either its own short text (errors) or the
-//! downstream's body streamed through. Streaming is pull-based: hyper asks for the next chunk
-//! only when the client socket has room, and only then do we read from the downstream, so a
-//! slow client pauses the downstream instead of growing a buffer.
+//! Bodies for hyper's HTTP/2 server. The response body rproxy sends to an HTTP/2 client:
+//! either its own short text (errors) or the downstream's body streamed through, read by the
+//! HTTP/1 codec from the leased connection. Streaming is pull-based: hyper asks for the next
+//! chunk only when the client stream has room, and only then do we read from the downstream,
+//! so a slow client pauses the downstream instead of growing a buffer. And the request body an
+//! HTTP/2 client sends, read ahead a little before a downstream connection is leased.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -15,13 +17,14 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::pool::Lease;
+use crate::h1::upstream::DsResponse;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub enum ProxyBody {
     Full(Option<Bytes>),
-    Downstream(Streamed),
+    /// Boxed: an error response stays small.
+    Downstream(Box<Streamed>),
 }
 
 impl ProxyBody {
@@ -29,45 +32,43 @@ impl ProxyBody {
         ProxyBody::Full(Some(Bytes::from_static(s.as_bytes())))
     }
 
-    pub fn empty() -> ProxyBody {
-        ProxyBody::Full(None)
-    }
-
     /// The downstream's body; the connection goes back to the pool when it has been read to
     /// the end, and is closed if the body is abandoned half-way.
-    pub fn downstream(
-        inner: Incoming,
-        mut lease: Lease,
-        read_timeout: Option<Duration>,
-    ) -> ProxyBody {
-        lease.streaming();
-        ProxyBody::Downstream(Streamed {
-            inner,
-            lease: Some(lease),
-            read_timeout: read_timeout.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
-        })
+    pub fn downstream(mut resp: DsResponse) -> ProxyBody {
+        resp.lease.streaming();
+        let read_timeout = resp
+            .read_timeout
+            .map(|d| (d, Box::pin(tokio::time::sleep(d))));
+        ProxyBody::Downstream(Box::new(Streamed {
+            resp: Some(resp),
+            read_timeout,
+        }))
     }
 }
 
 pub struct Streamed {
-    inner: Incoming,
-    lease: Option<Lease>,
+    /// `None` once the body ended (the connection went back to the pool).
+    resp: Option<DsResponse>,
     /// Downstream `read-timeout` between chunks.
     read_timeout: Option<(Duration, Pin<Box<Sleep>>)>,
 }
 
 impl Streamed {
     fn finish(&mut self) {
-        if let Some(l) = self.lease.take() {
-            l.release();
+        if let Some(r) = self.resp.take() {
+            r.finish();
         }
+    }
+
+    fn ended(&self) -> bool {
+        self.resp.as_ref().is_none_or(|r| r.body.is_done())
     }
 }
 
 impl Drop for Streamed {
     fn drop(&mut self) {
         // A body without content (HEAD, 204, 304) may never be polled: still reusable.
-        if self.inner.is_end_stream() {
+        if self.ended() {
             self.finish();
         }
     }
@@ -95,27 +96,38 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Downstream(s) => {
-                let r = Pin::new(&mut s.inner).poll_frame(cx);
+                let Some(resp) = s.resp.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                let r = match resp.lease.io() {
+                    Some(io) => resp.body.poll_next(cx, io, &mut resp.bufs.data),
+                    None => return Poll::Ready(None),
+                };
                 match r {
-                    Poll::Ready(None) => {
+                    Poll::Ready(Ok(None)) => {
                         s.finish();
                         Poll::Ready(None)
                     }
-                    Poll::Ready(Some(Ok(f))) => {
+                    Poll::Ready(Ok(Some(range))) => {
                         if let Some((d, t)) = &mut s.read_timeout {
                             t.as_mut().reset(Instant::now() + *d);
                         }
-                        if s.inner.is_end_stream() {
+                        let data = Bytes::copy_from_slice(&resp.bufs.data[range]);
+                        if resp.body.is_done() {
                             s.finish();
                         }
-                        Poll::Ready(Some(Ok(f)))
+                        Poll::Ready(Some(Ok(Frame::data(data))))
                     }
                     // The lease is dropped with the body: the broken connection is closed,
-                    // and hyper cuts the client connection (never a patched response).
-                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                    // and hyper resets the client's stream (never a patched response).
+                    Poll::Ready(Err(e)) => {
+                        s.resp = None;
+                        Poll::Ready(Some(Err(e.into())))
+                    }
                     Poll::Pending => {
                         if let Some((_, t)) = &mut s.read_timeout {
                             if t.as_mut().poll(cx).is_ready() {
+                                s.resp = None;
                                 return Poll::Ready(Some(Err(ReadTimeout.into())));
                             }
                         }
@@ -129,7 +141,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Downstream(s) => s.inner.is_end_stream(),
+            ProxyBody::Downstream(s) => s.ended(),
         }
     }
 
@@ -137,7 +149,8 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
-            ProxyBody::Downstream(s) => s.inner.size_hint(),
+            ProxyBody::Downstream(s) if s.ended() => SizeHint::with_exact(0),
+            ProxyBody::Downstream(_) => SizeHint::default(),
         }
     }
 }
@@ -171,15 +184,14 @@ impl std::error::Error for ClientBodyTimeout {}
 
 /// Why a body could not be read ahead.
 pub enum PrereadError {
-    /// Malformed (a bad chunk) or the client went away.
+    /// Malformed or the client went away.
     Body(hyper::Error),
     Timeout,
 }
 
 /// How much of a request body is read before a downstream connection is leased: a client that
-/// announces a body and sends none (or drips it) holds no pooled connection meanwhile, and a
-/// small body is forwarded in one go.
-pub const PREREAD: usize = 64 * 1024;
+/// announces a body and sends none (or drips it) holds no pooled connection meanwhile.
+pub const PREREAD: usize = crate::h1::conn::PREREAD;
 
 impl RequestBody {
     /// Read `body` until it ends, [`PREREAD`] bytes are in, or (a chunked body) its first data;

@@ -7,16 +7,17 @@ use std::net::SocketAddr;
 use http::header::{CONNECTION, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::body::{ClientBodyTimeout, ProxyBody};
+use crate::body::ProxyBody;
 use crate::pool::NoConnection;
 
 /// Why rproxy answers a request itself instead of with a downstream's response.
 #[derive(Debug)]
 pub enum ProxyError {
-    /// Framing hyper accepts but a proxy must not forward; the connection closes after it.
+    /// A head a proxy must not forward (DESIGN sections 7 and 8); the connection closes after it.
     BadRequest(&'static str),
-    /// The first chunk of a chunked body is malformed; the connection closes after it.
-    BadBody(hyper::Error),
+    /// A malformed request body (a bad chunk), or one the client did not finish; the
+    /// connection closes after it.
+    BadBody(String),
     /// The client paused mid-body longer than its `read-timeout` (a rule's
     /// `upstream-read-timeout` when it sets one), before or after a downstream connection was
     /// leased (that one, mid-request, is discarded); the connection closes.
@@ -34,33 +35,24 @@ pub enum ProxyError {
     /// The downstream did not answer within its `read-timeout`.
     DownstreamReadTimeout,
     /// Writing the request to the downstream took longer than its `write-timeout`.
-    DownstreamWriteTimeout(hyper::Error),
-    /// The chosen connection was refused, reset, closed before a response, or answered with
-    /// something that is not HTTP.
-    Downstream(hyper::Error),
+    DownstreamWriteTimeout,
+    /// The chosen connection was reset, closed before a response, or answered with something
+    /// that is not HTTP (what happened, and the I/O error when there was one).
+    Downstream(&'static str, Option<std::io::Error>),
     /// `101 Switching Protocols` to a request that asked for no (WebSocket) upgrade: the
     /// connection would become a tunnel the client never negotiated.
     UnrequestedSwitch,
 }
 
 impl ProxyError {
-    /// A failed exchange with a downstream: a write that timed out (`TimedIo`, somewhere in the
-    /// error's sources) is RProxy's 503, a client that stalled its body 408, everything else a
-    /// 502.
-    pub fn downstream(e: hyper::Error) -> ProxyError {
-        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-        while let Some(s) = src {
-            if s.is::<ClientBodyTimeout>() {
-                return ProxyError::ClientBodyTimeout;
-            }
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::TimedOut {
-                    return ProxyError::DownstreamWriteTimeout(e);
-                }
-            }
-            src = s.source();
+    /// A failed write or read on a downstream connection: a write that timed out
+    /// (`TimedIo`) is RProxy's 503, everything else a 502.
+    pub fn downstream(what: &'static str, e: std::io::Error) -> ProxyError {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            ProxyError::DownstreamWriteTimeout
+        } else {
+            ProxyError::Downstream(what, Some(e))
         }
-        ProxyError::Downstream(e)
     }
 
     /// The status of DESIGN section 8: decided here and nowhere else.
@@ -72,11 +64,11 @@ impl ProxyError {
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::NoConnection(_) | ProxyError::DownstreamWriteTimeout(_) => {
+            ProxyError::NoConnection(_) | ProxyError::DownstreamWriteTimeout => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::DownstreamClosed
-            | ProxyError::Downstream(_)
+            | ProxyError::Downstream(..)
             | ProxyError::UnrequestedSwitch => StatusCode::BAD_GATEWAY,
             ProxyError::DownstreamReadTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -84,7 +76,7 @@ impl ProxyError {
 
     /// Whether the client connection must end with this response: after a request whose
     /// framing we refused, the rest of the stream cannot be trusted.
-    fn closes(&self) -> bool {
+    pub fn closes(&self) -> bool {
         matches!(
             self,
             ProxyError::BadRequest(_) | ProxyError::BadBody(_) | ProxyError::ClientBodyTimeout
@@ -115,7 +107,8 @@ impl ProxyError {
     }
 }
 
-fn text(code: StatusCode) -> &'static str {
+/// rproxy's own body text for `code`.
+pub fn text(code: StatusCode) -> &'static str {
     match code {
         StatusCode::BAD_REQUEST => "400 Bad Request\n",
         StatusCode::NOT_FOUND => "404 Not Found\n",
@@ -132,7 +125,7 @@ impl std::fmt::Display for ProxyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ProxyError::BadRequest(why) => f.write_str(why),
-            ProxyError::BadBody(e) => write!(f, "first chunk: {e}"),
+            ProxyError::BadBody(e) => write!(f, "request body: {e}"),
             ProxyError::BadRewrite => f.write_str("the rewritten path is not a valid target"),
             ProxyError::NotFound => f.write_str("no route"),
             ProxyError::ClientBodyTimeout => f.write_str("client read-timeout in the request body"),
@@ -143,7 +136,9 @@ impl std::fmt::Display for ProxyError {
             ProxyError::NoConnection(n) => n.fmt(f),
             ProxyError::DownstreamClosed => f.write_str("every connection tried was closed"),
             ProxyError::DownstreamReadTimeout => f.write_str("downstream read-timeout"),
-            ProxyError::DownstreamWriteTimeout(e) | ProxyError::Downstream(e) => e.fmt(f),
+            ProxyError::DownstreamWriteTimeout => f.write_str("downstream write-timeout"),
+            ProxyError::Downstream(what, None) => f.write_str(what),
+            ProxyError::Downstream(what, Some(e)) => write!(f, "{what}: {e}"),
         }
     }
 }

@@ -1,28 +1,30 @@
-//! One request's way through a worker, as a sequence of named steps: route -> [`check`] ->
-//! [`rewrite`] -> [`set_headers`] -> [`exchange`] (pool, send, response, or a tunnel after
-//! `101 Switching Protocols`) -> respond -> log. A step that fails returns a [`ProxyError`];
-//! the status is decided in `error.rs`.
+//! One HTTP/2 request's way through a worker, as a sequence of named steps: route ->
+//! [`check`] -> [`rewrite`] -> [`set_headers`] -> [`exchange`] (the head serialized for the
+//! HTTP/1.1 downstream, then the same exchange on the same pool as HTTP/1 clients:
+//! `h1::upstream`) -> respond -> log. A step that fails returns a [`ProxyError`]; the status is
+//! decided in `error.rs`. HTTP/1.1 clients take the same steps in `h1::conn`, on bytes.
 
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
 use crate::body::{PrereadError, ProxyBody, RequestBody};
 use crate::error::ProxyError;
+use crate::h1::buffers;
+use crate::h1::chunked;
+use crate::h1::edit;
+use crate::h1::upstream::{self, BodyPump, DsResponse, Failed};
 use crate::http::Conn;
-use crate::pool::{Pool, Used};
+use crate::pool::{DsIo, Pool, Used};
 use crate::route::Route;
 use crate::tls::ConnInfo;
 use crate::{head, headers, respond, rewrite};
-
-/// A failed step, and the downstream connection it had reached (for the log).
-type Failed = (ProxyError, Option<Used>);
 
 /// hyper's service for one request.
 pub async fn handle(
@@ -103,8 +105,8 @@ async fn forward(
         .await
         .map_err(|e| (e, None))?;
     rewrite(&mut req, route).map_err(|e| (e, None))?;
-    let client_upgrade = set_headers(&mut req, route, conn);
-    exchange(req, client_upgrade, pool, route).await
+    set_headers(&mut req, route, conn);
+    exchange(req, pool, route).await
 }
 
 /// Framing hyper accepts but a proxy must not forward (request smuggling): Transfer-Encoding
@@ -140,7 +142,7 @@ async fn check(
     let (parts, body) = req.into_parts();
     let body = match RequestBody::preread(body, read_timeout).await {
         Ok(b) => b,
-        Err(PrereadError::Body(e)) => return Err(ProxyError::BadBody(e)),
+        Err(PrereadError::Body(e)) => return Err(ProxyError::BadBody(e.to_string())),
         Err(PrereadError::Timeout) => return Err(ProxyError::ClientBodyTimeout),
     };
     Ok(Request::from_parts(parts, body))
@@ -167,17 +169,10 @@ fn rewrite(req: &mut Request<RequestBody>, route: &Route) -> Result<(), ProxyErr
     Ok(())
 }
 
-/// Hop-by-hop headers out (any upgrade but WebSocket with them), names with `_` out, forged
-/// forwarding headers out, ours in (`headers.rs`). Returns the client side of a WebSocket
-/// upgrade when the request asks for one.
-fn set_headers(
-    req: &mut Request<RequestBody>,
-    route: &Route,
-    conn: &ConnInfo,
-) -> Option<OnUpgrade> {
-    let upgrade = headers::wants_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut *req));
-    headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+/// Hop-by-hop headers out (HTTP/2 has no protocol switch to keep), names with `_` out,
+/// forged forwarding headers out, ours in (`headers.rs`).
+fn set_headers(req: &mut Request<RequestBody>, route: &Route, conn: &ConnInfo) {
+    headers::strip_hop_by_hop(req.headers_mut(), false);
     headers::drop_underscored(req.headers_mut());
     headers::set_forwarding(
         req.headers_mut(),
@@ -189,41 +184,110 @@ fn set_headers(
     if let Some(tls) = &conn.tls {
         tls.add_headers(req.headers_mut(), &route.headers, &route.extension_names);
     }
-    client_upgrade
 }
 
-/// A pooled connection of the route, the request, the response head; then the body streamed
-/// back, or both sockets joined after `101 Switching Protocols` the client asked for.
+/// The request head as HTTP/1.1 bytes, the body through the same exchange as HTTP/1 clients,
+/// and the downstream's response rebuilt for hyper, its body streamed from the leased
+/// connection.
 async fn exchange(
     req: Request<RequestBody>,
-    client_upgrade: Option<OnUpgrade>,
     pool: &Rc<Pool>,
     route: &Route,
 ) -> Result<(Response<ProxyBody>, Used), Failed> {
-    let (mut resp, lease) = pool.send(&route.members, req).await?;
-    let used = lease.used();
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client) = client_upgrade else {
-            // Dropping the lease closes the connection the downstream meant to switch.
-            return Err((ProxyError::UnrequestedSwitch, Some(used)));
-        };
-        let downstream = hyper::upgrade::on(&mut resp);
-        tokio::task::spawn_local(tunnel(client, downstream));
-        // The downstream connection now belongs to the tunnel.
-        drop(lease);
-        let (parts, _) = resp.into_parts();
-        return Ok((Response::from_parts(parts, ProxyBody::empty()), used));
+    let (parts, body) = req.into_parts();
+    let mut out = buffers::take();
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes(),
+    );
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        edit::line(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
-    let read_timeout = lease.downstream().read_timeout;
-    Ok((respond::downstream(resp, lease, read_timeout), used))
+    // HTTP/2 frames its body itself: without a Content-Length, HTTP/1.1 needs chunked.
+    let chunked =
+        !parts.headers.contains_key(CONTENT_LENGTH) && !http_body::Body::is_end_stream(&body);
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let mut pump = H2Pump { body, chunked };
+    let head_request = parts.method == Method::HEAD;
+    let result = upstream::exchange(pool, &route.members, &out, &mut pump, head_request).await;
+    buffers::give(out);
+    let resp = result?;
+    let used = resp.used();
+    if resp.head.status == 101 {
+        // HTTP/2 has no protocol switch: a 101 is one the client never asked for.
+        return Err((ProxyError::UnrequestedSwitch, Some(used)));
+    }
+    let response = response_of(&resp).map_err(|e| (e, Some(used)))?;
+    Ok((response.map(|()| ProxyBody::downstream(resp)), used))
 }
 
-/// Raw bytes both ways after a protocol switch, until either side closes.
-async fn tunnel(client: OnUpgrade, downstream: OnUpgrade) {
-    let (Ok(c), Ok(d)) = tokio::join!(client, downstream) else {
-        return;
-    };
-    let mut c = TokioIo::new(c);
-    let mut d = TokioIo::new(d);
-    let _ = tokio::io::copy_bidirectional(&mut c, &mut d).await;
+/// The downstream's response head as hyper's: hop-by-hop headers out, and a Content-Length
+/// beside Transfer-Encoding (RFC 9112 6.3).
+fn response_of(resp: &DsResponse) -> Result<Response<()>, ProxyError> {
+    let bad = || ProxyError::Downstream("response header not valid for HTTP/2", None);
+    let buf = &resp.bufs.data;
+    let mut h = HeaderMap::with_capacity(resp.bufs.spans.len());
+    for s in &resp.bufs.spans {
+        let name = HeaderName::from_bytes(s.name.of(buf)).map_err(|_| bad())?;
+        let value = HeaderValue::from_bytes(s.value.of(buf)).map_err(|_| bad())?;
+        h.append(name, value);
+    }
+    if resp.head.has_te {
+        h.remove(CONTENT_LENGTH);
+    }
+    headers::strip_hop_by_hop(&mut h, false);
+    let mut r = Response::new(());
+    *r.status_mut() = http::StatusCode::from_u16(resp.head.status).map_err(|_| bad())?;
+    *r.headers_mut() = h;
+    Ok(r)
+}
+
+/// An HTTP/2 request body for the HTTP/1.1 downstream (chunked when it has no length).
+struct H2Pump {
+    body: RequestBody,
+    chunked: bool,
+}
+
+impl BodyPump for H2Pump {
+    async fn pump(&mut self, ds: &mut DsIo) -> Result<(), ProxyError> {
+        let to_ds = |e| ProxyError::downstream("writing the request body", e);
+        while let Some(frame) = self.body.frame().await {
+            let frame = frame.map_err(|e| {
+                if e.is::<crate::body::ClientBodyTimeout>() {
+                    ProxyError::ClientBodyTimeout
+                } else {
+                    ProxyError::BadBody(e.to_string())
+                }
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if self.chunked {
+                let mut line = [0; 18];
+                ds.write_all(chunked::size_line(data.len(), &mut line))
+                    .await
+                    .map_err(to_ds)?;
+                ds.write_all(&data).await.map_err(to_ds)?;
+                ds.write_all(chunked::CHUNK_END).await.map_err(to_ds)?;
+            } else {
+                ds.write_all(&data).await.map_err(to_ds)?;
+            }
+        }
+        if self.chunked {
+            ds.write_all(chunked::LAST_CHUNK).await.map_err(to_ds)?;
+        }
+        Ok(())
+    }
 }

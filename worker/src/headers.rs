@@ -15,21 +15,6 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Whether the request asks for a WebSocket upgrade (`Connection: upgrade` + `Upgrade:
-/// websocket`), the only protocol switch rproxy passes: after a 101 the connection is a raw
-/// tunnel where no header rule applies (an `h2c` switch would carry forged X-Forwarded-For).
-pub fn wants_upgrade(h: &HeaderMap) -> bool {
-    list_has(h, &UPGRADE, "websocket") && list_has(h, &CONNECTION, "upgrade")
-}
-
-fn list_has(h: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    h.get_all(name).iter().any(|v| {
-        v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-            .unwrap_or(false)
-    })
-}
-
 /// Remove hop-by-hop headers (RFC 9110 7.6.1): the fixed set and whatever `Connection` names,
 /// except `Host`, which no `Connection` can name away. With `keep_upgrade`, `Upgrade:
 /// websocket` (only that token) and `Connection: upgrade` stay for a protocol switch.
@@ -190,7 +175,6 @@ mod tests {
     #[test]
     fn upgrade_kept_when_asked() {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        assert!(wants_upgrade(&h));
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
@@ -199,11 +183,9 @@ mod tests {
     #[test]
     fn only_websocket_upgrades_and_host_stays() {
         let mut h = map(&[("connection", "upgrade"), ("upgrade", "h2c")]);
-        assert!(!wants_upgrade(&h));
         strip_hop_by_hop(&mut h, false);
         assert!(h.is_empty());
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "WebSocket, h2c")]);
-        assert!(wants_upgrade(&h));
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h["upgrade"], "websocket");
         let mut h = map(&[("connection", "Host, close"), ("host", "a")]);

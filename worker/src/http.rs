@@ -1,10 +1,9 @@
-//! The HTTP stage: HTTP/1.1 with hyper on a client stream, whatever the stream is (plain TCP
-//! or TLS), with the client write-timeout and the framing guard under hyper (`TimedIo`), and
-//! each request handed to [`crate::forward::handle`]. On a server with `passthrough` rules, a
-//! connection's first request head is read by [`crate::passthrough`] first: hyper cannot hand
-//! over the raw bytes after a head without a `101`. HTTP/2 (TLS clients that chose `h2` by
-//! ALPN) is hyper's HTTP/2 server on this worker's `LocalSet`, handing its requests to the same
-//! `handle`, so they reach the HTTP/1.1 downstreams under the same header rules.
+//! The HTTP stage: HTTP/1.1 with rproxy's own codec ([`crate::h1::conn`]) on a client stream,
+//! whatever the stream is (plain TCP or TLS). On a server with `passthrough` rules, a
+//! connection's first request head is read by [`crate::passthrough`] first. HTTP/2 (TLS
+//! clients that chose `h2` by ALPN) is hyper's HTTP/2 server on this worker's `LocalSet`,
+//! handing its requests to [`crate::forward::handle`], so they reach the same downstream pool
+//! under the same header rules.
 
 use std::rc::Rc;
 
@@ -20,18 +19,19 @@ use http_body::{Body, Frame, SizeHint};
 use http::header::HOST;
 use http::{HeaderValue, Request};
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::ProxyBody;
 use crate::forward::handle;
-use crate::passthrough;
+use crate::h1::conn::ReadReady;
 use crate::server::ServerCtx;
 use crate::state::ConnGuard;
 use crate::timed_io::{TimedIo, WriteLimit};
 use crate::tls::ConnInfo;
+use crate::{h1, passthrough};
 
 /// One client connection, as the request stages see it.
 pub struct Conn {
@@ -56,71 +56,17 @@ impl Conn {
     }
 }
 
-/// hyper's settings for the connections of `server`, built once per listener.
-pub fn builder(server: &ServerCtx) -> http1::Builder {
-    let timeouts = server.routes.connection_timeouts();
-    let mut b = http1::Builder::new();
-    b.timer(TokioTimer::new())
-        .keep_alive(true)
-        // Header read and idle keep-alive wait; hyper applies it to both.
-        .header_read_timeout(timeouts.read)
-        // Request line + headers larger than this get 431 from hyper.
-        // (The framing guard in `serve` is given the same limit.)
-        .max_buf_size(server.max_head);
-    b
-}
-
-/// Serve HTTP/1.1 on `stream` until either side closes. `Send` because hyper hands an upgraded
-/// stream (WebSocket tunnels) over as a `Send` object.
-pub async fn serve<S>(stream: S, conn: Rc<Conn>, http: http1::Builder, _guard: ConnGuard)
+/// Serve HTTP/1.1 on `stream` until either side closes.
+pub async fn serve<S>(stream: S, conn: Rc<Conn>, _guard: ConnGuard)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + ReadReady + Unpin,
 {
     if conn.server.routes.any_passthrough() {
-        if let Some(rest) = passthrough::first_request(stream, &conn).await {
-            serve_http(rest, conn, http).await;
+        if let Some((rest, read)) = passthrough::first_request(stream, &conn).await {
+            h1::conn::serve(rest, conn, read).await;
         }
     } else {
-        serve_http(stream, conn, http).await;
-    }
-}
-
-async fn serve_http<S>(stream: S, conn: Rc<Conn>, http: http1::Builder)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let write_timeout = conn.server.routes.connection_timeouts().write;
-    let max_head = conn.server.max_head;
-    let mut io = TimedIo::new(stream, write_timeout).with_framing_guard(max_head);
-    if let Some(l) = &conn.write_limit {
-        io = io.with_write_limit(l.clone());
-    }
-    let svc = service_fn({
-        let conn = Rc::clone(&conn);
-        move |req| handle(req, Rc::clone(&conn))
-    });
-    if let Err(e) = http
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades()
-        .await
-    {
-        log_refused(&conn, &e);
-    }
-}
-
-/// hyper answers a head it cannot parse (400) or that is too large (431) itself, without
-/// calling the service: such requests get their access-log line here. A connection that ends
-/// mid-head without an answer (timeout, reset) gets none.
-fn log_refused(conn: &Conn, e: &hyper::Error) {
-    let status = if e.is_parse_too_large() {
-        431
-    } else if e.is_parse() {
-        400
-    } else {
-        return;
-    };
-    if let Some(log) = conn.server.routes.server_log() {
-        log.refused(&conn.info, status);
+        h1::conn::serve(stream, conn, Vec::new()).await;
     }
 }
 

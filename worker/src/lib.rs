@@ -17,7 +17,7 @@ mod body;
 mod control;
 mod error;
 mod forward;
-mod framing;
+pub mod h1;
 mod head;
 mod headers;
 mod http;

@@ -1,95 +1,33 @@
 //! `passthrough` rules (RProxy 2.x): after the request head is forwarded, raw bytes both ways
 //! until either side closes, with no `101` needed and nothing parsed after the head.
 //!
-//! Why this sits before hyper: hyper's server parses every byte after a head as the next
-//! request, and hands a connection's raw stream over only after a `101`. So on a server that
-//! has passthrough rules (and only there: the flat and ordinary routed paths never come here),
-//! this stage reads the first request head of each connection itself, routes it, and either
-//! tunnels or gives the bytes it read back to hyper ([`Rewind`]). The tunnel is therefore a
+//! On a server that has passthrough rules (and only there: the flat and ordinary routed paths
+//! never come here), this stage reads the first request head of each connection itself,
+//! routes it, and either tunnels or hands the bytes it read to the HTTP/1 codec. The tunnel is
+//! therefore a
 //! property of a connection's first request; a later request on a keep-alive connection that
 //! matches a passthrough rule is forwarded as HTTP and its connection closes after it, so the
 //! client's next connection tunnels (see `forward::handle`).
 
 use std::io;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri, Version};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::ProxyError;
 use crate::http::Conn;
 use crate::route::Route;
 use crate::{headers, rewrite};
 
-/// Headers read in a passthrough head; a head with more goes to hyper (which answers it).
+/// Headers read in a passthrough head; a head with more goes to the codec (which answers it).
 const MAX_HEADERS: usize = 100;
 
-/// What this stage read of a connection, given back to hyper in front of the rest.
-pub struct Rewind<S> {
-    head: Vec<u8>,
-    pos: usize,
-    inner: S,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let me = &mut *self;
-        if me.pos < me.head.len() {
-            let n = buf.remaining().min(me.head.len() - me.pos);
-            buf.put_slice(&me.head[me.pos..me.pos + n]);
-            me.pos += n;
-            if me.pos == me.head.len() {
-                // An idle connection holds no head buffer.
-                me.head = Vec::new();
-                me.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut me.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 /// Read the first request head of `stream`; tunnel it when it routes to a passthrough rule
-/// (`None`: the connection is done), else give everything back for hyper. A client that sends
-/// no complete head within the server's read-timeout, or closes, is dropped here as hyper
-/// would drop it.
-pub async fn first_request<S>(mut stream: S, conn: &Rc<Conn>) -> Option<Rewind<S>>
+/// (`None`: the connection is done), else give the stream and the bytes read back for the
+/// HTTP/1 codec. A client that sends no complete head within the server's read-timeout, or
+/// closes, is dropped here as the codec would drop it.
+pub async fn first_request<S>(mut stream: S, conn: &Rc<Conn>) -> Option<(S, Vec<u8>)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -108,10 +46,10 @@ where
     let (end, route) = match parsed.parse(&buf) {
         Ok(httparse::Status::Complete(end)) => match route_of(&parsed, conn) {
             Some(route) => (end, route),
-            None => return Some(rewind(buf, stream)),
+            None => return Some((stream, buf)),
         },
-        // Incomplete (too large) or malformed: hyper gives the answer.
-        _ => return Some(rewind(buf, stream)),
+        // Incomplete (too large) or malformed: the codec gives the answer.
+        _ => return Some((stream, buf)),
     };
     let mut head = match client_head(&parsed) {
         Ok(h) => h,
@@ -149,14 +87,6 @@ async fn read_head<S: AsyncRead + Unpin>(
         if stream.read_buf(buf).await? == 0 {
             return Ok(false);
         }
-    }
-}
-
-fn rewind<S>(head: Vec<u8>, inner: S) -> Rewind<S> {
-    Rewind {
-        head,
-        pos: 0,
-        inner,
     }
 }
 
@@ -348,7 +278,7 @@ mod tests {
                 )
                 .await;
                 assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
-                // Not a passthrough rule: hyper gets the bytes back, pipelined request included.
+                // Not a passthrough rule: the codec gets the bytes, pipelined request included.
                 let r = roundtrip(
                     proxy.addr,
                     b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",

@@ -1,13 +1,14 @@
 //! Per-worker pools of persistent connections to the downstreams of one server (RProxy's
 //! "always established" connections), the FIFO of requests waiting for one (`max-pending`,
-//! `pending-timeout`), the choice among downstreams (see [`crate::lb`]), and sending a
-//! request on a leased connection ([`Pool::send`]: retries, downstream `read-timeout`).
+//! `pending-timeout`), and the choice among downstreams (see [`crate::lb`]). A connection is
+//! leased to one client connection's task, which runs the exchange on it itself
+//! (`h1::upstream`): no task or channel per request.
 //!
 //! Each downstream has a maintenance task that keeps `connections` connections established,
-//! reconnecting every `retry` interval while the downstream is down. A connection the
-//! downstream closed while idle is noticed by hyper's connection task (it keeps reading the
-//! idle socket) and is never handed out: requests are only sent on connections that are open
-//! and idle, and a request that could not even be written is retried on another connection.
+//! reconnecting every `retry` interval while the downstream is down. An idle connection is a
+//! bare socket (no buffer, no task): one the downstream closed is noticed when it is about to
+//! be handed out (a readiness check, no syscall while nothing arrived) and by the maintenance
+//! task's sweep every [`SWEEP`], and is never used.
 //!
 //! A worker runs one thread, so the state is in `Cell`/`RefCell` and never locked.
 
@@ -17,16 +18,11 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use rproxy_shared::config::{self, LbMethod};
 use rproxy_shared::{info, warn};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
-use crate::body::RequestBody;
 use crate::error::ProxyError;
 use crate::lb::{self, Rng, View};
 use crate::timed_io::TimedIo;
@@ -34,8 +30,8 @@ use crate::timed_io::TimedIo;
 /// How long one connection attempt to a downstream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Attempts on fresh connections for a request that could not even be written.
-const MAX_ATTEMPTS: usize = 3;
+/// How often the maintenance task looks for idle connections the downstream closed.
+const SWEEP: Duration = Duration::from_secs(1);
 
 /// A downstream may have up to this many times `connections` open while some of them stream
 /// responses to clients that read slowly (see [`Pool::may_overflow`]).
@@ -47,13 +43,23 @@ const OVERFLOW_FACTOR: usize = 4;
 /// enough that a pool pinned by slow readers costs others ~50 ms once, not their whole wait.
 const SLOW_CLIENT: Duration = Duration::from_millis(50);
 
-type Sender = SendRequest<RequestBody>;
+/// A downstream socket with the downstream `write-timeout`.
+pub type DsIo = TimedIo<TcpStream>;
 
-/// One established downstream connection.
+/// One established downstream connection: while idle, just the socket.
 struct Conn {
-    sender: Sender,
+    io: DsIo,
     /// Our source port on it (`{DS_SPORT}`).
     local_port: u16,
+}
+
+impl Conn {
+    /// Still open, and nothing unasked-for arrived. Uses the reactor's readiness: no syscall
+    /// unless the socket became readable (a close, or stray bytes: either way unusable).
+    fn alive(&self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.io.get_ref().try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +77,6 @@ pub struct Downstream {
     target: usize,
     retry: Duration,
     write_timeout: Option<Duration>,
-    high_watermark: usize,
     pub read_timeout: Option<Duration>,
     idle: RefCell<Vec<Conn>>,
     /// Established or being established.
@@ -171,7 +176,6 @@ impl Pool {
                 target: if d.enabled { d.connections } else { 0 },
                 retry: d.retry,
                 write_timeout: d.write_timeout,
-                high_watermark: d.high_watermark,
                 read_timeout: d.read_timeout,
                 idle: RefCell::new(Vec::with_capacity(d.connections)),
                 open: Cell::new(0),
@@ -221,7 +225,7 @@ impl Pool {
     }
 
     /// An idle connection chosen by the route's balancer, or a place in the queue.
-    async fn acquire(self: &Rc<Self>, route: &Rc<Members>) -> Result<Lease, NoConnection> {
+    pub async fn acquire(self: &Rc<Self>, route: &Rc<Members>) -> Result<Lease, NoConnection> {
         if let Some(l) = self.take_idle(route) {
             return Ok(l);
         }
@@ -277,59 +281,6 @@ impl Pool {
         }
     }
 
-    /// Send `req` on a connection of `route`, and wait for the response head. A request not
-    /// yet written when its connection died is sent again on another one, up to
-    /// [`MAX_ATTEMPTS`] connections. The lease goes with the response: the body streams from
-    /// that connection. On failure, the last connection tried (if any) is named for the log.
-    pub async fn send(
-        self: &Rc<Self>,
-        route: &Rc<Members>,
-        mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), (ProxyError, Option<Used>)> {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let mut lease = self
-                .acquire(route)
-                .await
-                .map_err(|e| (ProxyError::NoConnection(e), None))?;
-            let used = lease.used();
-            let Some(sender) = lease.sender() else {
-                continue;
-            };
-            if sender.ready().await.is_err() {
-                // Closed under us before anything was written: another connection may do.
-                if attempts >= MAX_ATTEMPTS {
-                    return Err((ProxyError::DownstreamClosed, Some(used)));
-                }
-                continue;
-            }
-            lease.start_clock();
-            let read_timeout = lease.downstream().read_timeout;
-            let Some(sender) = lease.sender() else {
-                continue;
-            };
-            let fut = sender.try_send_request(req);
-            let result = match read_timeout {
-                Some(d) => match tokio::time::timeout(d, fut).await {
-                    Ok(r) => r,
-                    Err(_) => return Err((ProxyError::DownstreamReadTimeout, Some(used))),
-                },
-                None => fut.await,
-            };
-            match result {
-                Ok(resp) => {
-                    lease.record_response();
-                    return Ok((resp, lease));
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(r) if attempts < MAX_ATTEMPTS => req = r,
-                    _ => return Err((ProxyError::downstream(e.into_error()), Some(used))),
-                },
-            }
-        }
-    }
-
     /// Whether downstream `i` may get one more connection because some of its connections
     /// are busy streaming responses to clients (a 50 MB response read at 1 MB / 2 s holds one
     /// for 100 s): up to one extra per streaming connection, at most `OVERFLOW_FACTOR` x
@@ -344,8 +295,8 @@ impl Pool {
 
     /// A socket of its own to a downstream of `route`, for a `passthrough` tunnel. The
     /// balancer picks the downstream as for a request (queueing if every connection is busy);
-    /// the pooled connection it picked leaves the pool for good: hyper owns that socket, so it
-    /// is closed and the tunnel's new socket takes its place in the downstream's count (no
+    /// the pooled connection it picked leaves the pool for good: it is closed (it may carry
+    /// a keep-alive state the tunnel must not inherit) and the tunnel's new socket takes its place in the downstream's count (no
     /// replacement is opened while the tunnel lives, so `connections` stays the maximum).
     pub async fn tunnel(
         self: &Rc<Self>,
@@ -356,14 +307,7 @@ impl Pool {
             .await
             .map_err(|e| (ProxyError::NoConnection(e), None))?;
         let used = lease.used();
-        let i = lease.index;
-        let d = &self.downstreams[i];
-        d.open.set(d.open.get() + 1);
-        let slot = TunnelSlot {
-            pool: Rc::clone(self),
-            index: i,
-        };
-        drop(lease);
+        let slot = lease.into_slot();
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(used.addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
@@ -405,7 +349,8 @@ impl Pool {
             let i = route.indices[pick];
             // Most recently used first: its socket and our caches are warm.
             let conn = self.downstreams[i].idle.borrow_mut().pop()?;
-            if conn.sender.is_closed() {
+            if !conn.alive() {
+                self.lost(i);
                 continue;
             }
             return Some(Lease::new(Rc::clone(self), i, conn));
@@ -443,10 +388,31 @@ impl Pool {
         let d = &self.downstreams[i];
         let extras = d.streaming.get().min(d.target * (OVERFLOW_FACTOR - 1));
         if !fresh && d.idle.borrow().len() + d.in_flight.get() as usize >= d.target + extras {
-            // Dropping the sender closes it; its task then counts it out of `open`.
+            drop(conn);
+            self.lost(i);
             return;
         }
         d.idle.borrow_mut().push(conn);
+    }
+
+    /// A connection of downstream `i` was closed: count it out; maintenance replaces it.
+    fn lost(&self, i: usize) {
+        let d = &self.downstreams[i];
+        d.open.set(d.open.get().saturating_sub(1));
+        d.lost.notify_one();
+    }
+
+    /// Close the idle connections of downstream `i` that the downstream closed.
+    fn sweep(&self, i: usize) {
+        let dead = {
+            let mut idle = self.downstreams[i].idle.borrow_mut();
+            let before = idle.len();
+            idle.retain(Conn::alive);
+            before - idle.len()
+        };
+        for _ in 0..dead {
+            self.lost(i);
+        }
     }
 
     /// Requests waiting on a route whose downstreams are all down get their 503 now.
@@ -499,9 +465,9 @@ impl Lease {
         }
     }
 
-    /// The connection's request handle. `None` only after release.
-    fn sender(&mut self) -> Option<&mut Sender> {
-        self.conn.as_mut().map(|c| &mut c.sender)
+    /// The leased socket. `None` only after release.
+    pub fn io(&mut self) -> Option<&mut DsIo> {
+        self.conn.as_mut().map(|c| &mut c.io)
     }
 
     fn local_port(&self) -> Option<u16> {
@@ -509,12 +475,12 @@ impl Lease {
     }
 
     /// Mark the moment the request goes out, for the response-time average.
-    fn start_clock(&mut self) {
+    pub fn start_clock(&mut self) {
         self.sent_at = Instant::now();
     }
 
     /// The response head arrived: feed the response time to the balancer.
-    fn record_response(&self) {
+    pub fn record_response(&self) {
         let d = self.downstream();
         let us = self.sent_at.elapsed().as_secs_f64() * 1e6;
         d.srtt_us.set(Some(lb::smooth(d.srtt_us.get(), us)));
@@ -524,9 +490,28 @@ impl Lease {
     pub fn release(mut self) {
         if let Some(conn) = self.conn.take() {
             self.uncount();
-            if !conn.sender.is_closed() {
-                self.pool.put(self.index, conn, false);
-            }
+            self.pool.put(self.index, conn, false);
+        }
+    }
+
+    /// The socket leaves the pool for good (a WebSocket tunnel after `101`); maintenance opens
+    /// a replacement at once.
+    pub fn into_tunnel(mut self) -> Option<DsIo> {
+        let conn = self.conn.take()?;
+        self.uncount();
+        self.pool.lost(self.index);
+        Some(conn.io)
+    }
+
+    /// Close the connection but keep its place in the downstream's count for a passthrough
+    /// tunnel's own socket.
+    fn into_slot(mut self) -> TunnelSlot {
+        if self.conn.take().is_some() {
+            self.uncount();
+        }
+        TunnelSlot {
+            pool: Rc::clone(&self.pool),
+            index: self.index,
         }
     }
 
@@ -542,8 +527,9 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if self.conn.take().is_some() {
-            // Dropping the sender closes the connection; maintenance opens a new one.
+            // The connection may be in any state: it is closed, and maintenance opens a new one.
             self.uncount();
+            self.pool.lost(self.index);
         }
     }
 }
@@ -607,7 +593,10 @@ async fn maintain(pool: Rc<Pool>, i: usize) {
                 }
             }
         }
-        pool.downstreams[i].lost.notified().await;
+        tokio::select! {
+            _ = pool.downstreams[i].lost.notified() => {}
+            _ = tokio::time::sleep(SWEEP) => pool.sweep(i),
+        }
     }
 }
 
@@ -619,23 +608,8 @@ async fn connect(pool: &Rc<Pool>, i: usize) -> Result<Conn, String> {
         .map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
-    let io = TokioIo::new(TimedIo::new(stream, d.write_timeout));
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        // What we read ahead of a slow client: never more than high-watermark, and never more
-        // than 256 KiB per connection (64 connections x 5 MiB would be 320 MiB). Measured on
-        // 64 KiB responses: 256 KiB costs the same CPU as 5 MiB; 64 KiB saved 5 MiB of worker
-        // RSS but cost 25% more CPU per request (more, smaller reads).
-        .max_buf_size(d.high_watermark.min(256 * 1024))
-        .handshake(io)
-        .await
-        .map_err(|e| e.to_string())?;
-    let pool = Rc::clone(pool);
-    tokio::task::spawn_local(async move {
-        // Ends when either side closes, or after an upgrade hands the socket to a tunnel.
-        let _ = conn.with_upgrades().await;
-        let d = &pool.downstreams[i];
-        d.open.set(d.open.get() - 1);
-        d.lost.notify_one();
-    });
-    Ok(Conn { sender, local_port })
+    Ok(Conn {
+        io: TimedIo::new(stream, d.write_timeout),
+        local_port,
+    })
 }

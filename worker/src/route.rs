@@ -672,40 +672,6 @@ mod tests {
         assert_eq!(host_name(b"a.test.:80"), b"a.test");
     }
 
-    /// Counts this thread's allocations, to prove the lookup makes none.
-    mod counting {
-        use std::alloc::{GlobalAlloc, Layout, System};
-        use std::cell::Cell;
-
-        thread_local! {
-            pub static ALLOCS: Cell<usize> = const { Cell::new(0) };
-        }
-
-        pub struct Counting;
-
-        // SAFETY: every call is passed on to `System` unchanged; counting touches only a
-        // const-initialised thread-local `Cell`, which never allocates.
-        unsafe impl GlobalAlloc for Counting {
-            unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-                let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-                // SAFETY: the caller's contract is `System.alloc`'s.
-                unsafe { System.alloc(l) }
-            }
-
-            unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-                // SAFETY: `p` came from `System.alloc` with layout `l`.
-                unsafe { System.dealloc(p, l) }
-            }
-        }
-
-        #[global_allocator]
-        static GLOBAL: Counting = Counting;
-
-        pub fn count() -> usize {
-            ALLOCS.with(Cell::get)
-        }
-    }
-
     fn many() -> RouteTable {
         use std::fmt::Write;
         let mut text = String::from(
@@ -748,7 +714,7 @@ mod tests {
         let mut before = 0;
         for i in 0..101 {
             if i == 1 {
-                before = counting::count();
+                before = crate::testing::counting::count();
             }
             let r = t.lookup(None, Some(b"v49.example.com:80"), "/r19/y");
             assert!(r.is_ok());
@@ -756,7 +722,11 @@ mod tests {
             assert!(t.lookup(None, Some(b"v3.example.com"), "/zzz").is_err());
             assert!(flat.lookup(None, Some(b"x"), "/").is_ok());
         }
-        assert_eq!(counting::count() - before, 0, "the lookup allocated");
+        assert_eq!(
+            crate::testing::counting::count() - before,
+            0,
+            "the lookup allocated"
+        );
     }
 
     /// Every case resolves as expected on every lookup, and the time per lookup is printed:

@@ -1,6 +1,7 @@
 //! A socket whose writes fail with `TimedOut` once they have been blocked for longer than the
-//! write timeout: RProxy's `write-timeout` on both sides. hyper has no write timeout, so it
-//! lives at the I/O layer; the timer is allocated once per connection and only re-armed.
+//! write timeout: RProxy's `write-timeout` on both sides, at the I/O layer (the HTTP/1 codec
+//! and hyper's HTTP/2 write through it); the timer is allocated the first time a write blocks
+//! and only re-armed after that.
 
 use std::future::Future;
 use std::io;
@@ -14,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use crate::framing::{Cut, FramingGuard, Verdict};
+use crate::h1::conn::ReadReady;
 
 /// A client connection's write timeout that the request stage sets per response (a rule's
 /// `upstream-write-timeout`). Shared with the socket under hyper, which must be `Send` (an
@@ -51,10 +52,6 @@ impl WriteLimit {
 /// reaches the HTTP stage (plain TCP today, TLS later).
 pub struct TimedIo<S = TcpStream> {
     inner: S,
-    /// Client side only: spoils request heads hyper would accept but we must refuse.
-    guard: Option<FramingGuard>,
-    /// Set when the guard cut the stream: every later read fails.
-    cut: Option<Cut>,
     write_timeout: Option<Duration>,
     /// Replaces `write_timeout` when set (client connections of servers with rule overrides).
     limit: Option<WriteLimit>,
@@ -68,8 +65,6 @@ impl<S> TimedIo<S> {
     pub fn new(inner: S, write_timeout: Option<Duration>) -> TimedIo<S> {
         TimedIo {
             inner,
-            guard: None,
-            cut: None,
             write_timeout,
             limit: None,
             timer: None,
@@ -77,10 +72,8 @@ impl<S> TimedIo<S> {
         }
     }
 
-    /// Watch the request framing of what is read (client connections).
-    pub fn with_framing_guard(mut self, max_head: usize) -> TimedIo<S> {
-        self.guard = Some(FramingGuard::new(max_head));
-        self
+    pub fn get_ref(&self) -> &S {
+        &self.inner
     }
 
     /// Take the write timeout from `limit`, which the request stage may change per response.
@@ -128,23 +121,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Some(why) = self.cut {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                why.message(),
-            )));
-        }
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Some(g) = &mut self.guard {
-            if let Verdict::Cut { keep, why } = g.inspect(&mut buf.filled_mut()[before..]) {
-                // What follows the cut never reaches hyper; the kept bytes make it answer (431)
-                // or fail the body read on the next call.
-                buf.set_filled(before + keep);
-                self.cut = Some(why);
-            }
-        }
-        r
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: ReadReady> ReadReady for TimedIo<S> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_read_ready(cx)
     }
 }
 

@@ -326,9 +326,21 @@ impl TlsFacts {
     /// Add the X-SSL-* and x509-extension headers `cfg` turns on. Runs after
     /// `headers::set_forwarding` removed whatever the client sent under these names.
     pub fn add_headers(&self, h: &mut HeaderMap, cfg: &Headers, extension_names: &[HeaderName]) {
+        self.each_header(cfg, extension_names, |name, v| {
+            h.insert(name.clone(), v.clone());
+        });
+    }
+
+    /// Each X-SSL-* and x509-extension header `cfg` turns on, for a head written as bytes.
+    pub fn each_header(
+        &self,
+        cfg: &Headers,
+        extension_names: &[HeaderName],
+        mut f: impl FnMut(&HeaderName, &HeaderValue),
+    ) {
         let mut put = |on: bool, name: &HeaderName, v: &Option<HeaderValue>| {
             if let (true, Some(v)) = (on, v) {
-                h.insert(name.clone(), v.clone());
+                f(name, v);
             }
         };
         put(cfg.x_ssl_cipher, &X_SSL_CIPHER, &self.cipher);
@@ -342,7 +354,7 @@ impl TlsFacts {
         put(cfg.x_ssl_certificate, &X_SSL_CERTIFICATE, &c.certificate);
         for (x, name) in cfg.x509_extensions.iter().zip(extension_names) {
             if let Some((_, v)) = c.extensions.iter().find(|(o, _)| **o == *x.oid) {
-                h.insert(name.clone(), v.clone());
+                f(name, v);
             }
         }
     }
@@ -372,6 +384,16 @@ impl AsyncRead for TlsStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl crate::h1::conn::ReadReady for TlsStream {
+    /// Bytes OpenSSL already decrypted count as readable; otherwise the socket's readiness.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.0.ssl().pending() > 0 {
+            return Poll::Ready(Ok(()));
+        }
+        self.0.get_ref().poll_read_ready(cx)
     }
 }
 

@@ -1,0 +1,130 @@
+//! The worker's free list of I/O buffers (nginx's way): a connection takes a buffer when it has
+//! bytes to read or write and gives it back as soon as it is drained, so a keep-alive
+//! connection idle between requests holds none. The list is per worker thread (no lock) and
+//! bounded: after a spike the buffers beyond [`KEEP`] go back to the allocator (and, with
+//! `memtrim-sz`, to the kernel).
+
+use std::cell::RefCell;
+
+use crate::h1::head::{HeaderSpan, MAX_HEADERS};
+
+/// Capacity of a buffer: one TLS record, several small heads, a useful piece of a body.
+pub const SIZE: usize = 16 * 1024;
+
+/// Free buffers kept for reuse; more are freed.
+pub const KEEP: usize = 64;
+
+thread_local! {
+    static FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static FREE_SPANS: RefCell<Vec<Vec<HeaderSpan>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer of at least [`SIZE`] bytes of capacity.
+pub fn take() -> Vec<u8> {
+    FREE.with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(SIZE))
+}
+
+/// Give `buf` back. A buffer that grew (a large head, a read-ahead body) is freed rather than
+/// kept, so the list never pins more than `KEEP` x `SIZE` bytes.
+pub fn give(mut buf: Vec<u8>) {
+    if buf.capacity() != SIZE {
+        return;
+    }
+    buf.clear();
+    FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.len() < KEEP {
+            f.push(buf);
+        }
+    });
+}
+
+/// An empty header index able to hold [`MAX_HEADERS`] lines without growing.
+pub fn take_spans() -> Vec<HeaderSpan> {
+    FREE_SPANS
+        .with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(MAX_HEADERS))
+}
+
+pub fn give_spans(mut spans: Vec<HeaderSpan>) {
+    if spans.capacity() < MAX_HEADERS {
+        return;
+    }
+    spans.clear();
+    FREE_SPANS.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.len() < KEEP {
+            f.push(spans);
+        }
+    });
+}
+
+/// A byte buffer and a header index from the free list, given back when dropped.
+pub struct Bufs {
+    pub data: Vec<u8>,
+    pub spans: Vec<HeaderSpan>,
+}
+
+impl Bufs {
+    pub fn take() -> Bufs {
+        Bufs {
+            data: take(),
+            spans: take_spans(),
+        }
+    }
+
+    /// Keep `data` (bytes already read) and add a header index.
+    pub fn with(data: Vec<u8>) -> Bufs {
+        Bufs {
+            data,
+            spans: take_spans(),
+        }
+    }
+}
+
+impl Drop for Bufs {
+    fn drop(&mut self) {
+        give(std::mem::take(&mut self.data));
+        give_spans(std::mem::take(&mut self.spans));
+    }
+}
+
+/// Free buffers held by this worker (for tests and diagnostics).
+#[cfg(test)]
+pub fn free_count() -> usize {
+    FREE.with(|f| f.borrow().len())
+}
+
+/// Return free heap memory to the kernel (`malloc_trim(0)`), after the buffers a spike used
+/// were freed.
+pub fn trim() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reused_and_bounded() {
+        let a = take();
+        assert!(a.capacity() >= SIZE);
+        let ptr = a.as_ptr();
+        give(a);
+        let b = take();
+        assert_eq!(b.as_ptr(), ptr);
+        let mut grown = b;
+        grown.reserve(SIZE * 2);
+        give(grown);
+        let before = free_count();
+        let many: Vec<_> = (0..KEEP + 10).map(|_| take()).collect();
+        for b in many {
+            give(b);
+        }
+        assert_eq!(free_count(), KEEP.max(before));
+    }
+}

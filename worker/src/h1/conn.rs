@@ -1,0 +1,879 @@
+//! One HTTP/1.1 client connection, plain or TLS, from its first byte to its close: read a
+//! request head, route it, read ahead a little of its body, forward it on a leased downstream
+//! connection (in this task: `upstream::exchange`), write the response back, and go on with
+//! the next request (pipelined bytes first). A WebSocket handshake answered `101` turns the
+//! connection into a tunnel.
+//!
+//! Memory: between requests the connection holds no buffer: it waits for readability
+//! ([`ReadReady`]), then takes a buffer from the worker's free list, and gives it back once
+//! every byte read has been answered. Bodies pass through one bounded buffer per direction.
+
+use std::io;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::StatusCode;
+use rproxy_shared::logformat::HeaderLookup;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::error::{self, ProxyError};
+use crate::h1::body::{BodyError, BodyReader, Step};
+use crate::h1::buffers::{self, Bufs};
+use crate::h1::chunked::{self, Decoder};
+use crate::h1::edit::{self, ClientConn, Framing, RequestEdit};
+use crate::h1::head::{
+    parse_request, HeadError, HeaderSpan, ReqBody, RequestHead, RespBody, Target,
+};
+use crate::h1::upstream::{self, BodyPump, DsResponse};
+use crate::http::Conn;
+use crate::pool::DsIo;
+use crate::rewrite;
+use crate::route::Route;
+use crate::timed_io::TimedIo;
+
+/// How much of a request body is read before a downstream connection is leased: a client that
+/// announces a body and sends none (or drips it) holds no pooled connection meanwhile, and a
+/// small body goes out with its head in one write.
+pub const PREREAD: usize = 64 * 1024;
+
+/// After rproxy closes a connection, what the client still sends is read and dropped for at
+/// most this long (nginx's lingering close): closing with unread bytes would reset the
+/// connection and could destroy the response in flight.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// A stream that can say it has bytes to read without being given a buffer: how an idle
+/// connection waits while holding none.
+pub trait ReadReady {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+/// Serve HTTP/1.1 on `stream` until either side closes; `first` holds bytes already read from
+/// it (by the passthrough stage).
+pub async fn serve<S>(stream: S, conn: Rc<Conn>, first: Vec<u8>)
+where
+    S: AsyncRead + AsyncWrite + ReadReady + Unpin,
+{
+    let timeouts = conn.server.routes.connection_timeouts();
+    let mut io = TimedIo::new(stream, timeouts.write);
+    if let Some(l) = &conn.write_limit {
+        io = io.with_write_limit(l.clone());
+    }
+    let mut first = (!first.is_empty()).then_some(first);
+    loop {
+        // `read-timeout`: the idle wait and the head read together.
+        let deadline = timeouts.read.map(|d| Instant::now() + d);
+        let data = match first.take() {
+            Some(b) => b,
+            None => {
+                let ready = std::future::poll_fn(|cx| io.poll_read_ready(cx));
+                let r = match deadline {
+                    Some(t) => match tokio::time::timeout_at(t, ready).await {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    },
+                    None => ready.await,
+                };
+                if r.is_err() {
+                    return;
+                }
+                buffers::take()
+            }
+        };
+        // The busy part is a future of its own, boxed: an idle connection's task stays small.
+        let busy = Box::pin(busy(&mut io, &conn, Bufs::with(data), deadline));
+        match busy.await {
+            Next::Idle => {}
+            Next::Close => return,
+            Next::Linger(bufs) => {
+                linger(&mut io, bufs).await;
+                return;
+            }
+        }
+    }
+}
+
+/// What the connection does after its buffered bytes were answered.
+enum Next {
+    /// Wait for the next request, holding no buffer.
+    Idle,
+    /// Close now (the client closed, timed out, or a tunnel ended).
+    Close,
+    /// rproxy ends the connection after its response: lingering close.
+    Linger(Bufs),
+}
+
+/// Answer requests while bytes are buffered (pipelining), reading heads as they come.
+async fn busy<S>(
+    io: &mut TimedIo<S>,
+    conn: &Rc<Conn>,
+    mut bufs: Bufs,
+    mut deadline: Option<Instant>,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let max = conn.server.max_head;
+    loop {
+        let head = loop {
+            match parse_request(&bufs.data, max, &mut bufs.spans) {
+                Ok(Some(h)) => break h,
+                Ok(None) => {}
+                Err(e) => {
+                    refuse_head(io, conn, &bufs, e).await;
+                    return Next::Linger(bufs);
+                }
+            }
+            if bufs.data.len() == bufs.data.capacity() {
+                // A head larger than one buffer (up to `max-header-size`).
+                bufs.data
+                    .reserve(buffers::SIZE.min(max.saturating_sub(bufs.data.len()).max(1)));
+            }
+            let read = io.read_buf(&mut bufs.data);
+            let n = match deadline {
+                Some(t) => match tokio::time::timeout_at(t, read).await {
+                    Ok(r) => r,
+                    // hyper's way, kept: a head not complete in time closes without an answer.
+                    Err(_) => return Next::Close,
+                },
+                None => read.await,
+            };
+            match n {
+                Ok(0) | Err(_) => return Next::Close,
+                Ok(_) => {}
+            }
+        };
+        let state = &conn.server.state;
+        state.requests.set(state.requests.get() + 1);
+        let Some(pos) = request(io, conn, &mut bufs, head).await else {
+            return Next::Linger(bufs);
+        };
+        if pos == usize::MAX {
+            return Next::Close;
+        }
+        bufs.data.drain(..pos.min(bufs.data.len()));
+        if bufs.data.is_empty() {
+            return Next::Idle;
+        }
+        deadline = conn
+            .server
+            .routes
+            .connection_timeouts()
+            .read
+            .map(|d| Instant::now() + d);
+    }
+}
+
+/// A head rproxy answers without routing it: 400 (malformed, or framing a proxy must refuse) or
+/// 431 (too large), logged in the server's access log.
+async fn refuse_head<S>(io: &mut TimedIo<S>, conn: &Conn, bufs: &Bufs, e: HeadError)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (status, why) = match e {
+        HeadError::TooLarge => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "head too large",
+        ),
+        HeadError::Malformed(why) => (StatusCode::BAD_REQUEST, why),
+        HeadError::Refused {
+            why,
+            method,
+            target,
+        } => {
+            rproxy_shared::debug!("400 for {}: {why}", conn.info.peer);
+            let entry = conn.server.routes.server_log().map(|l| {
+                (
+                    l,
+                    l.begin_h1(
+                        method.of(&bufs.data),
+                        target.of(&bufs.data),
+                        minor_of(&bufs.data),
+                        &RawHeaders {
+                            buf: &bufs.data,
+                            spans: &bufs.spans,
+                        },
+                    ),
+                )
+            });
+            if let Some((l, entry)) = entry {
+                l.finish_raw(
+                    &entry,
+                    &conn.info,
+                    None,
+                    StatusCode::BAD_REQUEST,
+                    &OwnHeaders { close: true },
+                    None,
+                );
+            }
+            let _ = answer(io, StatusCode::BAD_REQUEST, ClientConn::Close, false).await;
+            return;
+        }
+    };
+    rproxy_shared::debug!("{status} for {}: {why}", conn.info.peer);
+    if let Some(log) = conn.server.routes.server_log() {
+        log.refused(&conn.info, status.as_u16());
+    }
+    let _ = answer(io, status, ClientConn::Close, false).await;
+}
+
+/// The HTTP version of a request line (for a refused head's log line): 1.0 or 1.1.
+fn minor_of(buf: &[u8]) -> u8 {
+    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    if buf[..line_end].windows(8).any(|w| w == b"HTTP/1.0") {
+        0
+    } else {
+        1
+    }
+}
+
+/// One request, its head parsed from `bufs`: routed, forwarded, answered. `Some(pos)`: keep the
+/// connection, the next request starts at `bufs.data[pos..]` (`usize::MAX`: close without
+/// lingering); `None`: close after a lingering read.
+async fn request<S>(
+    io: &mut TimedIo<S>,
+    conn: &Rc<Conn>,
+    bufs: &mut Bufs,
+    head: RequestHead,
+) -> Option<usize>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let server = &conn.server;
+    let routes = &server.routes;
+    let head_request = head.method.of(&bufs.data) == b"HEAD";
+    // hyper closed after a request it could have upgraded and did not (CONNECT, or Upgrade on
+    // HTTP/1.1); kept, so a client never sends on a connection it meant to switch.
+    let mut last = server.state.draining()
+        || !head.keep_alive()
+        || head.connect
+        || (head.minor == 1 && head.upgrade);
+    let reply = Reply {
+        conn,
+        minor: head.minor,
+        head_request,
+    };
+    let entry_of = |l: &crate::access_log::AccessLog, b: &Bufs| {
+        l.begin_h1(
+            head.method.of(&b.data),
+            log_target(&b.data, &head),
+            head.minor,
+            &RawHeaders {
+                buf: &b.data,
+                spans: &b.spans,
+            },
+        )
+    };
+    if head.connect {
+        let log = routes.server_log();
+        let entry = log.map(|l| entry_of(l, bufs));
+        own(
+            io,
+            &reply,
+            ProxyError::MethodNotAllowed,
+            true,
+            log.zip(entry.as_ref()),
+            None,
+            None,
+        )
+        .await;
+        return None;
+    }
+    let route = {
+        let host = head.host.map(|h| h.of(&bufs.data));
+        let path = route_path(&bufs.data, &head);
+        routes.lookup(conn.info.sni(), host, path)
+    };
+    let route = match route {
+        Ok(r) => r,
+        Err(log) => {
+            if let Some(l) = &conn.write_limit {
+                l.set(routes.connection_timeouts().write);
+            }
+            let entry = log.map(|l| entry_of(l, bufs));
+            let close = last || head.body != ReqBody::None;
+            own(
+                io,
+                &reply,
+                ProxyError::NotFound,
+                close,
+                log.zip(entry.as_ref()),
+                None,
+                None,
+            )
+            .await;
+            return (!close).then_some(head.len);
+        }
+    };
+    if let Some(l) = &conn.write_limit {
+        // One response at a time: this one is written under its rule's limit.
+        l.set(route.timeouts.write);
+    }
+    // A tunnel starts only on a connection's first request (`passthrough.rs`); this one is
+    // forwarded as HTTP and the client's next connection tunnels.
+    last |= route.passthrough;
+    let entry = route.log.as_ref().map(|l| entry_of(l, bufs));
+    let log = route.log.as_ref().zip(entry.as_ref());
+    if route.no_downstreams {
+        let close = last || head.body != ReqBody::None;
+        own(
+            io,
+            &reply,
+            ProxyError::NotFound,
+            close,
+            log,
+            route.name(),
+            None,
+        )
+        .await;
+        return (!close).then_some(head.len);
+    }
+    if head.expect_continue && head.minor == 1 && head.body != ReqBody::None {
+        // The body is read ahead below, so the client is told to send it now; the downstream
+        // never sees the Expect.
+        if io
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return Some(usize::MAX);
+        }
+    }
+    if let Err(e) = preread(io, &mut bufs.data, &head, route.timeouts.read).await {
+        own(io, &reply, e, true, log, route.name(), None).await;
+        return None;
+    }
+    let mut out = buffers::take();
+    if let Err(e) = forwarded_head(&mut out, bufs, &head, route, conn) {
+        buffers::give(out);
+        let close = last || head.body != ReqBody::None;
+        own(io, &reply, e, close, log, route.name(), None).await;
+        return (!close).then_some(head.len);
+    }
+    let chunked = head.body == ReqBody::Chunked;
+    let mut reader = BodyReader::request(head.body, head.len);
+    if let Err(e) = body_ahead(&mut out, &bufs.data, &mut reader, chunked) {
+        buffers::give(out);
+        own(io, &reply, e, true, log, route.name(), None).await;
+        return None;
+    }
+    let result = {
+        let mut pump = ClientPump {
+            io: &mut *io,
+            buf: &mut bufs.data,
+            reader: &mut reader,
+            read_timeout: route.timeouts.read,
+            chunked,
+        };
+        upstream::exchange(&server.pool, &route.members, &out, &mut pump, head_request).await
+    };
+    buffers::give(out);
+    let mut resp = match result {
+        Ok(r) => r,
+        Err((e, used)) => {
+            let close = last || !reader.is_done();
+            own(io, &reply, e, close, log, route.name(), used).await;
+            return (!close).then_some(reader.pos);
+        }
+    };
+    let used = resp.used();
+    if resp.head.status == 101 {
+        if !head.websocket {
+            // Dropping the response closes the connection the downstream meant to switch.
+            drop(resp);
+            own(
+                io,
+                &reply,
+                ProxyError::UnrequestedSwitch,
+                last,
+                log,
+                route.name(),
+                Some(used),
+            )
+            .await;
+            return (!last).then_some(reader.pos);
+        }
+        if let Some((l, e)) = log {
+            l.finish_raw(
+                e,
+                &conn.info,
+                route.name(),
+                StatusCode::SWITCHING_PROTOCOLS,
+                &resp_headers(&resp),
+                Some(used),
+            );
+        }
+        let pending = bufs.data[reader.pos.min(bufs.data.len())..].to_vec();
+        tunnel(io, pending, resp).await;
+        return Some(usize::MAX);
+    }
+    if let Some((l, e)) = log {
+        let status = StatusCode::from_u16(resp.head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        l.finish_raw(
+            e,
+            &conn.info,
+            route.name(),
+            status,
+            &resp_headers(&resp),
+            Some(used),
+        );
+    }
+    // A body without a length goes to an HTTP/1.1 client chunked, to HTTP/1.0 until close.
+    let unframed = matches!(resp.head.body, RespBody::Chunked | RespBody::Close);
+    let client_chunked = unframed && head.minor == 1;
+    let close = last || (unframed && head.minor == 0) || !reader.is_done();
+    let cc = if close {
+        ClientConn::Close
+    } else if head.minor == 0 {
+        ClientConn::KeepAlive
+    } else {
+        ClientConn::Persistent
+    };
+    let mut out = buffers::take();
+    edit::response_head(
+        &mut out,
+        &resp.bufs.data,
+        &resp.head,
+        &resp.bufs.spans,
+        &route.strip,
+        client_chunked,
+        cc,
+    );
+    resp.lease.streaming();
+    let relayed = relay(io, &mut out, &mut resp, client_chunked).await;
+    buffers::give(out);
+    if relayed.is_err() {
+        // A response already started is cut, never patched.
+        return Some(usize::MAX);
+    }
+    resp.finish();
+    (!close).then_some(reader.pos)
+}
+
+/// The path the route table matches: the target's path, without the query.
+fn route_path<'a>(buf: &'a [u8], head: &RequestHead) -> &'a str {
+    let t = match head.form {
+        Target::Origin => head.target.of(buf),
+        Target::Absolute { path, .. } if path.is_empty() => b"/",
+        Target::Absolute { path, .. } => path.of(buf),
+        Target::Asterisk => b"*",
+    };
+    let t = t.split(|&b| b == b'?').next().unwrap_or(t);
+    std::str::from_utf8(t).unwrap_or("")
+}
+
+/// The target as the access log prints it (origin-form).
+fn log_target<'a>(buf: &'a [u8], head: &RequestHead) -> &'a [u8] {
+    match head.form {
+        Target::Absolute { path, .. } if path.is_empty() => b"/",
+        Target::Absolute { path, .. } => path.of(buf),
+        _ => head.target.of(buf),
+    }
+}
+
+/// Read the body ahead into `buf` (after the head): until it ends, [`PREREAD`] bytes are in,
+/// or (chunked) its first data proved well-formed. Each read waits at most `read_timeout`.
+async fn preread<S>(
+    io: &mut TimedIo<S>,
+    buf: &mut Vec<u8>,
+    head: &RequestHead,
+    read_timeout: Option<Duration>,
+) -> Result<(), ProxyError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let want = match head.body {
+        ReqBody::None => return Ok(()),
+        ReqBody::Length(n) => n.min(PREREAD as u64) as usize,
+        ReqBody::Chunked => PREREAD,
+    };
+    let mut probe = Decoder::new();
+    let mut at = head.len;
+    loop {
+        let have = buf.len() - head.len;
+        if have >= want {
+            return Ok(());
+        }
+        if head.body == ReqBody::Chunked {
+            while at < buf.len() {
+                let d = probe
+                    .decode(&buf[at..])
+                    .map_err(|e| ProxyError::BadBody(e.to_string()))?;
+                at += d.consumed;
+                if !d.data.is_empty() || d.done {
+                    return Ok(());
+                }
+            }
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve(buffers::SIZE.min(want - have).max(4096));
+        }
+        let read = io.read_buf(buf);
+        let n = match read_timeout {
+            Some(d) => tokio::time::timeout(d, read)
+                .await
+                .map_err(|_| ProxyError::ClientBodyTimeout)?,
+            None => read.await,
+        };
+        match n {
+            Ok(0) => return Err(ProxyError::BadBody("client closed mid-body".into())),
+            Ok(_) => {}
+            Err(e) => return Err(ProxyError::BadBody(e.to_string())),
+        }
+    }
+}
+
+/// Write the head for the downstream into `out` (DESIGN section 7).
+fn forwarded_head(
+    out: &mut Vec<u8>,
+    bufs: &Bufs,
+    head: &RequestHead,
+    route: &Route,
+    conn: &Conn,
+) -> Result<(), ProxyError> {
+    let buf = &bufs.data;
+    let origin: &[u8] = match head.form {
+        Target::Absolute { path, .. } if path.is_empty() => b"/",
+        Target::Absolute { path, .. } => path.of(buf),
+        _ => head.target.of(buf),
+    };
+    let rewritten = match std::str::from_utf8(origin) {
+        Ok(pq) if head.form != Target::Asterisk => rewrite::rewrite(route.rewrites(), pq),
+        _ => None,
+    };
+    let target = rewritten.as_deref().map_or(origin, str::as_bytes);
+    if rewritten.is_some() && !valid_target(target) {
+        return Err(ProxyError::BadRewrite);
+    }
+    let info = &conn.info;
+    let e = RequestEdit {
+        method: head.method.of(buf),
+        target,
+        host: match head.form {
+            Target::Absolute { authority, .. } => Some(authority.of(buf)),
+            _ => None,
+        },
+        websocket: head.websocket,
+        framing: match head.body {
+            ReqBody::None => Framing::None,
+            ReqBody::Length(n) => Framing::Length(n),
+            ReqBody::Chunked => Framing::Chunked,
+        },
+        xff: route
+            .headers
+            .x_forwarded_for
+            .then(|| info.forwarded.value.as_bytes()),
+        xff_chain: info.forwarded.trusted,
+        xfp: route
+            .headers
+            .x_forwarded_proto
+            .then(|| info.scheme.as_str().as_bytes()),
+        extension_names: &route.extension_names,
+    };
+    edit::request_head(out, buf, &bufs.spans, &e, |out| {
+        if let Some(tls) = &info.tls {
+            tls.each_header(&route.headers, &route.extension_names, |name, value| {
+                edit::line(out, name.as_str().as_bytes(), value.as_bytes());
+            });
+        }
+    });
+    Ok(())
+}
+
+/// A rewritten target a downstream can parse: origin-form, visible ASCII.
+fn valid_target(t: &[u8]) -> bool {
+    t.first() == Some(&b'/') && t.iter().all(|&b| b > b' ' && b < 0x7f)
+}
+
+/// Append what the client sent of the body so far (framed for the downstream) to `out`.
+fn body_ahead(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    reader: &mut BodyReader,
+    chunked: bool,
+) -> Result<(), ProxyError> {
+    loop {
+        match reader
+            .step(buf)
+            .map_err(|e| ProxyError::BadBody(e.to_string()))?
+        {
+            Step::Data(r) => frame(out, &buf[r], chunked),
+            Step::Done => {
+                if chunked {
+                    out.extend_from_slice(chunked::LAST_CHUNK);
+                }
+                return Ok(());
+            }
+            Step::NeedMore => return Ok(()),
+        }
+    }
+}
+
+fn frame(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    if chunked {
+        let mut line = [0; 18];
+        out.extend_from_slice(chunked::size_line(data.len(), &mut line));
+        out.extend_from_slice(data);
+        out.extend_from_slice(chunked::CHUNK_END);
+    } else {
+        out.extend_from_slice(data);
+    }
+}
+
+/// The rest of a client's request body, read through the connection's buffer.
+struct ClientPump<'a, S> {
+    io: &'a mut TimedIo<S>,
+    buf: &'a mut Vec<u8>,
+    reader: &'a mut BodyReader,
+    read_timeout: Option<Duration>,
+    chunked: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> BodyPump for ClientPump<'_, S> {
+    async fn pump(&mut self, ds: &mut DsIo) -> Result<(), ProxyError> {
+        if self.reader.is_done() {
+            return Ok(());
+        }
+        let to_ds = |e| ProxyError::downstream("writing the request body", e);
+        loop {
+            let next = self.reader.next(&mut *self.io, &mut *self.buf);
+            let r = match self.read_timeout {
+                Some(d) => tokio::time::timeout(d, next)
+                    .await
+                    .map_err(|_| ProxyError::ClientBodyTimeout)?,
+                None => next.await,
+            };
+            let range = match r {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(BodyError::Eof) => {
+                    return Err(ProxyError::BadBody("client closed mid-body".into()))
+                }
+                Err(e) => return Err(ProxyError::BadBody(e.to_string())),
+            };
+            if self.chunked {
+                let mut line = [0; 18];
+                let size = chunked::size_line(range.len(), &mut line);
+                ds.write_all(size).await.map_err(to_ds)?;
+                ds.write_all(&self.buf[range]).await.map_err(to_ds)?;
+                ds.write_all(chunked::CHUNK_END).await.map_err(to_ds)?;
+            } else {
+                ds.write_all(&self.buf[range]).await.map_err(to_ds)?;
+            }
+        }
+        if self.chunked {
+            ds.write_all(chunked::LAST_CHUNK).await.map_err(to_ds)?;
+        }
+        Ok(())
+    }
+}
+
+/// Stream the response body to the client through `out` (which holds the head): small pieces
+/// are gathered and written when the downstream has nothing more buffered, large ones written
+/// straight from the downstream's buffer. `Err`: either side failed, the response is cut.
+async fn relay<S>(
+    io: &mut TimedIo<S>,
+    out: &mut Vec<u8>,
+    resp: &mut DsResponse,
+    chunked: bool,
+) -> Result<(), ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        if !out.is_empty() && !resp.body.buffered(&resp.bufs.data) {
+            io.write_all(out).await.map_err(drop)?;
+            out.clear();
+        }
+        let Some(r) = resp.next().await.map_err(|e| {
+            rproxy_shared::debug!("response body cut: {e}");
+        })?
+        else {
+            break;
+        };
+        let data = &resp.bufs.data[r];
+        if chunked {
+            let mut line = [0; 18];
+            out.extend_from_slice(chunked::size_line(data.len(), &mut line));
+        }
+        if out.len() + data.len() <= buffers::SIZE {
+            out.extend_from_slice(data);
+        } else {
+            if !out.is_empty() {
+                io.write_all(out).await.map_err(drop)?;
+                out.clear();
+            }
+            io.write_all(data).await.map_err(drop)?;
+        }
+        if chunked {
+            out.extend_from_slice(chunked::CHUNK_END);
+        }
+    }
+    if chunked {
+        out.extend_from_slice(chunked::LAST_CHUNK);
+    }
+    if !out.is_empty() {
+        io.write_all(out).await.map_err(drop)?;
+        out.clear();
+    }
+    io.flush().await.map_err(drop)
+}
+
+/// Raw bytes both ways after `101 Switching Protocols`, until either side closes; `pending` is
+/// what the client sent after its request head.
+async fn tunnel<S>(io: &mut TimedIo<S>, pending: Vec<u8>, resp: DsResponse)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut head = Vec::with_capacity(resp.head.len + 64);
+    edit::response_head(
+        &mut head,
+        &resp.bufs.data,
+        &resp.head,
+        &resp.bufs.spans,
+        &[],
+        false,
+        ClientConn::Persistent,
+    );
+    let Some((mut ds, rest)) = resp.into_tunnel() else {
+        return;
+    };
+    head.extend_from_slice(&rest);
+    if io.write_all(&head).await.is_err() || ds.write_all(&pending).await.is_err() {
+        return;
+    }
+    drop((head, pending));
+    let _ = tokio::io::copy_bidirectional(io, &mut ds).await;
+}
+
+/// What rproxy's own answers to one request need to know about it.
+struct Reply<'a> {
+    conn: &'a Conn,
+    minor: u8,
+    head_request: bool,
+}
+
+/// rproxy's own answer to a request (`e` says which), logged in `log` when there is one.
+async fn own<S>(
+    io: &mut TimedIo<S>,
+    reply: &Reply<'_>,
+    e: ProxyError,
+    close: bool,
+    log: Option<(&Rc<crate::access_log::AccessLog>, &crate::access_log::Entry)>,
+    rule: Option<&str>,
+    used: Option<crate::pool::Used>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let conn = reply.conn;
+    let status = e.status();
+    let close = close || e.closes();
+    match used {
+        Some(u) => rproxy_shared::debug!("{status} for {} from {}: {e}", conn.info.peer, u.addr),
+        None => rproxy_shared::debug!("{status} for {}: {e}", conn.info.peer),
+    }
+    if let Some((l, entry)) = log {
+        l.finish_raw(entry, &conn.info, rule, status, &OwnHeaders { close }, used);
+    }
+    let cc = if close {
+        ClientConn::Close
+    } else if reply.minor == 0 {
+        ClientConn::KeepAlive
+    } else {
+        ClientConn::Persistent
+    };
+    let _ = answer(io, status, cc, reply.head_request).await;
+}
+
+/// Write rproxy's own short text response.
+async fn answer<S>(
+    io: &mut TimedIo<S>,
+    status: StatusCode,
+    cc: ClientConn,
+    no_body: bool,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let text = error::text(status);
+    let mut out = Vec::with_capacity(160);
+    edit::status_line(&mut out, status.as_u16(), b"");
+    out.extend_from_slice(b"content-type: text/plain\r\ncontent-length: ");
+    edit::decimal(&mut out, text.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    edit::connection(&mut out, cc);
+    out.extend_from_slice(b"\r\n");
+    if !no_body {
+        out.extend_from_slice(text.as_bytes());
+    }
+    io.write_all(&out).await?;
+    io.flush().await
+}
+
+/// Close after rproxy's last response: send FIN, then read and drop what the client still
+/// sends for a short while, so that closing does not reset the connection under the response.
+async fn linger<S>(io: &mut TimedIo<S>, mut bufs: Bufs)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let until = Instant::now() + LINGER;
+    if bufs.data.capacity() == 0 {
+        return;
+    }
+    let mut total = 0;
+    while total < PREREAD {
+        bufs.data.clear();
+        match tokio::time::timeout_at(until, io.read_buf(&mut bufs.data)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => return,
+        }
+    }
+}
+
+/// Request header lines as the access log looks them up.
+struct RawHeaders<'a> {
+    buf: &'a [u8],
+    spans: &'a [HeaderSpan],
+}
+
+impl HeaderLookup for RawHeaders<'_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.spans
+            .iter()
+            .find(|h| h.name.of(self.buf).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|h| h.value.of(self.buf))
+    }
+}
+
+fn resp_headers(resp: &DsResponse) -> RawHeaders<'_> {
+    RawHeaders {
+        buf: &resp.bufs.data,
+        spans: &resp.bufs.spans,
+    }
+}
+
+/// The headers of rproxy's own responses, for `{DS_HDR}`.
+struct OwnHeaders {
+    close: bool,
+}
+
+impl HeaderLookup for OwnHeaders {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        match name {
+            "content-type" => Some(b"text/plain"),
+            "connection" if self.close => Some(b"close"),
+            _ => None,
+        }
+    }
+}

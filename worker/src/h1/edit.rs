@@ -1,0 +1,351 @@
+//! The heads rproxy writes, built from the bytes it read (no header map): the request for the
+//! downstream (DESIGN section 7: hop-by-hop headers out, names with `_` out, every header
+//! rproxy can produce out, then ours in; the route's rewrite applied to the target) and the
+//! response for the client (hop-by-hop out, the route's `strip-headers` out, our framing and
+//! `Connection` in). Header lines that pass are copied as they came (name case included).
+//! Pure: appends to a caller's buffer, allocates nothing once that buffer has grown.
+
+use http::HeaderName;
+
+use crate::h1::head::{tokens, HeaderSpan, ResponseHead};
+
+/// Headers that never cross a proxy (RFC 9110 7.6.1), besides what `Connection` names.
+const HOP_BY_HOP: [&[u8]; 7] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+];
+
+/// How the forwarded request's body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// What the forwarded request head says besides the client's own header lines.
+pub struct RequestEdit<'a> {
+    pub method: &'a [u8],
+    /// The request-target to send (rewritten, or origin-form of an absolute-form target).
+    pub target: &'a [u8],
+    /// `Some`: the Host to send instead of the client's Host lines (absolute-form target).
+    pub host: Option<&'a [u8]>,
+    /// Keep `Connection: upgrade` + `Upgrade: websocket` (a WebSocket handshake).
+    pub websocket: bool,
+    pub framing: Framing,
+    /// The client address for X-Forwarded-For (`None`: flag off).
+    pub xff: Option<&'a [u8]>,
+    /// Append the client's own X-Forwarded-For chain before `xff` (the peer is a trusted
+    /// proxy).
+    pub xff_chain: bool,
+    /// X-Forwarded-Proto (`None`: flag off).
+    pub xfp: Option<&'a [u8]>,
+    /// Configured x509-extension header names (lowercase): always removed from the client's.
+    pub extension_names: &'a [HeaderName],
+}
+
+/// Append the head of the request for the downstream to `out`: request line, the client's
+/// header lines that may pass, then rproxy's; `extra` adds more lines (the X-SSL-* headers of
+/// a TLS client) before the final empty line.
+pub fn request_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    spans: &[HeaderSpan],
+    e: &RequestEdit<'_>,
+    extra: impl FnOnce(&mut Vec<u8>),
+) {
+    out.extend_from_slice(e.method);
+    out.push(b' ');
+    out.extend_from_slice(e.target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let connection_lines = connection_values(buf, spans);
+    for h in spans {
+        let name = h.name.of(buf);
+        if !drop_request_header(name, buf, spans, connection_lines, e) {
+            line(out, name, h.value.of(buf));
+        }
+    }
+    if let Some(xff) = e.xff {
+        out.extend_from_slice(b"X-Forwarded-For: ");
+        if e.xff_chain {
+            // A proxy we trust: keep what it says and append the peer.
+            for h in spans {
+                if h.name.of(buf).eq_ignore_ascii_case(b"x-forwarded-for") {
+                    for v in tokens(h.value.of(buf)) {
+                        out.extend_from_slice(v);
+                        out.extend_from_slice(b", ");
+                    }
+                }
+            }
+        }
+        out.extend_from_slice(xff);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(host) = e.host {
+        line(out, b"Host", host);
+    }
+    match e.framing {
+        Framing::None => {}
+        Framing::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+    }
+    if e.websocket {
+        out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: websocket\r\n");
+    }
+    if let Some(p) = e.xfp {
+        line(out, b"X-Forwarded-Proto", p);
+    }
+    extra(out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How many `Connection` lines the head has (0 on most requests: the name scan is skipped).
+fn connection_values(buf: &[u8], spans: &[HeaderSpan]) -> usize {
+    spans
+        .iter()
+        .filter(|h| h.name.of(buf).eq_ignore_ascii_case(b"connection"))
+        .count()
+}
+
+/// Whether `name` is named by a `Connection` line (a hop-by-hop header of its own).
+fn listed_in_connection(name: &[u8], buf: &[u8], spans: &[HeaderSpan]) -> bool {
+    spans
+        .iter()
+        .filter(|h| h.name.of(buf).eq_ignore_ascii_case(b"connection"))
+        .any(|h| tokens(h.value.of(buf)).any(|t| t.eq_ignore_ascii_case(name)))
+}
+
+fn drop_request_header(
+    name: &[u8],
+    buf: &[u8],
+    spans: &[HeaderSpan],
+    connection_lines: usize,
+    e: &RequestEdit<'_>,
+) -> bool {
+    if name.eq_ignore_ascii_case(b"host") {
+        // No Connection can name Host away.
+        return e.host.is_some();
+    }
+    if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || name.eq_ignore_ascii_case(b"content-length")
+        // rproxy answered `100 Continue` itself and sends the body at once.
+        || name.eq_ignore_ascii_case(b"expect")
+        || name.contains(&b'_')
+        || name.eq_ignore_ascii_case(b"x-forwarded-for")
+        || name.eq_ignore_ascii_case(b"x-forwarded-proto")
+        || (name.len() > 6 && name[..6].eq_ignore_ascii_case(b"x-ssl-"))
+        || e
+            .extension_names
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+    {
+        return true;
+    }
+    connection_lines > 0 && listed_in_connection(name, buf, spans)
+}
+
+/// What the client is told about the connection after this response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientConn {
+    /// HTTP/1.1 default: nothing to say.
+    Persistent,
+    /// `Connection: keep-alive` (an HTTP/1.0 client that asked for it).
+    KeepAlive,
+    /// `Connection: close`: the connection ends after this response.
+    Close,
+}
+
+/// Append the head of the response for the client: status line (HTTP/1.1, the downstream's
+/// code and reason), the downstream's header lines except hop-by-hop ones (all kept for a
+/// `101`), `strip` names and a Content-Length beside Transfer-Encoding; then
+/// `Transfer-Encoding: chunked` when `chunked` (rproxy re-frames the body), and `conn`.
+pub fn response_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &ResponseHead,
+    spans: &[HeaderSpan],
+    strip: &[HeaderName],
+    chunked: bool,
+    conn: ClientConn,
+) {
+    status_line(out, head.status, head.reason.of(buf));
+    let switching = head.status == 101;
+    let connection_lines = connection_values(buf, spans);
+    for h in spans {
+        let name = h.name.of(buf);
+        let hop = !switching
+            && (HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+                || (connection_lines > 0
+                    && !name.eq_ignore_ascii_case(b"host")
+                    && listed_in_connection(name, buf, spans)));
+        if hop
+            || (head.has_te && name.eq_ignore_ascii_case(b"content-length"))
+            || strip
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+        {
+            continue;
+        }
+        line(out, name, h.value.of(buf));
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    connection(out, conn);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `HTTP/1.1 {code} {reason}\r\n`; an empty reason gets the standard one.
+pub fn status_line(out: &mut Vec<u8>, code: u16, reason: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    decimal(out, u64::from(code));
+    out.push(b' ');
+    if reason.is_empty() {
+        let std = http::StatusCode::from_u16(code)
+            .ok()
+            .and_then(|c| c.canonical_reason())
+            .unwrap_or("");
+        out.extend_from_slice(std.as_bytes());
+    } else {
+        out.extend_from_slice(reason);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The `Connection` line for `conn` (none for a persistent HTTP/1.1 connection).
+pub fn connection(out: &mut Vec<u8>, conn: ClientConn) {
+    match conn {
+        ClientConn::Persistent => {}
+        ClientConn::KeepAlive => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        ClientConn::Close => out.extend_from_slice(b"connection: close\r\n"),
+    }
+}
+
+/// One `name: value` line.
+pub fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, without allocating.
+pub fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h1::head::{parse_request, parse_response};
+
+    fn edit<'a>(target: &'a [u8], framing: Framing) -> RequestEdit<'a> {
+        RequestEdit {
+            method: b"GET",
+            target,
+            host: None,
+            websocket: false,
+            framing,
+            xff: Some(b"10.0.0.1"),
+            xff_chain: false,
+            xfp: Some(b"http"),
+            extension_names: &[],
+        }
+    }
+
+    fn forward(raw: &[u8], e: &RequestEdit<'_>) -> String {
+        let mut spans = Vec::new();
+        parse_request(raw, 65536, &mut spans).unwrap().unwrap();
+        let mut out = Vec::new();
+        request_head(&mut out, raw, &spans, e, |_| {});
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn hop_by_hop_forged_and_underscored_headers_go() {
+        let raw = b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret, Host\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: h2c\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-SSL-Subject: /CN=admin\r\nx_forwarded_for: 6\r\nX-Client-Oid: evil\r\nExpect: 100-continue\r\nX-Keep: yes\r\n\r\n";
+        let ext = [HeaderName::from_static("x-client-oid")];
+        let mut e = edit(b"/b", Framing::None);
+        e.extension_names = &ext;
+        assert_eq!(
+            forward(raw, &e),
+            "GET /b HTTP/1.1\r\nHost: a\r\nX-Keep: yes\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn host_framing_websocket_and_chain() {
+        let raw = b"POST http://t.test:81/x HTTP/1.1\r\nHost: other\r\nContent-Length: 3\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2, \r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let mut e = edit(b"/x", Framing::Length(3));
+        e.method = b"POST";
+        e.host = Some(b"t.test:81");
+        e.websocket = true;
+        e.xff_chain = true;
+        e.xfp = None;
+        assert_eq!(
+            forward(raw, &e),
+            "POST /x HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.1\r\nHost: t.test:81\r\nContent-Length: 3\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+        );
+        let raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut e = edit(b"/", Framing::Chunked);
+        e.xff = None;
+        e.xfp = None;
+        assert_eq!(
+            forward(raw, &e),
+            "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+    }
+
+    fn respond(raw: &[u8], strip: &[HeaderName], chunked: bool, conn: ClientConn) -> String {
+        let mut spans = Vec::new();
+        let h = parse_response(raw, 65536, false, &mut spans)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        response_head(&mut out, raw, &h, &spans, strip, chunked, conn);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn response_heads() {
+        let raw = b"HTTP/1.0 200 Fine\r\nServer: origin\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nX-Keep: 1\r\n\r\n";
+        let strip = [HeaderName::from_static("server")];
+        assert_eq!(
+            respond(raw, &strip, true, ClientConn::Close),
+            "HTTP/1.1 200 Fine\r\nX-Keep: 1\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        );
+        let raw = b"HTTP/1.1 101 \r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\r\n";
+        assert_eq!(
+            respond(raw, &[], false, ClientConn::Persistent),
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn decimals() {
+        let mut out = Vec::new();
+        decimal(&mut out, 0);
+        out.push(b' ');
+        decimal(&mut out, u64::MAX);
+        assert_eq!(out, b"0 18446744073709551615");
+    }
+}
