@@ -73,12 +73,15 @@ async fn secure(
     server: Rc<ServerCtx>,
     guard: ConnGuard,
 ) {
-    let Some((stream, info, h2)) = tls.handshake(stream, peer, &server.trusted).await else {
+    // Boxed, and freed after the handshake: a task's size is that of its largest state, and
+    // a keep-alive connection lives in the HTTP state (likewise HTTP/2's larger one).
+    let shaken = Box::pin(tls.handshake(stream, peer, &server.trusted)).await;
+    let Some((stream, info, h2)) = shaken else {
         return;
     };
     let conn = Rc::new(http::Conn::new(server, info));
     if h2 {
-        http::serve_h2(stream, conn, guard).await;
+        Box::pin(http::serve_h2(stream, conn, guard)).await;
     } else {
         http::serve(stream, conn, guard).await;
     }

@@ -62,7 +62,10 @@ where
     S: AsyncRead + AsyncWrite + ReadReady + Unpin,
 {
     if conn.server.routes.any_passthrough() {
-        if let Some((rest, read)) = passthrough::first_request(stream, &conn).await {
+        // Boxed, and freed once the first head is read: its state (a header array) would
+        // otherwise be part of every connection's task for the connection's life.
+        let first = Box::pin(passthrough::first_request(stream, &conn)).await;
+        if let Some((rest, read)) = first {
             h1::conn::serve(rest, conn, read).await;
         }
     } else {

@@ -5,8 +5,11 @@
 //! locks or atomics on the request path, and the kernel spreads connections over workers.
 //!
 //! The files follow the life of a connection (DESIGN section 2): `accept` -> `tls` -> `http`
-//! -> `head` (method, target, Host) -> `route` -> `forward` (check, rewrite, headers, exchange) -> `pool` -> `respond` ->
-//! `access_log`; failures are `error::ProxyError`, classified once. `server` builds what the
+//! -> `h1::conn` (HTTP/1.1 on rproxy's own codec: `h1::head` parses and frames, `route`,
+//! `h1::edit` writes the forwarded head, `h1::upstream` runs the exchange on a `pool` lease,
+//! `h1::body` relays bodies) -> `access_log`. HTTP/2 clients: `http::serve_h2` (hyper) ->
+//! `head` (method, target, Host) -> `route` -> `forward` -> the same `h1::upstream` exchange ->
+//! `respond` -> `access_log`. Failures are `error::ProxyError`, classified once. `server` builds what the
 //! stages share, once per `[[server]]`.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -103,6 +106,8 @@ async fn serve(args: WorkerArgs) -> i32 {
         tokio::task::spawn_local(accept::accept_loop(listener, server, tls));
     }
     tokio::task::spawn_local(access_log::flusher(Rc::clone(&state)));
+    let counted = Rc::clone(&state);
+    tokio::task::spawn_local(h1::buffers::trimmer(move || counted.conns.get()));
     tokio::task::spawn_local(control::run(Rc::clone(&state), channel));
     rproxy_shared::debug!("generation {generation} worker serving");
     state.wait_done().await;

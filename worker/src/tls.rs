@@ -74,8 +74,8 @@ pub struct ConnInfo {
     /// The peer as the forwarding headers print it.
     pub forwarded: Peer,
     pub scheme: Scheme,
-    /// `None` on a plain listener.
-    pub tls: Option<TlsFacts>,
+    /// `None` on a plain listener. Boxed: a plain connection does not carry its size.
+    pub tls: Option<Box<TlsFacts>>,
 }
 
 impl ConnInfo {
@@ -169,7 +169,7 @@ impl Acceptor {
             peer,
             forwarded: Peer::new(peer.ip(), trusted),
             scheme: Scheme::Https,
-            tls: Some(facts),
+            tls: Some(Box::new(facts)),
         };
         Some((TlsStream(stream), info, h2))
     }

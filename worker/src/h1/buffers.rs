@@ -5,6 +5,7 @@
 //! `memtrim-sz`, to the kernel).
 
 use std::cell::RefCell;
+use std::time::Duration;
 
 use crate::h1::head::{HeaderSpan, MAX_HEADERS};
 
@@ -96,12 +97,37 @@ pub fn free_count() -> usize {
     FREE.with(|f| f.borrow().len())
 }
 
-/// Return free heap memory to the kernel (`malloc_trim(0)`), after the buffers a spike used
-/// were freed.
+/// Give the free list's buffers back to the allocator and free heap pages back to the kernel
+/// (`malloc_trim(0)`, which also releases free pages inside the heap, not only at its top).
 pub fn trim() {
+    FREE.with(|f| *f.borrow_mut() = Vec::new());
+    FREE_SPANS.with(|f| *f.borrow_mut() = Vec::new());
     // SAFETY: malloc_trim has no preconditions.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// How often [`trimmer`] looks at the connection count.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// A spike is over when the connections fell by at least this many, to at most half the peak.
+const SPIKE: u64 = 256;
+
+/// Return memory to the kernel after a spike of connections ends (their task states, socket
+/// wrappers and buffers were freed, but glibc keeps freed heap pages mapped): a worker's RSS
+/// comes back near its idle size instead of staying at its peak.
+pub async fn trimmer(conns: impl Fn() -> u64) {
+    let mut peak = 0;
+    loop {
+        tokio::time::sleep(TRIM_EVERY).await;
+        let now = conns();
+        peak = peak.max(now);
+        if peak >= now + SPIKE && now <= peak / 2 {
+            trim();
+            rproxy_shared::debug!("connections fell from {peak} to {now}: memory trimmed");
+            peak = now;
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! ([`ReadReady`]), then takes a buffer from the worker's free list, and gives it back once
 //! every byte read has been answered. Bodies pass through one bounded buffer per direction.
 
+use std::future::Future;
 use std::io;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -73,20 +74,10 @@ where
         let deadline = timeouts.read.map(|d| Instant::now() + d);
         let data = match first.take() {
             Some(b) => b,
-            None => {
-                let ready = std::future::poll_fn(|cx| io.poll_read_ready(cx));
-                let r = match deadline {
-                    Some(t) => match tokio::time::timeout_at(t, ready).await {
-                        Ok(r) => r,
-                        Err(_) => return,
-                    },
-                    None => ready.await,
-                };
-                if r.is_err() {
-                    return;
-                }
-                buffers::take()
-            }
+            None => match first_bytes(&mut io, deadline).await {
+                Some(b) => b,
+                None => return,
+            },
         };
         // The busy part is a future of its own, boxed: an idle connection's task stays small.
         let busy = Box::pin(busy(&mut io, &conn, Bufs::with(data), deadline));
@@ -97,6 +88,34 @@ where
                 linger(&mut io, bufs).await;
                 return;
             }
+        }
+    }
+}
+
+/// Wait, holding no buffer, until the client sends something; then read it into a buffer
+/// from the free list. `None`: closed, failed or timed out.
+async fn first_bytes<S>(io: &mut TimedIo<S>, deadline: Option<Instant>) -> Option<Vec<u8>>
+where
+    S: AsyncRead + ReadReady + Unpin,
+{
+    loop {
+        let ready = std::future::poll_fn(|cx| io.poll_read_ready(cx));
+        let r = match deadline {
+            Some(t) => tokio::time::timeout_at(t, ready).await.ok()?,
+            None => ready.await,
+        };
+        r.ok()?;
+        let mut buf = buffers::take();
+        // One attempt: readiness may be stale (a TLS record that carried no data, or the
+        // last read took exactly what was there), and then the buffer goes back at once.
+        let got = {
+            let mut read = std::pin::pin!(io.read_buf(&mut buf));
+            std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
+        };
+        match got {
+            Poll::Pending => buffers::give(buf),
+            Poll::Ready(Ok(0) | Err(_)) => return None,
+            Poll::Ready(Ok(_)) => return Some(buf),
         }
     }
 }
@@ -875,5 +894,37 @@ impl HeaderLookup for OwnHeaders {
             "connection" if self.close => Some(b"close"),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::task::LocalSet;
+
+    use crate::server::ServerCtx;
+    use crate::state::WorkerState;
+    use crate::testing::flat;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_idle_connection_task_is_small() {
+        LocalSet::new()
+            .run_until(async {
+                let cfg = std::sync::Arc::new(flat("127.0.0.1:9".parse().unwrap()));
+                let state = WorkerState::new(std::sync::Arc::clone(&cfg), Vec::new());
+                let server = ServerCtx::start(&cfg, 0, &state).unwrap();
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+                let info = crate::tls::plain(s.peer_addr().unwrap(), &[]);
+                let conn = Rc::new(crate::http::Conn::new(server, info));
+                let guard = state.conn_opened();
+                let fut = crate::http::serve(s, conn, guard);
+                let size = std::mem::size_of_val(&fut);
+                // What an idle keep-alive connection's task holds (no buffer: see `serve`).
+                assert!(size < 1024, "{size}");
+            })
+            .await;
     }
 }
