@@ -71,6 +71,8 @@ usage() {
                   2000,8000: 2000 opened and measured, then 6000 more, measured again)
   --spike-conns N connections of the spike case (default 5000); --spike-wait S (default 10)
   --memory-out F  where the memory table goes (default bench/results-memory.md)
+  --port-base P   listen on 127.0.0.1:P+1 .. P+6 (default 18080: origin 18081, nginx 18082,
+                  rproxy 18083, rproxy-routed 18084, TLS nginx 18085, TLS rproxy 18086)
   --tls           also TLS cases (nginx and rproxy each get a second, HTTPS listener with the same
                   self-signed RSA 2048 certificate, nginx with ssl_session_cache shared: + tickets):
                   keep-alive requests (wrk over https), full handshakes (openssl s_time -new),
@@ -101,6 +103,7 @@ while (($#)); do
         --spike-conns) MEM_SPIKE=${2:?}; shift 2 ;;
         --spike-wait) MEM_SPIKE_WAIT=${2:?}; shift 2 ;;
         --memory-out) MEM_OUT=${2:?}; shift 2 ;;
+        --port-base) PORT_BASE=${2:?}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -113,6 +116,11 @@ for n in "${MEM_IDLE[@]}" "$MEM_SPIKE"; do
     is_uint "$n" && ((n >= 1 && n <= 60000)) || die "--idle-conns/--spike-conns: 1..60000 each, got '$n'"
 done
 is_uint "$MEM_SPIKE_WAIT" && ((MEM_SPIKE_WAIT <= 600)) || die "--spike-wait must be 0..600"
+if [[ -n ${PORT_BASE:-} ]]; then
+    is_uint "$PORT_BASE" && ((PORT_BASE >= 1024 && PORT_BASE <= 65000)) || die "--port-base must be 1024..65000"
+    ORIGIN_PORT=$((PORT_BASE + 1)) NGINX_PORT=$((PORT_BASE + 2)) RPROXY_PORT=$((PORT_BASE + 3))
+    ROUTED_PORT=$((PORT_BASE + 4)) TLS_NGINX_PORT=$((PORT_BASE + 5)) TLS_RPROXY_PORT=$((PORT_BASE + 6))
+fi
 ((LOAD || !ROUTED)) || die "--routed needs the wrk rounds (not --memory-only)"
 case $ONLY in
     both) PROXIES=(nginx rproxy) ;;
