@@ -61,16 +61,18 @@ pub async fn serve<S>(stream: S, conn: Rc<Conn>, _guard: ConnGuard)
 where
     S: AsyncRead + AsyncWrite + ReadReady + Unpin,
 {
-    if conn.server.routes.any_passthrough() {
+    let (stream, first) = if conn.server.routes.any_passthrough() {
         // Boxed, and freed once the first head is read: its state (a header array) would
         // otherwise be part of every connection's task for the connection's life.
-        let first = Box::pin(passthrough::first_request(stream, &conn)).await;
-        if let Some((rest, read)) = first {
-            h1::conn::serve(rest, conn, read).await;
+        match Box::pin(passthrough::first_request(stream, &conn)).await {
+            Some(rest) => rest,
+            None => return,
         }
     } else {
-        h1::conn::serve(stream, conn, Vec::new()).await;
-    }
+        (stream, Vec::new())
+    };
+    // One call site: a second would add a second codec state to every connection's task.
+    h1::conn::serve(stream, conn, first).await;
 }
 
 /// Streams one HTTP/2 client may have open at once.

@@ -63,15 +63,15 @@ pub async fn serve<S>(stream: S, conn: Rc<Conn>, first: Vec<u8>)
 where
     S: AsyncRead + AsyncWrite + ReadReady + Unpin,
 {
-    let timeouts = conn.server.routes.connection_timeouts();
-    let mut io = TimedIo::new(stream, timeouts.write);
+    let mut io = TimedIo::new(stream, conn.server.routes.connection_timeouts().write);
     if let Some(l) = &conn.write_limit {
         io = io.with_write_limit(l.clone());
     }
     let mut first = (!first.is_empty()).then_some(first);
     loop {
         // `read-timeout`: the idle wait and the head read together.
-        let deadline = timeouts.read.map(|d| Instant::now() + d);
+        let read = conn.server.routes.connection_timeouts().read;
+        let deadline = read.map(|d| Instant::now() + d);
         let data = match first.take() {
             Some(b) => b,
             None => match first_bytes(&mut io, deadline).await {
@@ -85,7 +85,8 @@ where
             Next::Idle => {}
             Next::Close => return,
             Next::Linger(bufs) => {
-                linger(&mut io, bufs).await;
+                // Boxed too: its timer would otherwise sit in every idle connection's task.
+                Box::pin(linger(&mut io, bufs)).await;
                 return;
             }
         }
@@ -589,7 +590,7 @@ fn forwarded_head(
         xff: route
             .headers
             .x_forwarded_for
-            .then(|| info.forwarded.value.as_bytes()),
+            .then(|| info.forwarded.as_bytes()),
         xff_chain: info.forwarded.trusted,
         xfp: route
             .headers
@@ -904,9 +905,104 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
     use tokio::task::LocalSet;
 
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::h1::buffers;
     use crate::server::ServerCtx;
     use crate::state::WorkerState;
-    use crate::testing::flat;
+    use crate::testing::{echo_origin, flat, roundtrip, start};
+
+    /// Read from `s` until `n` responses (counted by status line) have arrived.
+    async fn read_responses(s: &mut TcpStream, n: usize) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while String::from_utf8_lossy(&out).matches("HTTP/1.1 ").count() < n
+            || !out.ends_with(b"http")
+        {
+            let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("no response within 5 s")
+                .unwrap();
+            assert!(r > 0, "closed: {}", String::from_utf8_lossy(&out));
+            out.extend_from_slice(&buf[..r]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn pipelined_requests_are_answered_in_order() {
+        LocalSet::new()
+            .run_until(async {
+                let proxy = start(&flat(echo_origin().await)).await;
+                let r = roundtrip(
+                    proxy.addr,
+                    b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyzGET /b HTTP/1.1\r\nHost: a\r\n\r\nPOST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+                )
+                .await;
+                let a = r.find("/a xff").unwrap();
+                let b = r.find("/b xff").unwrap();
+                let c = r.find("/c xff").unwrap();
+                assert!(a < b && b < c, "{r}");
+                assert_eq!(r.matches("HTTP/1.1 200 OK").count(), 3, "{r}");
+                assert!(r.contains("connection: close"), "{r}");
+            })
+            .await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn http10_keep_alive_only_when_asked() {
+        LocalSet::new()
+            .run_until(async {
+                let proxy = start(&flat(echo_origin().await)).await;
+                let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+                s.write_all(b"GET /k HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                    .await
+                    .unwrap();
+                let r = read_responses(&mut s, 1).await;
+                assert!(r.contains("connection: keep-alive"), "{r}");
+                s.write_all(b"GET /l HTTP/1.0\r\n\r\n").await.unwrap();
+                let mut rest = String::new();
+                s.read_to_string(&mut rest).await.unwrap();
+                assert!(
+                    rest.contains("connection: close")
+                        && rest.ends_with("/l xff=127.0.0.1;xfp=http"),
+                    "{rest}"
+                );
+            })
+            .await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn idle_keep_alive_connections_hold_no_buffer() {
+        LocalSet::new()
+            .run_until(async {
+                let proxy = start(&flat(echo_origin().await)).await;
+                let mut conns = Vec::new();
+                let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+                s.write_all(b"GET /warm HTTP/1.1\r\nHost: a\r\n\r\n")
+                    .await
+                    .unwrap();
+                read_responses(&mut s, 1).await;
+                conns.push(s);
+                // Everything the first exchange took is back on the free list.
+                let free = buffers::free_count();
+                assert!(free >= 2, "{free}");
+                for i in 0..20 {
+                    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+                    s.write_all(format!("GET /{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+                        .await
+                        .unwrap();
+                    read_responses(&mut s, 1).await;
+                    conns.push(s);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                // 21 connections open and idle: none kept a buffer.
+                assert_eq!(buffers::free_count(), free);
+            })
+            .await;
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn an_idle_connection_task_is_small() {

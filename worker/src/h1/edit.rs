@@ -108,11 +108,18 @@ pub fn request_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// How many `Connection` lines the head has (0 on most requests: the name scan is skipped).
+/// Whether a `Connection` line names some header (a token other than `close`, `keep-alive`
+/// or `upgrade`): rare, and only then is each line checked against the names.
 fn connection_values(buf: &[u8], spans: &[HeaderSpan]) -> usize {
     spans
         .iter()
         .filter(|h| h.name.of(buf).eq_ignore_ascii_case(b"connection"))
+        .flat_map(|h| tokens(h.value.of(buf)))
+        .filter(|t| {
+            !t.eq_ignore_ascii_case(b"close")
+                && !t.eq_ignore_ascii_case(b"keep-alive")
+                && !t.eq_ignore_ascii_case(b"upgrade")
+        })
         .count()
 }
 
