@@ -952,6 +952,57 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn an_early_answer_to_an_upload_reaches_the_client() {
+        LocalSet::new()
+            .run_until(async {
+                // An origin that refuses uploads after their head, without reading the body.
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let origin = l.local_addr().unwrap();
+                tokio::task::spawn_local(async move {
+                    while let Ok((mut s, _)) = l.accept().await {
+                        tokio::task::spawn_local(async move {
+                            let mut head = Vec::new();
+                            let mut b = [0u8; 1];
+                            while !head.ends_with(b"\r\n\r\n") {
+                                if s.read(&mut b).await.unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                head.push(b[0]);
+                            }
+                            let _ = s
+                                .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nno\n")
+                                .await;
+                            let _ = s.shutdown().await;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        });
+                    }
+                });
+                let proxy = start(&flat(origin)).await;
+                let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+                let size = 8 << 20;
+                s.write_all(format!("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {size}\r\n\r\n").as_bytes())
+                    .await
+                    .unwrap();
+                let (mut rd, mut wr) = s.into_split();
+                let writer = tokio::task::spawn_local(async move {
+                    let chunk = vec![b'x'; 64 * 1024];
+                    for _ in 0..size / chunk.len() {
+                        if wr.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut out = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(5), rd.read_to_end(&mut out)).await;
+                writer.abort();
+                let out = String::from_utf8_lossy(&out);
+                assert!(out.starts_with("HTTP/1.1 413 Payload Too Large\r\n"), "{out}");
+                assert!(out.contains("connection: close"), "{out}");
+            })
+            .await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn http10_keep_alive_only_when_asked() {
         LocalSet::new()
             .run_until(async {

@@ -41,6 +41,8 @@ pub struct DsResponse {
     pub body: BodyReader,
     /// The downstream `read-timeout`, between body reads.
     pub read_timeout: Option<Duration>,
+    /// The whole request was sent (else the downstream answered early: never reused).
+    complete: bool,
 }
 
 /// Send `out` (the request head and the body read ahead) on a connection of `members`, then
@@ -82,50 +84,24 @@ pub async fn exchange<P: BodyPump>(
     let Some(io) = lease.io() else {
         return Err((ProxyError::DownstreamClosed, Some(used)));
     };
-    pump.pump(io).await.map_err(|e| (e, Some(used)))?;
-    let mut bufs = Bufs::take();
-    let head = loop {
-        match parse_response(&bufs.data, MAX_RESPONSE_HEAD, head_request, &mut bufs.spans) {
-            Ok(Some(h)) if h.is_interim() => {
-                // `100 Continue` and friends: rproxy answered the client's Expect itself.
-                bufs.data.drain(..h.len);
-                continue;
-            }
-            Ok(Some(h)) => break h,
-            Ok(None) => {}
-            Err(_) => {
-                return Err((
-                    ProxyError::Downstream("invalid response head", None),
-                    Some(used),
-                ))
-            }
-        }
-        if bufs.data.len() == bufs.data.capacity() {
-            bufs.data.reserve(buffers::SIZE);
-        }
-        let read = io.read_buf(&mut bufs.data);
-        let r = match read_timeout {
-            Some(d) => match tokio::time::timeout(d, read).await {
-                Ok(r) => r,
-                Err(_) => return Err((ProxyError::DownstreamReadTimeout, Some(used))),
-            },
-            None => read.await,
-        };
-        match r {
-            Ok(0) => {
-                return Err((
-                    ProxyError::Downstream("closed before a response", None),
-                    Some(used),
-                ))
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Err((
-                    ProxyError::Downstream("reading the response", Some(e)),
-                    Some(used),
-                ))
+    let mut complete = true;
+    let (head, bufs) = match pump.pump(io).await {
+        Ok(()) => read_head(io, read_timeout, head_request)
+            .await
+            .map_err(|e| (e, Some(used)))?,
+        // A downstream that answers before taking the whole body (413, 401) and closes: its
+        // answer is what the client gets, as with hyper's client; the connection is not reused.
+        Err(e @ ProxyError::Downstream(..)) => {
+            let early = tokio::time::timeout(EARLY_ANSWER, read_head(io, None, head_request));
+            match early.await {
+                Ok(Ok(found)) => {
+                    complete = false;
+                    found
+                }
+                _ => return Err((e, Some(used))),
             }
         }
+        Err(e) => return Err((e, Some(used))),
     };
     lease.record_response();
     Ok(DsResponse {
@@ -134,7 +110,47 @@ pub async fn exchange<P: BodyPump>(
         head,
         bufs,
         read_timeout,
+        complete,
     })
+}
+
+/// How long a downstream that stopped taking the request body has to show its answer.
+const EARLY_ANSWER: Duration = Duration::from_secs(1);
+
+/// Read and parse the response head (interim 1xx skipped), each read within `read_timeout`.
+async fn read_head(
+    io: &mut DsIo,
+    read_timeout: Option<Duration>,
+    head_request: bool,
+) -> Result<(ResponseHead, Bufs), ProxyError> {
+    let mut bufs = Bufs::take();
+    loop {
+        match parse_response(&bufs.data, MAX_RESPONSE_HEAD, head_request, &mut bufs.spans) {
+            Ok(Some(h)) if h.is_interim() => {
+                // `100 Continue` and friends: rproxy answered the client's Expect itself.
+                bufs.data.drain(..h.len);
+                continue;
+            }
+            Ok(Some(h)) => return Ok((h, bufs)),
+            Ok(None) => {}
+            Err(_) => return Err(ProxyError::Downstream("invalid response head", None)),
+        }
+        if bufs.data.len() == bufs.data.capacity() {
+            bufs.data.reserve(buffers::SIZE);
+        }
+        let read = io.read_buf(&mut bufs.data);
+        let r = match read_timeout {
+            Some(d) => tokio::time::timeout(d, read)
+                .await
+                .map_err(|_| ProxyError::DownstreamReadTimeout)?,
+            None => read.await,
+        };
+        match r {
+            Ok(0) => return Err(ProxyError::Downstream("closed before a response", None)),
+            Ok(_) => {}
+            Err(e) => return Err(ProxyError::Downstream("reading the response", Some(e))),
+        }
+    }
 }
 
 impl DsResponse {
@@ -164,8 +180,10 @@ impl DsResponse {
     /// The body was read to its end: the connection goes back to the pool when the
     /// downstream keeps it open and sent nothing more; otherwise it is closed.
     pub fn finish(self) {
-        let reusable =
-            self.body.is_done() && !self.body.buffered(&self.bufs.data) && self.head.reusable();
+        let reusable = self.complete
+            && self.body.is_done()
+            && !self.body.buffered(&self.bufs.data)
+            && self.head.reusable();
         if reusable {
             self.lease.release();
         }
