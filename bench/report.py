@@ -1,21 +1,33 @@
 #!/usr/bin/env python3
 """Helpers for bench/run.sh (python3 stdlib only).
 
-  report.py snap PID              print "cpu_seconds rss_kib nprocs nthreads pids" for the process tree
-                                  rooted at PID (the proxy master and all its descendants)
+  report.py snap PID              print "cpu_seconds rss_kib nprocs nthreads pids user_s sys_s" for the
+                                  process tree rooted at PID (the proxy master and all its descendants)
   report.py machine               print the machine's busy CPU seconds so far (user+nice+system, all
                                   CPUs, from /proc/stat; irq/softirq/idle/iowait left out) and its
                                   steal seconds (vCPU time the hypervisor gave to someone else)
   report.py window PROXYPID ORIGINPID before|after
                                   print "proxy_cpu_s proxy_rss_kib nprocs nthreads origin_cpu_s
-                                  machine_busy_s steal_s wall_s", the machine's numbers read last
-                                  (before) or first (after)
+                                  machine_busy_s steal_s wall_s proxy_user_s proxy_sys_s", the
+                                  machine's numbers read last (before) or first (after)
   report.py wrk FILE              print the parsed numbers of one wrk --latency output (debugging)
   report.py table RUNS.tsv OUT.md [key=value ...]
                                   medians over rounds -> markdown table on stdout and in OUT.md
+  report.py memory MEMORY.tsv OUT.md [key=value ...]
+                                  the memory cases (run.sh --memory) -> markdown on stdout and in OUT.md
+
+  report.py callgrind N BASE.out MEASURED.out [TOP]
+                                  instructions per request from two callgrind files of the worker
+                                  (bench/callgrind.sh): the first line is (Ir(MEASURED) - Ir(BASE)) / N,
+                                  then the TOP functions by their own (exclusive) Ir per request
+
+MEMORY.tsv lines (no header, KiB): "idle proxy n rss workers_rss" (n = 0 first: before any connection)
+    and "spike proxy n workers_start workers_peak workers_after wait_s"
 
 RUNS.tsv columns (no header): round proxy path conns wrk_output (relative to RUNS.tsv's directory) cpu_before_s cpu_after_s rss_kib nprocs
-    nthreads origin_cpu_s wrk_cpu_s machine_busy_s wall_s steal_s   (the last five are deltas over the run)
+    nthreads origin_cpu_s wrk_cpu_s machine_busy_s wall_s steal_s   (these five are deltas over the run)
+    user_s sys_s   (the proxy's user and kernel CPU seconds over the run, utime and stime; absent in
+                    files written before they were added: those tables show "-" for them)
 """
 import os
 import re
@@ -62,14 +74,15 @@ def process_tree(root):
 
 
 def snap(root):
-    """CPU seconds (utime+stime, all threads) and VmRSS KiB summed over the tree."""
-    cpu_ticks, rss, threads, pids = 0, 0, 0, []
+    """CPU seconds (utime+stime, all threads) and VmRSS KiB summed over the tree, then user and
+    kernel (system) seconds separately."""
+    utime, stime, rss, threads, pids = 0, 0, 0, 0, []
     for pid in process_tree(root):
         try:
             f = _stat_fields(pid)
             if f[0] == "Z":
                 continue
-            ticks = int(f[11]) + int(f[12])  # fields 14 utime, 15 stime
+            ut, kt = int(f[11]), int(f[12])  # fields 14 utime, 15 stime
             with open(f"/proc/{pid}/status") as st:
                 kib = nthr = 0
                 for line in st:
@@ -79,11 +92,12 @@ def snap(root):
                         nthr = int(line.split()[1])
         except (OSError, ValueError, IndexError):
             continue  # exited meanwhile
-        cpu_ticks += ticks
+        utime += ut
+        stime += kt
         rss += kib
         threads += nthr
         pids.append(pid)
-    return cpu_ticks / CLK_TCK, rss, threads, pids
+    return (utime + stime) / CLK_TCK, rss, threads, pids, utime / CLK_TCK, stime / CLK_TCK
 
 
 def machine_busy():
@@ -141,8 +155,10 @@ def load_runs(tsv):
         for line in f:
             if not line.strip():
                 continue
+            cols = line.rstrip("\n").split("\t")
             (rnd, proxy, path, conns, out, c0, c1, rss, nprocs, nthreads,
-             origin_cpu, wrk_cpu, busy, wall, steal) = line.rstrip("\n").split("\t")
+             origin_cpu, wrk_cpu, busy, wall, steal) = cols[:15]
+            usr_s, sys_s = (float(cols[15]), float(cols[16])) if len(cols) >= 17 else (None, None)
             r = parse_wrk(os.path.join(os.path.dirname(os.path.abspath(tsv)), out))
             r.update(round=int(rnd), proxy=proxy, path=path, conns=int(conns),
                      cpu_s=float(c1) - float(c0), rss_kib=int(rss), nprocs=int(nprocs), nthreads=int(nthreads),
@@ -153,6 +169,8 @@ def load_runs(tsv):
             r["other_pct"] = max(0.0, other) * 100.0 / (float(wall) * NCPU)
             r["steal_pct"] = max(0.0, float(steal)) * 100.0 / (float(wall) * NCPU)
             r["cpu_us_req"] = r["cpu_s"] * 1e6 / r["requests"] if r["requests"] else float("nan")
+            for key, v in (("user_us_req", usr_s), ("sys_us_req", sys_s)):
+                r[key] = v * 1e6 / r["requests"] if (v is not None and r["requests"]) else None
             r["rss_mib"] = r["rss_kib"] / 1024.0
             runs.append(r)
     return runs
@@ -183,8 +201,15 @@ METRICS = [  # key, column title, format, which way is better
     ("p50_us", "p50 µs", "us", "lower"),
     ("p99_us", "p99 µs", "us", "lower"),
     ("cpu_us_req", "CPU µs/req", "cpu", "lower"),
+    ("user_us_req", "user µs/req", "cpu", "lower"),
+    ("sys_us_req", "kernel µs/req", "cpu", "lower"),
     ("rss_mib", "RSS MiB", "mib", "lower"),
 ]
+
+
+def median_or_none(values):
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
 
 
 def disturbed(r):
@@ -203,7 +228,7 @@ def summary_table(runs, scen, proxies, count_label="runs"):
         sel = {p: [r for r in runs if r["proxy"] == p and r["path"] == path and r["conns"] == conns]
                for p in proxies}
         for key, _, kind, _ in METRICS:
-            med = {p: (statistics.median(r[key] for r in sel[p]) if sel[p] else None) for p in proxies}
+            med = {p: median_or_none(r[key] for r in sel[p]) for p in proxies}
             ratio = (med["rproxy"] / med["nginx"]) if (med["nginx"] and med["rproxy"] is not None) else None
             row += [fmt(med["nginx"], kind), fmt(med["rproxy"], kind), fmt(ratio, "ratio")]
         for p in proxies:
@@ -234,6 +259,33 @@ def routed_table(runs, scen):
     return lines
 
 
+def acceptance_lines(runs, scen):
+    """The ratios issue 13's acceptance names, one line per scenario: CPU, user-space CPU and RSS
+    per request against nginx's (medians over the rounds)."""
+    def med(proxy, path, conns, key):
+        return median_or_none(r[key] for r in runs
+                              if r["proxy"] == proxy and r["path"] == path and r["conns"] == conns)
+    out = ["Against nginx (rproxy / nginx, medians; targets of issue 13: CPU <= 0.90, user CPU <= 0.50, "
+           "p99 <= 1.00, RSS under /big x 256 <= 1.50):", ""]
+    any_line = False
+    for path, conns in scen:
+        parts = []
+        for key, label in (("cpu_us_req", "CPU"), ("user_us_req", "user CPU"), ("sys_us_req", "kernel CPU"),
+                           ("p99_us", "p99"), ("rss_mib", "RSS")):
+            n, r = med("nginx", path, conns, key), med("rproxy", path, conns, key)
+            if n and r is not None:
+                parts.append(f"{label} {r / n:.2f}")
+        u, c = med("rproxy", path, conns, "user_us_req"), med("rproxy", path, conns, "cpu_us_req")
+        nu, nc = med("nginx", path, conns, "user_us_req"), med("nginx", path, conns, "cpu_us_req")
+        if u is not None and c and nu is not None and nc:
+            parts.append(f"user share of CPU: rproxy {100 * u / c:.0f} %, nginx {100 * nu / nc:.0f} %")
+        if parts:
+            any_line = True
+            out.append(f"- {path} x {conns}: " + ", ".join(parts))
+    out.append("")
+    return out if any_line else []
+
+
 def build_table(runs, meta):
     proxies = ("nginx", "rproxy")
     scen = sorted({(r["path"], r["conns"]) for r in runs},
@@ -258,6 +310,7 @@ def build_table(runs, meta):
     lines.append("errors = wrk's non-2xx/3xx responses + socket errors (connect, read, write, timeout), "
                  "summed over all rounds.")
     lines.append("")
+    lines += acceptance_lines(runs, scen)
     if any(r["proxy"] == "rproxy-routed" for r in runs):
         lines += routed_table(runs, scen)
     worst = max(runs, key=lambda r: r["other_pct"])
@@ -282,15 +335,108 @@ def build_table(runs, meta):
     lines.append("### Every run")
     lines.append("")
     lines.append("| round | proxy | path | conns | req/s | p50 µs | p75 µs | p90 µs | p99 µs | CPU µs/req | "
-                 "CPU s | RSS MiB | procs/threads | non-2xx | sock err | origin CPU s | wrk CPU s | other CPU % | steal % |")
-    lines.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "user µs/req | kernel µs/req | CPU s | RSS MiB | procs/threads | non-2xx | sock err | origin CPU s | "
+                 "wrk CPU s | other CPU % | steal % |")
+    lines.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in sorted(runs, key=lambda r: (r["round"], r["path"] != "/small", r["conns"], r["proxy"])):
-        lines.append("| %d | %s | %s | %d | %s | %s | %s | %s | %s | %s | %.2f | %s | %d/%d | %d | %d | %.2f | %.2f | %.1f | %.1f |" % (
+        lines.append("| %d | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %s | %d/%d | %d | %d | %.2f | %.2f | %.1f | %.1f |" % (
             r["round"], r["proxy"], r["path"], r["conns"], fmt(r["rps"], "rps"), fmt(r["p50_us"], "us"),
             fmt(r["p75_us"], "us"), fmt(r["p90_us"], "us"), fmt(r["p99_us"], "us"),
-            fmt(r["cpu_us_req"], "cpu"), r["cpu_s"], fmt(r["rss_mib"], "mib"), r["nprocs"], r["nthreads"],
+            fmt(r["cpu_us_req"], "cpu"), fmt(r["user_us_req"], "cpu"), fmt(r["sys_us_req"], "cpu"),
+            r["cpu_s"], fmt(r["rss_mib"], "mib"), r["nprocs"], r["nthreads"],
             r["non2xx"], r["sock_err"], r["origin_cpu_s"], r["wrk_cpu_s"], r["other_pct"], r["steal_pct"]))
     return "\n".join(lines) + "\n"
+
+
+def memory_report(tsv, meta):
+    idle, spike = [], []
+    with open(tsv) as f:
+        for line in f:
+            c = line.split()
+            if not c:
+                continue
+            if c[0] == "idle":
+                idle.append((c[1], int(c[2]), int(c[3]), int(c[4])))
+            elif c[0] == "spike":
+                spike.append((c[1], int(c[2]), int(c[3]), int(c[4]), int(c[5]), float(c[6])))
+    L = ["## Memory: rproxy vs nginx", ""]
+    L += [f"- {k}: {v}" for k, v in meta]
+    L += ["", "### RSS per idle keep-alive client connection", "",
+          "Connections opened in steps and kept open (one GET /small on each, then idle); VmRSS of "
+          "master + workers, and of the workers alone, before the first connection (0) and 2 s after "
+          "each step's last answer. \"KiB/conn\" = growth since 0 / connections; \"step KiB/conn\" = "
+          "growth since the previous step / connections added (free memory the allocator held "
+          "from earlier load hides in the first, less in the second).", "",
+          "| proxy | connections | RSS KiB | KiB/conn | step KiB/conn | workers RSS KiB | workers KiB/conn |",
+          "|---|---:|---:|---:|---:|---:|---:|"]
+    per, step = {}, {}
+    for proxy in dict.fromkeys(p for p, *_ in idle):
+        rows = sorted((n, r, w) for p, n, r, w in idle if p == proxy)
+        if not rows or rows[0][0] != 0:
+            continue
+        _, r0, w0 = rows[0]
+        L.append(f"| {proxy} | 0 | {r0} | - | - | {w0} | - |")
+        prev = rows[0]
+        for n, r, w in rows[1:]:
+            per[(proxy, n)] = (r - r0) / n
+            step[(proxy, n)] = (r - prev[1]) / (n - prev[0])
+            L.append(f"| {proxy} | {n} | {r} | {per[(proxy, n)]:.2f} | {step[(proxy, n)]:.2f} | {w} | {(w - w0) / n:.2f} |")
+            prev = (n, r, w)
+    L.append("")
+    for n in sorted({n for _, n, *_ in idle if n}):
+        for label, d in (("since 0", per), ("step", step)):
+            ng, rp = d.get(("nginx", n)), d.get(("rproxy", n))
+            if ng is not None and rp is not None:
+                ratio = f"**{rp / ng:.2f}**" if ng > 0 else "- (nginx grew by nothing)"
+                L.append(f"- {n} connections, {label}: rproxy {rp:.2f} KiB, nginx {ng:.2f} KiB per idle "
+                         f"connection; ratio rproxy/nginx {ratio} (target of issue 13: <= 1.00)")
+    L += ["", "### Spike: connections opened with a half-sent request head, then closed", "",
+          "Workers' VmRSS before, with all connections open (each after one GET /small, holding the "
+          "first 1 KiB of an unfinished second request head), and some seconds after all were closed.", "",
+          "| proxy | connections | workers start KiB | peak KiB | after KiB | wait s | after / start |",
+          "|---|---:|---:|---:|---:|---:|---:|"]
+    for proxy, n, st, pk, af, wait in spike:
+        L.append(f"| {proxy} | {n} | {st} | {pk} | {af} | {wait:g} | **{af / st:.2f}** |" if st else
+                 f"| {proxy} | {n} | {st} | {pk} | {af} | {wait:g} | - |")
+    L += ["", "Target of issue 13: rproxy's worker back within 20 % of its start (after / start <= 1.20)."]
+    return "\n".join(L) + "\n"
+
+
+def callgrind_functions(path):
+    """{function: exclusive Ir} and the total, from callgrind_annotate (every function listed)."""
+    import subprocess
+    text = subprocess.run(["callgrind_annotate", "--inclusive=no", "--auto=no", "--threshold=100", path],
+                          check=True, capture_output=True, text=True).stdout
+    total, funcs = None, {}
+    for line in text.splitlines():
+        m = re.match(r"^\s*([0-9,]+)\s+(?:\(\s*[0-9.]+%\)\s+)?(.*)$", line)
+        if not m:
+            continue
+        ir, what = int(m.group(1).replace(",", "")), m.group(2).strip()
+        if what == "PROGRAM TOTALS":
+            total = ir
+            continue
+        what = re.sub(r"\s+\[[^]]*\]$", "", what)   # the object file
+        fn = what.split(":", 1)[1] if ":" in what else what   # source file:function
+        funcs[fn] = funcs.get(fn, 0) + ir
+    if total is None:
+        raise ValueError(f"{path}: no PROGRAM TOTALS in callgrind_annotate's output")
+    return total, funcs
+
+
+def callgrind_report(n, base, meas, top):
+    tb, fb = callgrind_functions(base)
+    tm, fm = callgrind_functions(meas)
+    per = (tm - tb) / n
+    diff = sorted(((fm.get(k, 0) - fb.get(k, 0)) / n, k) for k in set(fb) | set(fm))
+    diff.reverse()
+    L = [f"{per:.1f}", "",
+         f"Worker instructions (Ir): baseline {tb:,}, measured {tm:,}; per request {per:,.1f}", "",
+         f"Top {top} functions by their own instructions per request (measured - baseline) / {n}:", "",
+         "| Ir/req | share | function |", "|---:|---:|---|"]
+    for ir, fn in diff[:top]:
+        L.append(f"| {ir:,.1f} | {100 * ir / per:.1f} % | `{fn}` |" if per else f"| {ir:,.1f} | - | `{fn}` |")
+    return "\n".join(L) + "\n"
 
 
 def main(argv):
@@ -299,8 +445,8 @@ def main(argv):
         return 2
     cmd = argv[1]
     if cmd == "snap" and len(argv) == 3:
-        cpu, rss, threads, pids = snap(int(argv[2]))
-        print(f"{cpu:.2f} {rss} {len(pids)} {threads} {','.join(map(str, pids))}")
+        cpu, rss, threads, pids, usr, sys_ = snap(int(argv[2]))
+        print(f"{cpu:.2f} {rss} {len(pids)} {threads} {','.join(map(str, pids))} {usr:.2f} {sys_:.2f}")
         return 0
     if cmd == "window" and len(argv) == 5 and argv[4] in ("before", "after"):
         # one call per side of a run, so that the machine-wide numbers and the wall clock cover
@@ -310,11 +456,11 @@ def main(argv):
             return busy, steal, time.time()
         if argv[4] == "after":
             busy, steal, wall = machine()
-        cpu, rss, threads, pids = snap(int(argv[2]))
+        cpu, rss, threads, pids, usr, sys_ = snap(int(argv[2]))
         ocpu = snap(int(argv[3]))[0]
         if argv[4] == "before":
             busy, steal, wall = machine()
-        print(f"{cpu:.2f} {rss} {len(pids)} {threads} {ocpu:.2f} {busy:.2f} {steal:.2f} {wall:.3f}")
+        print(f"{cpu:.2f} {rss} {len(pids)} {threads} {ocpu:.2f} {busy:.2f} {steal:.2f} {wall:.3f} {usr:.2f} {sys_:.2f}")
         return 0
     if cmd == "machine" and len(argv) == 2:
         busy, steal = machine_busy()
@@ -327,6 +473,16 @@ def main(argv):
     if cmd == "table" and len(argv) >= 4:
         meta = [tuple(a.split("=", 1)) for a in argv[4:]]
         text = build_table(load_runs(argv[2]), meta)
+        with open(argv[3], "w") as f:
+            f.write(text)
+        sys.stdout.write(text)
+        return 0
+    if cmd == "callgrind" and len(argv) in (5, 6):
+        sys.stdout.write(callgrind_report(int(argv[2]), argv[3], argv[4], int(argv[5]) if len(argv) == 6 else 25))
+        return 0
+    if cmd == "memory" and len(argv) >= 4:
+        meta = [tuple(a.split("=", 1)) for a in argv[4:]]
+        text = memory_report(argv[2], meta)
         with open(argv[3], "w") as f:
             f.write(text)
         sys.stdout.write(text)

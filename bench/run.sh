@@ -4,7 +4,7 @@
 #
 #   bash bench/run.sh [--workers N] [--duration S] [--rounds R]
 #                     [--only both|nginx|rproxy] [--warmup S] [--no-build] [--out FILE]
-#                     [--keep-raw DIR] [--routed] [--tls]
+#                     [--keep-raw DIR] [--routed] [--tls] [--memory] [--memory-only]
 set -euo pipefail
 
 WORKERS=1
@@ -29,6 +29,13 @@ TLS_RPROXY_PORT=18086
 # TLS 1.2 ciphers of both proxies: rproxy's default (forward-secret AEAD only).
 TLS_CIPHERS=ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305
 IDLE_CONNS=1000
+MEMORY=0                    # --memory: idle-connection and spike cases (bench/conns.py)
+LOAD=1                      # 0 with --memory-only: no wrk rounds
+MEM_IDLE=(2000 8000)        # idle keep-alive connections per measurement
+MEM_SPIKE=5000              # connections of the spike case
+MEM_SPIKE_WAIT=10           # seconds after the spike closes before the last RSS reading
+MEM_WARMUP=2                # wrk seconds per path on a fresh proxy before each memory case
+MEM_OUT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/results-memory.md"
 TLS_OUT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/results-tls.md"
 ROUTED_HOST=v49.bench.test
 BIG_BYTES=65536
@@ -55,6 +62,17 @@ usage() {
   --routed        also run rproxy-routed: a second rproxy whose configuration has 50 vhosts x
                   20 rules, every request matching the LAST rule of the LAST vhost (Host:
                   v49.bench.test); the report compares its CPU per request with the flat form's
+  --memory        also the memory cases, written to bench/results-memory.md: RSS per idle
+                  keep-alive connection (2000 and 8000 connections, one request each, then idle)
+                  and the spike case (5000 connections with a half-sent request head, closed,
+                  worker RSS 10 s later against its start); see --idle-conns, --spike-conns
+  --memory-only   the memory cases only (no wrk rounds, no main table)
+  --idle-conns L  increasing connection counts of the idle case, comma-separated (default
+                  2000,8000: 2000 opened and measured, then 6000 more, measured again)
+  --spike-conns N connections of the spike case (default 5000); --spike-wait S (default 10)
+  --memory-out F  where the memory table goes (default bench/results-memory.md)
+  --port-base P   listen on 127.0.0.1:P+1 .. P+6 (default 18080: origin 18081, nginx 18082,
+                  rproxy 18083, rproxy-routed 18084, TLS nginx 18085, TLS rproxy 18086)
   --tls           also TLS cases (nginx and rproxy each get a second, HTTPS listener with the same
                   self-signed RSA 2048 certificate, nginx with ssl_session_cache shared: + tickets):
                   keep-alive requests (wrk over https), full handshakes (openssl s_time -new),
@@ -79,6 +97,13 @@ while (($#)); do
         --keep-raw) KEEP_RAW=${2:?}; shift 2 ;;
         --routed) ROUTED=1; shift ;;
         --tls) TLS=1; shift ;;
+        --memory) MEMORY=1; shift ;;
+        --memory-only) MEMORY=1; LOAD=0; shift ;;
+        --idle-conns) IFS=, read -r -a MEM_IDLE <<<"${2:?}"; shift 2 ;;
+        --spike-conns) MEM_SPIKE=${2:?}; shift 2 ;;
+        --spike-wait) MEM_SPIKE_WAIT=${2:?}; shift 2 ;;
+        --memory-out) MEM_OUT=${2:?}; shift 2 ;;
+        --port-base) PORT_BASE=${2:?}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -87,6 +112,16 @@ is_uint "$WORKERS" && ((WORKERS >= 1 && WORKERS <= 64)) || die "--workers must b
 is_uint "$DURATION" && ((DURATION >= 1 && DURATION <= 300)) || die "--duration must be 1..300"
 is_uint "$ROUNDS" && ((ROUNDS >= 1 && ROUNDS <= 20)) || die "--rounds must be 1..20"
 is_uint "$WARMUP" && ((WARMUP <= 60)) || die "--warmup must be 0..60"
+for n in "${MEM_IDLE[@]}" "$MEM_SPIKE"; do
+    is_uint "$n" && ((n >= 1 && n <= 60000)) || die "--idle-conns/--spike-conns: 1..60000 each, got '$n'"
+done
+is_uint "$MEM_SPIKE_WAIT" && ((MEM_SPIKE_WAIT <= 600)) || die "--spike-wait must be 0..600"
+if [[ -n ${PORT_BASE:-} ]]; then
+    is_uint "$PORT_BASE" && ((PORT_BASE >= 1024 && PORT_BASE <= 65000)) || die "--port-base must be 1024..65000"
+    ORIGIN_PORT=$((PORT_BASE + 1)) NGINX_PORT=$((PORT_BASE + 2)) RPROXY_PORT=$((PORT_BASE + 3))
+    ROUTED_PORT=$((PORT_BASE + 4)) TLS_NGINX_PORT=$((PORT_BASE + 5)) TLS_RPROXY_PORT=$((PORT_BASE + 6))
+fi
+((LOAD || !ROUTED)) || die "--routed needs the wrk rounds (not --memory-only)"
 case $ONLY in
     both) PROXIES=(nginx rproxy) ;;
     nginx|rproxy) PROXIES=("$ONLY") ;;
@@ -102,7 +137,7 @@ fi
 want() { [[ " ${PROXIES[*]} " == *" $1 "* ]]; }
 # The published table must name the code it measured: refuse to overwrite it from a tree with
 # uncommitted changes (any other --out is fine for experiments).
-if [[ $OUT == "$BENCH_DIR/results-latest.md" ]] &&
+if ((LOAD)) && [[ $OUT == "$BENCH_DIR/results-latest.md" ]] &&
     (cd "$ROOT" && git status --porcelain 2>/dev/null | grep -qv '^??'); then
     die "uncommitted changes: commit first, or write elsewhere with --out FILE"
 fi
@@ -468,23 +503,37 @@ start_bg origin "$ORIGIN_DIR/stdout.log" "$NGINX" -p "$ORIGIN_DIR/" -c "$ORIGIN_
 wait_up origin "$ORIGIN_PORT" "${MASTER[origin]}" "$ORIGIN_DIR/error.log"
 check_bodies origin "$ORIGIN_PORT"
 
-if want nginx; then
-    "$NGINX" -t -q -p "$NGINX_DIR/" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/error.log" \
-        || die "proxy nginx config invalid: $NGINX_DIR/nginx.conf"
-    start_bg nginx "$NGINX_DIR/stdout.log" "$NGINX" -p "$NGINX_DIR/" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/error.log"
-    wait_up nginx "$NGINX_PORT" "${MASTER[nginx]}" "$NGINX_DIR/error.log"
-    check_bodies nginx "$NGINX_PORT"
-fi
-if want rproxy; then
-    if ! timeout 30 "$RPROXY" -t -c "$RPROXY_DIR/rproxy.toml" >"$RPROXY_DIR/test.log" 2>&1; then
-        cat "$RPROXY_DIR/test.log" >&2
-        log "config was:"; cat "$RPROXY_DIR/rproxy.toml" >&2
-        die "rproxy -t rejected the benchmark config"
-    fi
-    start_bg rproxy "$RPROXY_DIR/rproxy.log" "$RPROXY" -f -c "$RPROXY_DIR/rproxy.toml"
-    wait_up rproxy "$RPROXY_PORT" "${MASTER[rproxy]}" "$RPROXY_DIR/rproxy.log"
-    check_bodies rproxy "$RPROXY_PORT"
-fi
+start_proxy() {   # start_proxy nginx|rproxy: start it, wait until it answers, check the bodies
+    case $1 in
+        nginx)
+            "$NGINX" -t -q -p "$NGINX_DIR/" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/error.log" \
+                || die "proxy nginx config invalid: $NGINX_DIR/nginx.conf"
+            start_bg nginx "$NGINX_DIR/stdout.log" "$NGINX" -p "$NGINX_DIR/" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/error.log"
+            wait_up nginx "$NGINX_PORT" "${MASTER[nginx]}" "$NGINX_DIR/error.log"
+            check_bodies nginx "$NGINX_PORT"
+            ;;
+        rproxy)
+            if ! timeout 30 "$RPROXY" -t -c "$RPROXY_DIR/rproxy.toml" >"$RPROXY_DIR/test.log" 2>&1; then
+                cat "$RPROXY_DIR/test.log" >&2
+                log "config was:"; cat "$RPROXY_DIR/rproxy.toml" >&2
+                die "rproxy -t rejected the benchmark config"
+            fi
+            start_bg rproxy "$RPROXY_DIR/rproxy.log" "$RPROXY" -f -c "$RPROXY_DIR/rproxy.toml"
+            wait_up rproxy "$RPROXY_PORT" "${MASTER[rproxy]}" "$RPROXY_DIR/rproxy.log"
+            check_bodies rproxy "$RPROXY_PORT"
+            ;;
+    esac
+}
+# restart_proxy NAME: stop the proxy we started (by its recorded PID) and start a fresh one, so
+# that a memory case starts from a process that has not served an earlier case.
+restart_proxy() {
+    local pid=${MASTER[$1]} st i
+    st=$(proc_starttime "$pid") && stop_tree "$pid:$st"
+    for ((i = 0; i < 50; i++)); do port_busy "${PORT[$1]}" || break; sleep 0.1; done
+    start_proxy "$1"
+}
+want nginx && start_proxy nginx
+want rproxy && start_proxy rproxy
 if want rproxy-routed; then
     if ! timeout 30 "$RPROXY" -t -c "$ROUTED_DIR/rproxy.toml" >"$ROUTED_DIR/test.log" 2>&1; then
         cat "$ROUTED_DIR/test.log" >&2
@@ -528,6 +577,7 @@ children_cpu() {   # user+sys of the shell's reaped children, from the 2nd line 
 
 RAW=$TMP/raw
 mkdir -p "$RAW"
+if ((LOAD)); then
 RUNS=$RAW/runs.tsv
 : >"$RUNS"
 total=$((ROUNDS * ${#PATHS[@]} * ${#CONNS[@]} * ${#PROXIES[@]}))
@@ -547,7 +597,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 out="$RAW/$outname"
                 pid=${MASTER[$proxy]}
                 check_alive "$proxy"
-                read -r cpu0 _ _ _ ocpu0 busy0 steal0 wall0 < <(python3 "$REPORT" window "$pid" "${MASTER[origin]}" before)
+                read -r cpu0 _ _ _ ocpu0 busy0 steal0 wall0 usr0 sys0 < <(python3 "$REPORT" window "$pid" "${MASTER[origin]}" before)
                 times >"$TMP/times0"
                 set_hdr "$proxy"
                 if ! timeout "$WRK_LIMIT" wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --latency "${HDR[@]}" \
@@ -556,12 +606,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
                     die "wrk failed against $proxy $path c=$c"
                 fi
                 times >"$TMP/times1"
-                read -r cpu1 rss nprocs nthreads ocpu1 busy1 steal1 wall1 < <(python3 "$REPORT" window "$pid" "${MASTER[origin]}" after)
+                read -r cpu1 rss nprocs nthreads ocpu1 busy1 steal1 wall1 usr1 sys1 < <(python3 "$REPORT" window "$pid" "${MASTER[origin]}" after)
                 check_alive "$proxy"
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
                     "$round" "$proxy" "$path" "$c" "$outname" "$cpu0" "$cpu1" "$rss" "$nprocs" "$nthreads" \
                     "$(delta "$ocpu0" "$ocpu1")" "$(delta "$(children_cpu "$TMP/times0")" "$(children_cpu "$TMP/times1")")" \
-                    "$(delta "$busy0" "$busy1")" "$(delta "$wall0" "$wall1")" "$(delta "$steal0" "$steal1")" >>"$RUNS"
+                    "$(delta "$busy0" "$busy1")" "$(delta "$wall0" "$wall1")" "$(delta "$steal0" "$steal1")" \
+                    "$(delta "$usr0" "$usr1")" "$(delta "$sys0" "$sys1")" >>"$RUNS"
                 rps=$(sed -n 's/^Requests\/sec: *//p' "$out")
                 log "[$n/$total] round $round $proxy $path c=$c: ${rps:-?} req/s, proxy cpu $(delta "$cpu0" "$cpu1") s, rss $((rss / 1024)) MiB"
                 sleep 1
@@ -583,6 +634,56 @@ python3 "$REPORT" table "$RUNS" "$OUT" \
     "machine=$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), Linux $(uname -r); wrk, origin and proxy share them" \
     "versions=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(wrk --version 2>&1 | head -n1 | awk '{print "wrk " $2}')"
 log "written: $OUT"
+fi   # LOAD
+# ------------------------------------------------------------------ memory cases (--memory)
+if ((MEMORY)); then
+    MEM_PROXIES=()
+    for p in nginx rproxy; do want "$p" && MEM_PROXIES+=("$p"); done
+    MEMTSV=$RAW/memory.tsv
+    : >"$MEMTSV"
+    # Each case opens its connections once per proxy, nginx first, then rproxy; every count is
+    # below the nginx proxy's worker_connections (16384) and rproxy has no such cap. The idle
+    # counts are steps of one run (the connections of the first stay open through the second).
+    maxc=$MEM_SPIKE
+    for n in "${MEM_IDLE[@]}"; do ((n > maxc)) && maxc=$n; done
+    if (($(ulimit -Hn) != 0)) && [[ $(ulimit -Hn) != unlimited ]] && (($(ulimit -Hn) < maxc + 100)); then
+        die "ulimit -Hn is $(ulimit -Hn): the memory cases need $((maxc + 100)) descriptors in the client"
+    fi
+    # Each case on a fresh process, warmed up as in the load rounds (so both have served both
+    # paths through their pools first): the spike's start is not the idle case's leftovers.
+    mem_fresh() {
+        restart_proxy "$1"
+        local path
+        for path in "${PATHS[@]}"; do
+            timeout $((MEM_WARMUP + 30)) wrk -t"$WRK_THREADS" -c64 -d"${MEM_WARMUP}s" \
+                "http://127.0.0.1:${PORT[$1]}$path" >/dev/null 2>&1 || die "wrk warm-up failed on $1"
+        done
+        sleep 1
+    }
+    for proxy in "${MEM_PROXIES[@]}"; do
+        mem_fresh "$proxy"
+        steps=$(IFS=,; echo "${MEM_IDLE[*]}")
+        timeout 600 python3 "$BENCH_DIR/conns.py" idle "${PORT[$proxy]}" "${MASTER[$proxy]}" "$steps" >"$RAW/idle.$proxy" \
+            || die "idle connections against $proxy failed"
+        while read -r n r w; do
+            printf 'idle\t%s\t%s\t%s\t%s\n' "$proxy" "$n" "$r" "$w" >>"$MEMTSV"
+            log "idle $proxy: RSS $r KiB (workers $w KiB) with $n idle connections"
+        done <"$RAW/idle.$proxy"
+        mem_fresh "$proxy"
+        read -r st pk af c < <(timeout $((MEM_SPIKE_WAIT + 300)) python3 "$BENCH_DIR/conns.py" spike "${PORT[$proxy]}" "${MASTER[$proxy]}" "$MEM_SPIKE" "$MEM_SPIKE_WAIT") \
+            || die "spike against $proxy failed"
+        printf 'spike\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$c" "$st" "$pk" "$af" "$MEM_SPIKE_WAIT" >>"$MEMTSV"
+        log "spike $proxy: worker RSS $st KiB -> $pk KiB with $c connections -> $af KiB ${MEM_SPIKE_WAIT} s after they closed"
+        check_alive "$proxy"
+    done
+    commit=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    dirty=$(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -qv '^??' && echo " (with uncommitted changes)" || true)
+    python3 "$REPORT" memory "$MEMTSV" "$MEM_OUT" \
+        "date=$(date -u '+%Y-%m-%d %H:%M UTC')" \
+        "rproxy commit=$commit$dirty" \
+        "proxies=${MEM_PROXIES[*]}, $WORKERS worker process(es) each; each case on a freshly started proxy after wrk -c64 for ${MEM_WARMUP} s on /small and on /big"
+    log "written: $MEM_OUT"
+fi
 # ------------------------------------------------------------------ TLS cases (--tls)
 if ((TLS)); then
     TLS_PROXIES=()

@@ -247,8 +247,13 @@ impl Pool {
         }
         rproxy_shared::debug!("downstream {}: {}", d.label(), state.name());
         match state {
-            // Dropping a sender closes its connection; its task then counts it out of `open`.
-            AdminState::Maint => d.idle.borrow_mut().clear(),
+            AdminState::Maint => {
+                // Closed here and counted out of `open`; maintenance opens none while in maint.
+                let closed = std::mem::take(&mut *d.idle.borrow_mut()).len();
+                for _ in 0..closed {
+                    self.lost(i);
+                }
+            }
             AdminState::Ready => d.lost.notify_one(),
             AdminState::Drain => {}
         }
@@ -424,8 +429,12 @@ impl Pool {
                 self.downstreams[i].idle.borrow_mut().push(conn);
                 return;
             }
-            // Closed (dropped) as its exchange ends.
-            AdminState::Maint => return,
+            // Closed as its exchange ends.
+            AdminState::Maint => {
+                drop(conn);
+                self.lost(i);
+                return;
+            }
         }
         loop {
             let waiter = {

@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn response_heads() {
-        let raw = b"HTTP/1.0 200 Fine\r\nServer: origin\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nX-Keep: 1\r\n\r\n";
+        let raw = b"HTTP/1.1 200 Fine\r\nServer: origin\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nX-Keep: 1\r\n\r\n";
         let strip = [HeaderName::from_static("server")];
         assert_eq!(
             respond(raw, &strip, true, ClientConn::Close),

@@ -321,6 +321,10 @@ pub fn parse_response(
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
         return Err(HeadError::Malformed("incomplete status line"));
     };
+    // RFC 9110 15: three digits, the first 1-5 (hyper takes up to 999; so do we).
+    if status < 100 {
+        return Err(HeadError::Malformed("status code below 100"));
+    }
     let reason = resp.reason.map_or(Span::default(), |r| {
         if r.is_empty() {
             Span::default()
@@ -336,6 +340,13 @@ pub fn parse_response(
     }
     let f = Fields::scan(buf, headers)?;
     let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+    if minor == 0 && f.te.is_some() && !no_body {
+        // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (as
+        // hyper, ignored where the response has no body anyway).
+        return Err(HeadError::Malformed(
+            "Transfer-Encoding in an HTTP/1.0 response",
+        ));
+    }
     let body = if no_body {
         RespBody::None
     } else if f.te_last.is_some() {
@@ -701,6 +712,22 @@ mod tests {
 
     fn resp(s: &[u8], head: bool) -> Result<Option<ResponseHead>, HeadError> {
         parse_response(s, MAX, head, &mut Vec::new())
+    }
+
+    #[test]
+    fn faulty_response_heads_are_refused() {
+        let bad = |s: &[u8]| matches!(resp(s, false), Err(HeadError::Malformed(_)));
+        assert!(bad(b"HTTP/1.1 050 Odd\r\nContent-Length: 0\r\n\r\n"));
+        assert!(bad(
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        // Without a body the framing does not matter (as hyper).
+        assert!(resp(
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            true
+        )
+        .is_ok());
+        assert!(resp(b"HTTP/1.1 100 Continue\r\n\r\n", false).is_ok());
     }
 
     #[test]
