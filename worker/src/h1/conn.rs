@@ -732,11 +732,9 @@ where
         if out.len() + data.len() <= buffers::SIZE {
             out.extend_from_slice(data);
         } else {
-            if !out.is_empty() {
-                io.write_all(out).await.map_err(drop)?;
-                out.clear();
-            }
-            io.write_all(data).await.map_err(drop)?;
+            // The head (or a chunk-size line) and the data in one system call, uncopied.
+            write_two(io, out, data).await.map_err(drop)?;
+            out.clear();
         }
         if chunked {
             out.extend_from_slice(chunked::CHUNK_END);
@@ -750,6 +748,29 @@ where
         out.clear();
     }
     io.flush().await.map_err(drop)
+}
+
+/// Write `a` then `b` with vectored writes (one `writev` when the socket takes both).
+async fn write_two<S>(io: &mut TimedIo<S>, a: &[u8], b: &[u8]) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut a, mut b) = (a, b);
+    while !a.is_empty() {
+        let n = io
+            .write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        if n < a.len() {
+            a = &a[n..];
+        } else {
+            b = &b[n - a.len()..];
+            a = &[];
+        }
+    }
+    io.write_all(b).await
 }
 
 /// Raw bytes both ways after `101 Switching Protocols`, until either side closes; `pending` is
