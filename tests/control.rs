@@ -144,6 +144,20 @@ fn show_forms_while_serving() {
     let text = ctl_ok(&p, &["show", "downstreams"]);
     assert!(text.contains(&format!("127.0.0.1:{}", b.port)), "{text}");
 
+    // Metrics on the control socket: `ctl metrics` and an HTTP `GET /metrics` (DESIGN 12).
+    let text = ctl_ok(&p, &["metrics"]);
+    assert!(
+        text.contains("# TYPE rproxy_requests_total counter"),
+        "{text}"
+    );
+    let mut s = UnixStream::connect(sock(&p)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let reply = String::from_utf8(read_reply(&mut s, Duration::from_secs(5))).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert!(reply.contains("text/plain; version=0.0.4"), "{reply}");
+    assert!(reply.contains("# TYPE rproxy_requests_total counter"), "{reply}");
+
     // Usage errors exit 2, before or after reaching the master.
     let o = ctl(&p, &["show", "everything"]);
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
