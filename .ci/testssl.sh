@@ -29,6 +29,7 @@ identity=""
 cat >"$tmp/rproxy.toml" <<CONF
 $identity
 workers = 2
+control-socket = ""
 
 [[server]]
 addr = "127.0.0.1"
@@ -45,13 +46,19 @@ CONF
 mkdir "$tmp/www" && echo ok >"$tmp/www/index.html"
 python3 -m http.server "$ORIGIN" --bind 127.0.0.1 --directory "$tmp/www" >"$tmp/origin.log" 2>&1 &
 pids+=($!)
+# The origin first: this step checks TLS, not how fast workers find a downstream that starts
+# after them (tests/proxy.rs does).
+for _ in $(seq 50); do
+  curl -fs --max-time 1 -o /dev/null "http://127.0.0.1:$ORIGIN/" 2>/dev/null && break
+  sleep 0.2
+done
 "$BIN" -f -c "$tmp/rproxy.toml" >"$tmp/rproxy.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 50); do
+for _ in $(seq 100); do
   curl -fsSk --max-time 1 -o /dev/null "https://127.0.0.1:$PORT/" 2>/dev/null && break
   sleep 0.2
 done
-curl -fsSk --max-time 2 -o /dev/null "https://127.0.0.1:$PORT/" || { cat "$tmp/rproxy.log" >&2; echo "testssl.sh: rproxy does not answer" >&2; exit 1; }
+curl -fsSk --max-time 2 -o /dev/null "https://127.0.0.1:$PORT/" || { cat "$tmp/rproxy.log" "$tmp/origin.log" >&2; echo "testssl.sh: rproxy does not answer" >&2; exit 1; }
 start=$SECONDS
 testssl --quiet --color 0 --warnings batch --ip one -p -s -f -P -S -U \
   --jsonfile "$tmp/out.json" "127.0.0.1:$PORT" >"$tmp/testssl.txt" 2>&1 || true

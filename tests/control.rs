@@ -156,7 +156,10 @@ fn show_forms_while_serving() {
     let reply = String::from_utf8(read_reply(&mut s, Duration::from_secs(5))).unwrap();
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
     assert!(reply.contains("text/plain; version=0.0.4"), "{reply}");
-    assert!(reply.contains("# TYPE rproxy_requests_total counter"), "{reply}");
+    assert!(
+        reply.contains("# TYPE rproxy_requests_total counter"),
+        "{reply}"
+    );
 
     // Usage errors exit 2, before or after reaching the master.
     let o = ctl(&p, &["show", "everything"]);

@@ -528,38 +528,10 @@ fn self_signed(dir: &Path) -> String {
     )
 }
 
-/// One `openssl s_client` request offering the session saved in `sess` (when there is one);
-/// whether it resumed.
+/// One `openssl s_client` TLS 1.2 request offering the session saved in `sess` (when there
+/// is one); whether it resumed.
 fn s_client(port: u16, sess: &Path) -> bool {
-    let mut cmd = Command::new("openssl");
-    cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-        .args([
-            "-servername",
-            "rproxy.test",
-            "-tls1_2",
-            "-ign_eof",
-            "-sess_out",
-        ])
-        .arg(sess);
-    if sess.exists() {
-        cmd.arg("-sess_in").arg(sess);
-    }
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("openssl s_client");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"GET / HTTP/1.1\r\nHost: rproxy.test\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("HTTP/1.1 200"), "{text}");
-    text.contains("\nReused, ")
+    s_client_resumed(port, &["-tls1_2"], sess)
 }
 
 #[test]

@@ -361,35 +361,11 @@ fn client_certificates_enforced_and_x_ssl_headers_in_rproxy_formats() {
     }
 }
 
-/// One `openssl s_client` request offering the session in `sess` (when it exists) and saving
-/// the newest one there; whether the server resumed it. (The openssl crate's `set_session`
-/// never resumed here, against s_server either; s_client's `-sess_in` does.)
+/// One `openssl s_client` request (trusting the test CA) offering the session in `sess`;
+/// whether the server resumed it.
 fn s_client(port: u16, pki: &Pki, version: &str, sess: &Path) -> bool {
-    let mut cmd = Command::new("openssl");
-    cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-        .args(["-servername", "rproxy.test", version, "-ign_eof", "-CAfile"])
-        .arg(pki.dir.join("ca.crt"))
-        .arg("-sess_out")
-        .arg(sess);
-    if sess.exists() {
-        cmd.arg("-sess_in").arg(sess);
-    }
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("openssl s_client");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"GET / HTTP/1.1\r\nHost: rproxy.test\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("HTTP/1.1 200"), "{text}");
-    text.contains("\nReused, ")
+    let ca = pki.dir.join("ca.crt");
+    s_client_resumed(port, &[version, "-CAfile", ca.to_str().unwrap()], sess)
 }
 
 /// Every later connection offers the session of the one before; all must resume, whichever

@@ -730,3 +730,36 @@ impl Load {
         )
     }
 }
+
+/// One `openssl s_client` request to 127.0.0.1:`port` (SNI `rproxy.test`, plus `args`),
+/// offering the session in `sess` when it exists and saving the newest one there; whether the
+/// server resumed it. (The openssl crate's `set_session` never resumed here, against s_server
+/// either; s_client's `-sess_in` does.)
+pub fn s_client_resumed(port: u16, args: &[&str], sess: &Path) -> bool {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", "rproxy.test", "-ign_eof"])
+        .args(args)
+        .arg("-sess_out")
+        .arg(sess);
+    if sess.exists() {
+        cmd.arg("-sess_in").arg(sess);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.1\r\nHost: rproxy.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("HTTP/1.1 200"), "{text}");
+    text.contains("\nReused, ")
+}
