@@ -473,12 +473,6 @@ where
         cc,
     );
     resp.lease.streaming();
-    if reader.is_done() && reader.pos >= bufs.data.len() {
-        // Nothing pipelined behind this request: the client's read buffer goes back to the
-        // free list for the relay's duration (one buffer fewer per response in flight).
-        buffers::give(std::mem::take(&mut bufs.data));
-        reader.pos = 0;
-    }
     let relayed = relay(io, &mut out, &mut resp, client_chunked).await;
     buffers::give(out);
     if relayed.is_err() {
@@ -887,8 +881,7 @@ where
     }
     let until = Instant::now() + LINGER;
     if bufs.data.capacity() == 0 {
-        // Given back during the response's relay.
-        bufs.data = buffers::take();
+        return;
     }
     let mut total = 0;
     while total < PREREAD {
