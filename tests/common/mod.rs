@@ -763,3 +763,36 @@ pub fn s_client_resumed(port: u16, args: &[&str], sess: &Path) -> bool {
     assert!(text.contains("HTTP/1.1 200"), "{text}");
     text.contains("\nReused, ")
 }
+
+/// Client ports of the established connections `pid` holds on `ports` (server side), from
+/// /proc/net/tcp and the process's fds.
+pub fn client_ports_of(pid: i32, ports: &[u16]) -> std::collections::HashSet<u16> {
+    let mut by_inode = std::collections::HashMap::new();
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    for l in tcp.lines().skip(1) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 10 || f[3] != "01" {
+            continue;
+        }
+        let port = |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap_or(""), 16).ok();
+        if let (Some(lp), Some(rp)) = (port(f[1]), port(f[2])) {
+            if ports.contains(&lp) {
+                by_inode.insert(f[9].to_string(), rp);
+            }
+        }
+    }
+    let mut out = std::collections::HashSet::new();
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in rd.flatten() {
+            if let Ok(t) = std::fs::read_link(e.path()) {
+                let t = t.to_string_lossy();
+                if let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                    if let Some(p) = by_inode.get(inode) {
+                        out.insert(*p);
+                    }
+                }
+            }
+        }
+    }
+    out
+}

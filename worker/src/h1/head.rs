@@ -197,6 +197,23 @@ impl ResponseHead {
     }
 }
 
+/// The length of a complete head from httparse's verdict on `have` bytes, `None` while it is
+/// incomplete and `max` is not reached; the errors both kinds of head share.
+fn head_len(
+    parsed: httparse::Result<usize>,
+    have: usize,
+    max: usize,
+) -> Result<Option<usize>, HeadError> {
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n > max => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if have >= max => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(e) => Err(HeadError::Malformed(parse_error(e))),
+    }
+}
+
 /// Parse a request head at the start of `buf`. `Ok(None)`: incomplete, read more (unless `buf`
 /// already holds `max` bytes: then it is [`HeadError::TooLarge`]). `headers` is cleared and
 /// filled with the header lines; its capacity is kept between calls (no allocation once it
@@ -209,21 +226,9 @@ pub fn parse_request(
     headers.clear();
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut raw);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return if buf.len() >= max {
-                Err(HeadError::TooLarge)
-            } else {
-                Ok(None)
-            };
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(e) => return Err(HeadError::Malformed(parse_error(e))),
+    let Some(len) = head_len(req.parse(buf), buf.len(), max)? else {
+        return Ok(None);
     };
-    if len > max {
-        return Err(HeadError::TooLarge);
-    }
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed("incomplete request line"));
     };
@@ -303,21 +308,9 @@ pub fn parse_response(
     headers.clear();
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut raw);
-    let len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return if buf.len() >= max {
-                Err(HeadError::TooLarge)
-            } else {
-                Ok(None)
-            };
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(e) => return Err(HeadError::Malformed(parse_error(e))),
+    let Some(len) = head_len(resp.parse(buf), buf.len(), max)? else {
+        return Ok(None);
     };
-    if len > max {
-        return Err(HeadError::TooLarge);
-    }
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
         return Err(HeadError::Malformed("incomplete status line"));
     };
