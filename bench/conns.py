@@ -5,7 +5,7 @@
       Open keep-alive connections to 127.0.0.1:PORT, one GET /small on each, and leave them idle:
       first N1, then more up to N2 in all, and so on (all stay open). Prints one line per step,
       "n rss_kib workers_rss_kib", starting with n = 0 (before the first connection); each
-      reading is taken 2 s after the step's last answer. rss is VmRSS summed over the proxy's
+      reading is taken 3 s after the step's last answer. rss is VmRSS summed over the proxy's
       master and all its descendants, workers_rss over the descendants only. Fails if the proxy
       closed any connection before the last reading.
 
@@ -199,7 +199,9 @@ def main(argv):
         conns = []
         for n in steps:
             conns += open_conns(port, n - len(conns), host)
-            time.sleep(2)
+            # 3 s: rproxy parks connections idle for 1 s and trims its heap at its next
+            # 1 s tick (see bench/README.md, "Memory").
+            time.sleep(3)
             lines.append("%d %d %d" % ((n,) + rss(master)))
         closed = closed_by_peer(conns)
         for s in conns:

@@ -363,10 +363,12 @@ def memory_report(tsv, meta):
     L += [f"- {k}: {v}" for k, v in meta]
     L += ["", "### RSS per idle keep-alive client connection", "",
           "Connections opened in steps and kept open (one GET /small on each, then idle); VmRSS of "
-          "master + workers, and of the workers alone, before the first connection (0) and 2 s after "
+          "master + workers, and of the workers alone, before the first connection (0) and 3 s after "
           "each step's last answer. \"KiB/conn\" = growth since 0 / connections; \"step KiB/conn\" = "
           "growth since the previous step / connections added (free memory the allocator held "
-          "from earlier load hides in the first, less in the second).", "",
+          "from earlier load hides in the first, less in the second; rproxy trims its heap when many "
+          "connections park, which also returns what the warm-up left, so its first figure can be "
+          "negative: read the later steps).", "",
           "| proxy | connections | RSS KiB | KiB/conn | step KiB/conn | workers RSS KiB | workers KiB/conn |",
           "|---|---:|---:|---:|---:|---:|---:|"]
     per, step = {}, {}

@@ -31,7 +31,7 @@ TLS_CIPHERS=ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDS
 IDLE_CONNS=1000
 MEMORY=0                    # --memory: idle-connection and spike cases (bench/conns.py)
 LOAD=1                      # 0 with --memory-only: no wrk rounds
-MEM_IDLE=(2000 8000)        # idle keep-alive connections per measurement
+MEM_IDLE=(1000 2000 8000)   # idle keep-alive connections per measurement
 MEM_SPIKE=5000              # connections of the spike case
 MEM_SPIKE_WAIT=10           # seconds after the spike closes before the last RSS reading
 MEM_WARMUP=2                # wrk seconds per path on a fresh proxy before each memory case
@@ -63,12 +63,12 @@ usage() {
                   20 rules, every request matching the LAST rule of the LAST vhost (Host:
                   v49.bench.test); the report compares its CPU per request with the flat form's
   --memory        also the memory cases, written to bench/results-memory.md: RSS per idle
-                  keep-alive connection (2000 and 8000 connections, one request each, then idle)
+                  keep-alive connection (1000, 2000 and 8000 connections, one request each, then idle)
                   and the spike case (5000 connections with a half-sent request head, closed,
                   worker RSS 10 s later against its start); see --idle-conns, --spike-conns
   --memory-only   the memory cases only (no wrk rounds, no main table)
   --idle-conns L  increasing connection counts of the idle case, comma-separated (default
-                  2000,8000: 2000 opened and measured, then 6000 more, measured again)
+                  1000,2000,8000: 1000 opened and measured, then 1000 more, then 6000 more)
   --spike-conns N connections of the spike case (default 5000); --spike-wait S (default 10)
   --memory-out F  where the memory table goes (default bench/results-memory.md)
   --port-base P   listen on 127.0.0.1:P+1 .. P+6 (default 18080: origin 18081, nginx 18082,

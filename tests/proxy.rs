@@ -899,3 +899,70 @@ fn configured_extension_headers_cannot_be_forged() {
     let text = String::from_utf8(body).unwrap();
     assert!(!text.contains("x-client-policy"), "{text}");
 }
+
+/// One keep-alive request on `s`: the response head (lowercase) and body, by Content-Length.
+fn keep_alive_get(s: &mut TcpStream, path: &str) -> (String, Vec<u8>) {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed after {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
+/// Keep-alive connections idle for over a second leave their task for the worker's idle set
+/// (unit tests in `worker/src/parked.rs` watch that happen): through the real binary, such
+/// connections are answered when their client comes back, twice, and across a reload (the old
+/// worker answers with `connection: close` and exits once they are done).
+#[test]
+fn idle_keep_alive_connections_are_served_after_parking_and_across_a_reload() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let p = Proxy::start(
+        "parked",
+        &flat_config(port, &[b.port], "", "workers = 1"),
+        port,
+    );
+    let old = p.workers();
+    let mut conns: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s
+        })
+        .collect();
+    for round in 0..2 {
+        for s in &mut conns {
+            let (head, body) = keep_alive_get(s, "/");
+            assert!(head.starts_with("http/1.1 200"), "round {round}: {head}");
+            assert!(!head.contains("connection: close"), "round {round}: {head}");
+            assert_eq!(body, b"b");
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    p.signal(libc::SIGHUP);
+    p.wait_log_count("reload complete", 1, Duration::from_secs(10));
+    for s in &mut conns {
+        let (head, body) = keep_alive_get(s, "/");
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+        assert_eq!(body, b"b");
+        let mut rest = Vec::new();
+        assert_eq!(s.read_to_end(&mut rest).unwrap_or(0), 0);
+    }
+    wait_until("the old worker exits", Duration::from_secs(10), || {
+        p.workers().iter().all(|w| !old.contains(w))
+    });
+    assert_eq!(get(port, "/").0, 200);
+}

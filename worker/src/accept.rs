@@ -62,8 +62,8 @@ pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>, tls: Option<Rc
                     }
                     let info = tls::plain(peer, &server.trusted);
                     let conn = Rc::new(http::Conn::new(Rc::clone(&server), info));
-                    let stream = Counted::new(stream, server.index);
-                    tokio::task::spawn_local(metrics::while_open(server.index, http::serve(stream, conn, guard)));
+                    let open = metrics::conn_opened(server.index);
+                    tokio::task::spawn_local(http::serve_plain(stream, conn, guard, open, None));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -96,6 +96,8 @@ async fn secure(
     if h2 {
         Box::pin(http::serve_h2(stream, conn, guard)).await;
     } else {
-        http::serve(stream, conn, guard).await;
+        // A TLS stream is never parked: this ends with the connection.
+        let _ = http::serve(stream, &conn, None).await;
+        drop(guard);
     }
 }

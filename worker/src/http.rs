@@ -23,15 +23,17 @@ use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
 use crate::forward::handle;
-use crate::h1::conn::ReadReady;
+use crate::h1::conn::{ReadReady, Served};
+use crate::metrics::{Counted, OpenConn};
 use crate::server::ServerCtx;
 use crate::state::ConnGuard;
 use crate::timed_io::{TimedIo, WriteLimit};
 use crate::tls::ConnInfo;
-use crate::{h1, passthrough};
+use crate::{h1, parked, passthrough};
 
 /// One client connection, as the request stages see it.
 pub struct Conn {
@@ -56,23 +58,46 @@ impl Conn {
     }
 }
 
-/// Serve HTTP/1.1 on `stream` until either side closes.
-pub async fn serve<S>(stream: S, conn: Rc<Conn>, _guard: ConnGuard)
+/// Serve HTTP/1.1 on `stream` until either side closes, or (plain TCP) until it has been idle
+/// long enough to be parked: then it is handed back with its deadline ([`h1::conn::Served`]).
+/// `resumed`: the connection comes back from the idle set (its first request is behind it).
+pub async fn serve<S>(
+    stream: S,
+    conn: &Rc<Conn>,
+    resumed: Option<Option<tokio::time::Instant>>,
+) -> Served<S>
 where
     S: AsyncRead + AsyncWrite + ReadReady + Unpin,
 {
-    let (stream, first) = if conn.server.routes.any_passthrough() {
+    let (stream, first) = if resumed.is_none() && conn.server.routes.any_passthrough() {
         // Boxed, and freed once the first head is read: its state (a header array) would
         // otherwise be part of every connection's task for the connection's life.
-        match Box::pin(passthrough::first_request(stream, &conn)).await {
+        match Box::pin(passthrough::first_request(stream, conn)).await {
             Some(rest) => rest,
-            None => return,
+            None => return Served::Closed,
         }
     } else {
         (stream, Vec::new())
     };
     // One call site: a second would add a second codec state to every connection's task.
-    h1::conn::serve(stream, conn, first).await;
+    h1::conn::serve(stream, Rc::clone(conn), first, resumed).await
+}
+
+/// A plain TCP client connection's task, from its accept (`resumed` `None`) or from the idle
+/// set: HTTP/1.1 until it closes or is parked ([`crate::parked`]).
+pub async fn serve_plain(
+    stream: TcpStream,
+    conn: Rc<Conn>,
+    guard: ConnGuard,
+    open: OpenConn,
+    resumed: Option<Option<tokio::time::Instant>>,
+) {
+    let stream = Counted::new(stream, conn.server.index);
+    if let Served::Idle(stream, deadline) = serve(stream, &conn, resumed).await {
+        if let Some(socket) = stream.into_parked() {
+            parked::park(socket, conn, deadline, guard, open);
+        }
+    }
 }
 
 /// Streams one HTTP/2 client may have open at once.

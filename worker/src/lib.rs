@@ -26,6 +26,7 @@ mod headers;
 mod http;
 mod lb;
 mod metrics;
+mod parked;
 mod passthrough;
 mod pool;
 mod respond;
@@ -117,10 +118,16 @@ async fn serve(args: WorkerArgs) -> i32 {
     }
     tokio::task::spawn_local(access_log::flusher(Rc::clone(&state)));
     let counted = Rc::clone(&state);
-    tokio::task::spawn_local(h1::buffers::trimmer(move || counted.conns.get()));
+    tokio::task::spawn_local(h1::buffers::trimmer(move || {
+        counted
+            .conns
+            .get()
+            .saturating_sub(counted.idle.len() as u64)
+    }));
     tokio::task::spawn_local(control::run(Rc::clone(&state), channel));
     rproxy_shared::debug!("generation {generation} worker serving");
     state.wait_done().await;
+    state.idle.clear();
     access_log::flush_all(&state);
     control::say_exiting(&state);
     0

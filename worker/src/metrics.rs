@@ -293,6 +293,12 @@ impl<S: crate::h1::conn::ReadReady> crate::h1::conn::ReadReady for Counted<S> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.inner.poll_read_ready(cx)
     }
+
+    const PARKABLE: bool = S::PARKABLE;
+
+    fn into_parked(self) -> Option<std::net::TcpStream> {
+        self.inner.into_parked()
+    }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {

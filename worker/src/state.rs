@@ -34,6 +34,8 @@ pub struct WorkerState {
     /// `(server, downstream, state)` set by the operator before this worker was forked:
     /// applied to each pool before it opens a connection.
     pub admin_at_start: Vec<(usize, usize, AdminState)>,
+    /// Plain keep-alive connections idle long enough to leave their task.
+    pub idle: crate::parked::IdleSet,
 }
 
 impl WorkerState {
@@ -58,6 +60,7 @@ impl WorkerState {
             pools: RefCell::new(Vec::new()),
             access_logs: RefCell::new(Vec::new()),
             channel: RefCell::new(None),
+            idle: crate::parked::IdleSet::default(),
             log_files,
             admin_at_start,
         })

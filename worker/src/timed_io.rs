@@ -76,6 +76,11 @@ impl<S> TimedIo<S> {
         &self.inner
     }
 
+    /// The stream back (a blocked write's timer, if any, is dropped).
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
     /// Take the write timeout from `limit`, which the request stage may change per response.
     pub fn with_write_limit(mut self, limit: WriteLimit) -> TimedIo<S> {
         self.limit = Some(limit);

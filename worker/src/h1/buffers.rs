@@ -118,7 +118,9 @@ const SPIKE: u64 = 256;
 
 /// Return memory to the kernel after a spike of connections ends (their task states, socket
 /// wrappers and buffers were freed, but glibc keeps freed heap pages mapped): a worker's RSS
-/// comes back near its idle size instead of staying at its peak.
+/// comes back near its idle size instead of staying at its peak. `conns` counts the
+/// connections that hold a task: connections parked in the idle set ([`crate::parked`]) left
+/// theirs, so many parking at once is a fall too.
 pub async fn trimmer(conns: impl Fn() -> u64) {
     let mut peak = 0;
     loop {

@@ -49,17 +49,54 @@ const LINGER: Duration = Duration::from_millis(500);
 /// connection waits while holding none.
 pub trait ReadReady {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Whether a connection on this stream, idle for [`crate::parked::PARK_AFTER`], leaves its
+    /// task for the worker's idle set (plain TCP only: a TLS connection's state is more than
+    /// its descriptor).
+    const PARKABLE: bool = false;
+
+    /// The socket, taken out of the runtime's poller, for the idle set (`PARKABLE` streams).
+    fn into_parked(self) -> Option<std::net::TcpStream>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 impl ReadReady for TcpStream {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
     }
+
+    const PARKABLE: bool = true;
+
+    fn into_parked(self) -> Option<std::net::TcpStream> {
+        self.into_std()
+            .map_err(|e| rproxy_shared::debug!("cannot park an idle connection: {e}"))
+            .ok()
+    }
 }
 
-/// Serve HTTP/1.1 on `stream` until either side closes; `first` holds bytes already read from
-/// it (by the passthrough stage).
-pub async fn serve<S>(stream: S, conn: Rc<Conn>, first: Vec<u8>)
+/// How [`serve`] ended.
+pub enum Served<S> {
+    /// The connection is closed (or its stream is dropped with this).
+    Closed,
+    /// The connection was idle for [`crate::parked::PARK_AFTER`]: its stream, for the idle
+    /// set, and the `read-timeout` deadline its next request head must meet.
+    Idle(S, Option<Instant>),
+}
+
+/// Serve HTTP/1.1 on `stream` until either side closes or the connection has been idle long
+/// enough to be parked (`S::PARKABLE` streams only); `first` holds bytes already read from it
+/// (by the passthrough stage); `resumed`: the connection comes back from the idle set, its
+/// next head due by this deadline.
+pub async fn serve<S>(
+    stream: S,
+    conn: Rc<Conn>,
+    first: Vec<u8>,
+    resumed: Option<Option<Instant>>,
+) -> Served<S>
 where
     S: AsyncRead + AsyncWrite + ReadReady + Unpin,
 {
@@ -68,44 +105,75 @@ where
         io = io.with_write_limit(l.clone());
     }
     let mut first = (!first.is_empty()).then_some(first);
+    let mut resumed = resumed;
     loop {
-        // `read-timeout`: the idle wait and the head read together.
-        let read = conn.server.routes.connection_timeouts().read;
-        let deadline = read.map(|d| Instant::now() + d);
+        // `read-timeout`: the idle wait and the head read together (a parked connection's
+        // deadline runs on while it is parked).
+        let now = Instant::now();
+        let deadline = match resumed.take() {
+            Some(d) => d,
+            None => conn
+                .server
+                .routes
+                .connection_timeouts()
+                .read
+                .map(|d| now + d),
+        };
         let data = match first.take() {
             Some(b) => b,
-            None => match first_bytes(&mut io, deadline).await {
-                Some(b) => b,
-                None => return,
+            None => match first_bytes(&mut io, now, deadline).await {
+                Wait::Data(b) => b,
+                Wait::Closed => return Served::Closed,
+                Wait::Park => return Served::Idle(io.into_inner(), deadline),
             },
         };
         // The busy part is a future of its own, boxed: an idle connection's task stays small.
         let busy = Box::pin(busy(&mut io, &conn, Bufs::with(data), deadline));
         match busy.await {
             Next::Idle => {}
-            Next::Close => return,
+            Next::Close => return Served::Closed,
             Next::Linger(bufs) => {
                 // Boxed too: its timer would otherwise sit in every idle connection's task.
                 Box::pin(linger(&mut io, bufs)).await;
-                return;
+                return Served::Closed;
             }
         }
     }
 }
 
+/// What the wait for a connection's next request ended with.
+enum Wait {
+    /// Its first bytes, in a buffer from the free list.
+    Data(Vec<u8>),
+    /// Closed, failed or timed out.
+    Closed,
+    /// Idle for [`crate::parked::PARK_AFTER`], on a stream that can be parked.
+    Park,
+}
+
 /// Wait, holding no buffer, until the client sends something; then read it into a buffer
-/// from the free list. `None`: closed, failed or timed out.
-async fn first_bytes<S>(io: &mut TimedIo<S>, deadline: Option<Instant>) -> Option<Vec<u8>>
+/// from the free list. One timer covers both the `read-timeout` deadline and the moment to
+/// park, so parking costs nothing while requests keep coming.
+async fn first_bytes<S>(io: &mut TimedIo<S>, now: Instant, deadline: Option<Instant>) -> Wait
 where
     S: AsyncRead + ReadReady + Unpin,
 {
+    let park_at = S::PARKABLE
+        .then(|| now + crate::parked::PARK_AFTER)
+        .filter(|p| deadline.is_none_or(|d| *p < d));
     loop {
         let ready = std::future::poll_fn(|cx| io.poll_read_ready(cx));
-        let r = match deadline {
-            Some(t) => tokio::time::timeout_at(t, ready).await.ok()?,
+        let r = match park_at.or(deadline) {
+            Some(t) => match tokio::time::timeout_at(t, ready).await {
+                Ok(r) => r,
+                Err(_) if park_at.is_some() => return Wait::Park,
+                Err(_) => return Wait::Closed,
+            },
             None => ready.await,
         };
-        r.ok()?;
+        if r.is_err() {
+            return Wait::Closed;
+        }
         let mut buf = buffers::take();
         // One attempt: readiness may be stale (a TLS record that carried no data, or the
         // last read took exactly what was there), and then the buffer goes back at once.
@@ -115,8 +183,8 @@ where
         };
         match got {
             Poll::Pending => buffers::give(buf),
-            Poll::Ready(Ok(0) | Err(_)) => return None,
-            Poll::Ready(Ok(_)) => return Some(buf),
+            Poll::Ready(Ok(0) | Err(_)) => return Wait::Closed,
+            Poll::Ready(Ok(_)) => return Wait::Data(buf),
         }
     }
 }
@@ -1100,7 +1168,8 @@ mod tests {
                 let info = crate::tls::plain(s.peer_addr().unwrap(), &[]);
                 let conn = Rc::new(crate::http::Conn::new(server, info));
                 let guard = state.conn_opened();
-                let fut = crate::http::serve(s, conn, guard);
+                let open = crate::metrics::conn_opened(0);
+                let fut = crate::http::serve_plain(s, conn, guard, open, None);
                 let size = std::mem::size_of_val(&fut);
                 // What an idle keep-alive connection's task holds (no buffer: see `serve`).
                 assert!(size < 1024, "{size}");
