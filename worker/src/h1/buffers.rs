@@ -14,11 +14,17 @@ use crate::h1::head::{HeaderSpan, MAX_HEADERS};
 /// and only connections with a request in progress hold one.
 pub const SIZE: usize = 32 * 1024;
 
-/// Free buffers kept for reuse; more are freed.
+/// Capacity of a buffer for a response head on its way to the client: the head and small
+/// bodies are gathered in it; a larger body piece goes out beside it in one `writev`, straight
+/// from the downstream's buffer. A response in flight thus holds 32 + 4 KiB, not 2 x 32.
+pub const HEAD: usize = 4 * 1024;
+
+/// Free buffers kept for reuse, of each capacity; more are freed.
 pub const KEEP: usize = 64;
 
 thread_local! {
     static FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static FREE_HEADS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     static FREE_SPANS: RefCell<Vec<Vec<HeaderSpan>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -28,14 +34,23 @@ pub fn take() -> Vec<u8> {
         .unwrap_or_else(|| Vec::with_capacity(SIZE))
 }
 
-/// Give `buf` back. A buffer that grew (a large head, a read-ahead body) is freed rather than
-/// kept, so the list never pins more than `KEEP` x `SIZE` bytes.
+/// An empty buffer of at least [`HEAD`] bytes of capacity.
+pub fn take_head() -> Vec<u8> {
+    FREE_HEADS
+        .with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(HEAD))
+}
+
+/// Give `buf` back (either size). A buffer that grew (a large head, a read-ahead body) is freed
+/// rather than kept, so the lists never pin more than `KEEP` x (`SIZE` + `HEAD`) bytes.
 pub fn give(mut buf: Vec<u8>) {
-    if buf.capacity() != SIZE {
-        return;
-    }
+    let list = match buf.capacity() {
+        SIZE => &FREE,
+        HEAD => &FREE_HEADS,
+        _ => return,
+    };
     buf.clear();
-    FREE.with(|f| {
+    list.with(|f| {
         let mut f = f.borrow_mut();
         if f.len() < KEEP {
             f.push(buf);
@@ -96,13 +111,14 @@ impl Drop for Bufs {
 /// Free buffers held by this worker (for tests and diagnostics).
 #[cfg(test)]
 pub fn free_count() -> usize {
-    FREE.with(|f| f.borrow().len())
+    FREE.with(|f| f.borrow().len()) + FREE_HEADS.with(|f| f.borrow().len())
 }
 
 /// Give the free list's buffers back to the allocator and free heap pages back to the kernel
 /// (`malloc_trim(0)`, which also releases free pages inside the heap, not only at its top).
 pub fn trim() {
     FREE.with(|f| *f.borrow_mut() = Vec::new());
+    FREE_HEADS.with(|f| *f.borrow_mut() = Vec::new());
     FREE_SPANS.with(|f| *f.borrow_mut() = Vec::new());
     // SAFETY: malloc_trim has no preconditions.
     unsafe {

@@ -174,7 +174,9 @@ where
         if r.is_err() {
             return Wait::Closed;
         }
-        let mut buf = buffers::take();
+        // A head buffer: most request heads fit, and a request waiting for a downstream
+        // connection holds it; a larger head or a body grows it.
+        let mut buf = buffers::take_head();
         // One attempt: readiness may be stale (a TLS record that carried no data, or the
         // last read took exactly what was there), and then the buffer goes back at once.
         let got = {
@@ -442,7 +444,13 @@ where
         own(io, &reply, e, true, log, Some(route), None).await;
         return None;
     }
-    let mut out = buffers::take();
+    // Taken before the wait for a downstream connection (the pending queue): small unless a
+    // body was read ahead.
+    let mut out = if bufs.data.len() + 512 <= buffers::HEAD {
+        buffers::take_head()
+    } else {
+        buffers::take()
+    };
     if let Err(e) = forwarded_head(&mut out, bufs, &head, route, conn) {
         buffers::give(out);
         let close = last || head.body != ReqBody::None;
@@ -530,7 +538,7 @@ where
     } else {
         ClientConn::Persistent
     };
-    let mut out = buffers::take();
+    let mut out = buffers::take_head();
     edit::response_head(
         &mut out,
         &resp.bufs.data,
@@ -797,7 +805,8 @@ where
             let mut line = [0; 18];
             out.extend_from_slice(chunked::size_line(data.len(), &mut line));
         }
-        if out.len() + data.len() <= buffers::SIZE {
+        // Room left for a chunk's CRLF and the next size line: `out` never grows.
+        if out.len() + data.len() + 32 <= out.capacity() {
             out.extend_from_slice(data);
         } else {
             // The head (or a chunk-size line) and the data in one system call, uncopied.
