@@ -171,6 +171,7 @@ EOF
 # the warm-up and the measured requests.
 cat >"$TMP/rproxy.toml" <<EOF
 workers = 1
+control-socket = ""
 heartbeat-timeout = 3600
 shutdown-timeout = 60
 

@@ -469,6 +469,8 @@ fn a_daemon_upgrades_and_its_pid_file_follows() {
     let status = Command::new(BIN)
         .current_dir(&dir)
         .args(["-c", "rproxy.toml"])
+        // Its own control socket: the default path is one per machine.
+        .env("RPROXY_CONTROL_SOCKET", dir.join("ctl.sock"))
         .env_remove("NOTIFY_SOCKET")
         .env_remove("INVOCATION_ID")
         .status()
@@ -489,6 +491,8 @@ fn a_daemon_upgrades_and_its_pid_file_follows() {
     let second = Command::new(BIN)
         .current_dir(&dir)
         .args(["-c", "rproxy.toml"])
+        // Its own control socket: the default path is one per machine.
+        .env("RPROXY_CONTROL_SOCKET", dir.join("ctl.sock"))
         .env_remove("NOTIFY_SOCKET")
         .env_remove("INVOCATION_ID")
         .output()

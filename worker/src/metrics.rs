@@ -299,6 +299,11 @@ impl<S: crate::h1::conn::ReadReady> crate::h1::conn::ReadReady for Counted<S> {
     fn into_parked(self) -> Option<std::net::TcpStream> {
         self.inner.into_parked()
     }
+
+    /// Spliced bytes bypass this wrapper: the splice counts them itself.
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        self.inner.tcp()
+    }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {

@@ -87,11 +87,16 @@ impl<S> TimedIo<S> {
         self
     }
 
-    fn blocked(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let current = match &self.limit {
+    /// How long a blocked write may wait now (for writes that bypass this wrapper: splice).
+    pub fn write_limit(&self) -> Option<Duration> {
+        match &self.limit {
             Some(l) => l.get(),
             None => self.write_timeout,
-        };
+        }
+    }
+
+    fn blocked(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let current = self.write_limit();
         let Some(limit) = current else {
             return Poll::Pending;
         };
@@ -133,6 +138,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
 impl<S: ReadReady> ReadReady for TimedIo<S> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.inner.poll_read_ready(cx)
+    }
+
+    fn tcp(&self) -> Option<&TcpStream> {
+        self.inner.tcp()
     }
 }
 

@@ -99,6 +99,22 @@ impl BodyReader {
         self.kind == Kind::Done
     }
 
+    /// What is left of a body of known length (`None`: another framing, or it ended).
+    pub fn length_left(&self) -> Option<u64> {
+        (self.kind == Kind::Length).then_some(self.remaining)
+    }
+
+    /// `n` bytes of a body of known length went to the peer without passing through the
+    /// buffer (spliced); `n` is at most [`BodyReader::length_left`].
+    pub fn skip(&mut self, n: u64) {
+        if self.kind == Kind::Length {
+            self.remaining -= n.min(self.remaining);
+            if self.remaining == 0 {
+                self.kind = Kind::Done;
+            }
+        }
+    }
+
     /// Unused bytes are in the buffer.
     pub fn buffered(&self, buf: &[u8]) -> bool {
         self.pos < buf.len()
@@ -168,7 +184,9 @@ impl BodyReader {
                     buf.clear();
                     self.pos = 0;
                     if buf.capacity() < buffers::SIZE {
-                        buf.reserve(buffers::SIZE);
+                        // A head buffer (4 KiB) met a body: a full-size one from the free
+                        // list instead of growing this one (which the list would not take back).
+                        buffers::give(std::mem::replace(buf, buffers::take()));
                     }
                     let n = {
                         let read = pin!(io.read_buf(buf));

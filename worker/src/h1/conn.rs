@@ -28,6 +28,7 @@ use crate::h1::edit::{self, ClientConn, Framing, RequestEdit};
 use crate::h1::head::{
     parse_request, HeadError, HeaderSpan, ReqBody, RequestHead, RespBody, Target,
 };
+use crate::h1::splice;
 use crate::h1::upstream::{self, BodyPump, DsResponse};
 use crate::http::Conn;
 use crate::pool::DsIo;
@@ -62,6 +63,11 @@ pub trait ReadReady {
     {
         None
     }
+
+    /// The plain TCP socket under this stream, for bodies spliced to it ([`splice`]).
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
 }
 
 impl ReadReady for TcpStream {
@@ -75,6 +81,10 @@ impl ReadReady for TcpStream {
         self.into_std()
             .map_err(|e| rproxy_shared::debug!("cannot park an idle connection: {e}"))
             .ok()
+    }
+
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
     }
 }
 
@@ -209,7 +219,7 @@ async fn busy<S>(
     mut deadline: Option<Instant>,
 ) -> Next
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + ReadReady + Unpin,
 {
     let max = conn.server.max_head;
     loop {
@@ -337,7 +347,7 @@ async fn request<S>(
     head: RequestHead,
 ) -> Option<usize>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + ReadReady + Unpin,
 {
     let server = &conn.server;
     let routes = &server.routes;
@@ -549,7 +559,7 @@ where
         cc,
     );
     resp.lease.streaming();
-    let relayed = relay(io, &mut out, &mut resp, client_chunked).await;
+    let relayed = relay(io, &mut out, &mut resp, client_chunked, server.index).await;
     buffers::give(out);
     if relayed.is_err() {
         // A response already started is cut, never patched.
@@ -785,14 +795,18 @@ async fn relay<S>(
     out: &mut Vec<u8>,
     resp: &mut DsResponse,
     chunked: bool,
+    server: usize,
 ) -> Result<(), ()>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + ReadReady + Unpin,
 {
     loop {
         if !out.is_empty() && !resp.body.buffered(&resp.bufs.data) {
             io.write_all(out).await.map_err(drop)?;
             out.clear();
+        }
+        if out.is_empty() && !resp.body.buffered(&resp.bufs.data) {
+            spliced(io, resp, server).await?;
         }
         let Some(r) = resp.next().await.map_err(|e| {
             rproxy_shared::debug!("response body cut: {e}");
@@ -825,6 +839,53 @@ where
         out.clear();
     }
     io.flush().await.map_err(drop)
+}
+
+/// The rest of a body of known length, when it is long enough and both ends are plain TCP,
+/// spliced by the kernel ([`splice`]); otherwise (or when the kernel refuses) nothing is done
+/// and the caller copies it. `Err`: the response is cut.
+async fn spliced<S>(io: &mut TimedIo<S>, resp: &mut DsResponse, server: usize) -> Result<(), ()>
+where
+    S: ReadReady,
+{
+    let Some(left) = resp.body.length_left().filter(|l| *l >= splice::MIN) else {
+        return Ok(());
+    };
+    if !splice::available() {
+        return Ok(());
+    }
+    let write_timeout = io.write_limit();
+    let read_timeout = resp.read_timeout;
+    let (Some(client), Some(ds)) = (io.get_ref().tcp(), resp.lease.io()) else {
+        return Ok(());
+    };
+    let counted = |n: usize| {
+        crate::metrics::count(
+            server,
+            rproxy_shared::metrics::ServerCounter::BytesOut,
+            n as u64,
+        );
+    };
+    match splice::relay(
+        ds.get_ref(),
+        client,
+        left,
+        read_timeout,
+        write_timeout,
+        counted,
+    )
+    .await
+    {
+        splice::Spliced::Done => {
+            resp.body.skip(left);
+            Ok(())
+        }
+        splice::Spliced::Unsupported => Ok(()),
+        splice::Spliced::Failed(e) => {
+            rproxy_shared::debug!("response body cut: {e}");
+            Err(())
+        }
+    }
 }
 
 /// Write `a` then `b` with vectored writes (one `writev` when the socket takes both).

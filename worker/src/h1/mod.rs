@@ -10,6 +10,7 @@ pub mod chunked;
 pub(crate) mod conn;
 pub mod edit;
 pub mod head;
+pub(crate) mod splice;
 pub(crate) mod upstream;
 
 #[cfg(test)]
