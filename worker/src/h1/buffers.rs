@@ -93,15 +93,6 @@ impl Bufs {
     }
 
     /// Keep `data` (bytes already read) and add a header index.
-    /// With a head-sized data buffer ([`HEAD`]): a response head and a small body fit; a
-    /// larger body swaps it for a full one when it needs more room.
-    pub fn small() -> Bufs {
-        Bufs {
-            data: take_head(),
-            spans: take_spans(),
-        }
-    }
-
     pub fn with(data: Vec<u8>) -> Bufs {
         Bufs {
             data,

@@ -123,7 +123,7 @@ async fn read_head(
     read_timeout: Option<Duration>,
     head_request: bool,
 ) -> Result<(ResponseHead, Bufs), ProxyError> {
-    let mut bufs = Bufs::small();
+    let mut bufs = Bufs::take();
     loop {
         match parse_response(&bufs.data, MAX_RESPONSE_HEAD, head_request, &mut bufs.spans) {
             Ok(Some(h)) if h.is_interim() => {
