@@ -125,7 +125,13 @@ async fn read_head(
 ) -> Result<(ResponseHead, Bufs), ProxyError> {
     let mut bufs = Bufs::take();
     loop {
-        match parse_response(&bufs.data, MAX_RESPONSE_HEAD, head_request, &mut bufs.spans) {
+        // Nothing read yet (the usual first turn): read before parsing nothing.
+        let parsed = if bufs.data.is_empty() {
+            Ok(None)
+        } else {
+            parse_response(&bufs.data, MAX_RESPONSE_HEAD, head_request, &mut bufs.spans)
+        };
+        match parsed {
             Ok(Some(h)) if h.is_interim() => {
                 // `100 Continue` and friends: rproxy answered the client's Expect itself.
                 bufs.data.drain(..h.len);
