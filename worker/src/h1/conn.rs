@@ -602,6 +602,7 @@ fn forwarded_head(
             .x_forwarded_proto
             .then(|| info.scheme.as_str().as_bytes()),
         extension_names: &route.extension_names,
+        connection_names: head.conn.other,
     };
     edit::request_head(out, buf, &bufs.spans, &e, |out| {
         if let Some(tls) = &info.tls {
