@@ -6,7 +6,7 @@
 
 use std::ops::Range;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -41,6 +41,8 @@ pub struct DsResponse {
     pub body: BodyReader,
     /// The downstream `read-timeout`, between body reads.
     pub read_timeout: Option<Duration>,
+    /// When the head arrived (the request's response time ends here).
+    pub head_at: Instant,
     /// The whole request was sent (else the downstream answered early: never reused).
     complete: bool,
 }
@@ -103,8 +105,9 @@ pub async fn exchange<P: BodyPump>(
         }
         Err(e) => return Err((e, Some(used))),
     };
-    lease.record_response();
+    let head_at = lease.record_response();
     Ok(DsResponse {
+        head_at,
         lease,
         body: BodyReader::response(head.body, head.len),
         head,
