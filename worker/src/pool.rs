@@ -384,7 +384,14 @@ impl Pool {
 
     fn take_idle(self: &Rc<Self>, route: &Members) -> Option<Lease> {
         loop {
-            let pick = {
+            let pick = if let [only] = route.indices[..] {
+                // One member (the usual route): every balancer picks it when it has an idle
+                // connection (`lb::tests::one_view_is_picked_when_idle`), so no views are
+                // built; the random draw skipped is one fewer, and a one-member route's
+                // round-robin cursor means nothing.
+                let d = &self.downstreams[only];
+                (d.in_rotation() && !d.idle.borrow().is_empty()).then_some(0)
+            } else {
                 let mut views = self.scratch.borrow_mut();
                 views.clear();
                 views.extend(route.indices.iter().map(|&i| {
@@ -439,6 +446,10 @@ impl Pool {
         loop {
             let waiter = {
                 let mut q = self.waiters.borrow_mut();
+                if q.is_empty() {
+                    // Nobody waits (the usual case): straight to idle.
+                    break;
+                }
                 q.retain(|w| !w.tx.is_closed());
                 let pos = q.iter().position(|w| w.route.indices.contains(&i));
                 pos.and_then(|p| q.remove(p))
