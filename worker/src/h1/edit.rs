@@ -7,7 +7,7 @@
 
 use http::HeaderName;
 
-use crate::h1::head::{tokens, HeaderSpan, ResponseHead};
+use crate::h1::head::{eq_lower, tokens, HeaderSpan, ResponseHead};
 
 /// Headers that never cross a proxy (RFC 9110 7.6.1), besides what `Connection` names.
 #[cfg(test)]
@@ -25,11 +25,11 @@ const HOP_BY_HOP: [&[u8]; 7] = [
 /// are none of them (one comparison instead of seven per header line).
 fn hop_by_hop(name: &[u8]) -> bool {
     match name.len() {
-        2 => name.eq_ignore_ascii_case(b"te"),
-        7 => name.eq_ignore_ascii_case(b"trailer") || name.eq_ignore_ascii_case(b"upgrade"),
-        10 => name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"keep-alive"),
-        16 => name.eq_ignore_ascii_case(b"proxy-connection"),
-        17 => name.eq_ignore_ascii_case(b"transfer-encoding"),
+        2 => eq_lower(name, b"te"),
+        7 => eq_lower(name, b"trailer") || eq_lower(name, b"upgrade"),
+        10 => eq_lower(name, b"connection") || eq_lower(name, b"keep-alive"),
+        16 => eq_lower(name, b"proxy-connection"),
+        17 => eq_lower(name, b"transfer-encoding"),
         _ => false,
     }
 }
@@ -188,12 +188,12 @@ fn drop_request_header(
     // By length first: most names are none of these.
     let ours = match name.len() {
         // No Connection can name Host away.
-        4 if name.eq_ignore_ascii_case(b"host") => return e.host.is_some(),
+        4 if eq_lower(name, b"host") => return e.host.is_some(),
         // rproxy answered `100 Continue` itself and sends the body at once.
-        6 => name.eq_ignore_ascii_case(b"expect"),
-        14 => name.eq_ignore_ascii_case(b"content-length"),
-        15 => name.eq_ignore_ascii_case(b"x-forwarded-for"),
-        17 => name.eq_ignore_ascii_case(b"x-forwarded-proto"),
+        6 => eq_lower(name, b"expect"),
+        14 => eq_lower(name, b"content-length"),
+        15 => eq_lower(name, b"x-forwarded-for"),
+        17 => eq_lower(name, b"x-forwarded-proto"),
         _ => false,
     };
     if ours
@@ -203,7 +203,7 @@ fn drop_request_header(
         || e
             .extension_names
             .iter()
-            .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+            .any(|n| eq_lower(name, n.as_str().as_bytes()))
     {
         return true;
     }
@@ -255,13 +255,13 @@ pub fn response_head(
         let hop = !switching
             && (hop_by_hop(name)
                 || (head.conn.other
-                    && !name.eq_ignore_ascii_case(b"host")
+                    && !eq_lower(name, b"host")
                     && listed_in_connection(name, buf, spans)));
         if hop
-            || (head.has_te && name.eq_ignore_ascii_case(b"content-length"))
+            || (head.has_te && eq_lower(name, b"content-length"))
             || strip
                 .iter()
-                .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+                .any(|n| eq_lower(name, n.as_str().as_bytes()))
         {
             continue;
         }

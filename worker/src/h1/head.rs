@@ -404,46 +404,46 @@ impl Fields {
             let value = h.value;
             // Dispatch on length first: most lines are none of these.
             match name.len() {
-                4 if name.eq_ignore_ascii_case(b"host") => {
+                4 if eq_lower(name, b"host") => {
                     f.hosts += 1;
                     f.host = Some(Span::within(buf, value));
                 }
-                6 if name.eq_ignore_ascii_case(b"expect") => {
-                    f.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+                6 if eq_lower(name, b"expect") => {
+                    f.expect_continue |= eq_lower(value, b"100-continue");
                 }
-                7 if name.eq_ignore_ascii_case(b"upgrade") => {
+                7 if eq_lower(name, b"upgrade") => {
                     f.upgrade = true;
                     f.upgrade_websocket |=
-                        tokens(value).any(|t| t.eq_ignore_ascii_case(b"websocket"));
+                        tokens(value).any(|t| eq_lower(t, b"websocket"));
                 }
-                10 if name.eq_ignore_ascii_case(b"connection") => {
+                10 if eq_lower(name, b"connection") => {
                     for t in tokens(value) {
-                        if t.eq_ignore_ascii_case(b"close") {
+                        if eq_lower(t, b"close") {
                             f.conn.close = true;
-                        } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        } else if eq_lower(t, b"keep-alive") {
                             f.conn.keep_alive = true;
-                        } else if t.eq_ignore_ascii_case(b"upgrade") {
+                        } else if eq_lower(t, b"upgrade") {
                             f.conn.upgrade = true;
                         } else {
                             f.conn.other = true;
                         }
                     }
                 }
-                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                14 if eq_lower(name, b"content-length") => {
                     let n = content_length(value)?;
                     if f.cl.is_some_and(|prev| prev != n) {
                         return Err(HeadError::Malformed("differing Content-Length values"));
                     }
                     f.cl = Some(n);
                 }
-                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                17 if eq_lower(name, b"transfer-encoding") => {
                     f.te_lines += 1;
                     let span = Span::within(buf, value);
                     f.te.get_or_insert(span);
                     f.te_last = Some(span);
                     f.te_last_chunked = tokens(value)
                         .last()
-                        .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+                        .is_some_and(|t| eq_lower(t, b"chunked"));
                 }
                 _ => {}
             }
@@ -470,6 +470,42 @@ fn content_length(v: &[u8]) -> Result<u64, HeadError> {
         return Err(bad);
     }
     Ok(n)
+}
+
+/// `s.eq_ignore_ascii_case(lower)` where `lower` is written in lowercase ASCII (a header
+/// name or token rproxy knows), comparing 8 bytes at a time: the names and tokens looked
+/// for in every head (`content-length`, `connection`, `keep-alive`, ...) are mostly longer
+/// than 8 bytes, and the byte-wise comparison was the larger part of scanning a head.
+pub fn eq_lower(s: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(!lower.iter().any(|b| b.is_ascii_uppercase() || !b.is_ascii()));
+    if s.len() != lower.len() {
+        return false;
+    }
+    let (mut s, mut lower) = (s, lower);
+    while let (Some((x, s_rest)), Some((y, l_rest))) =
+        (s.split_first_chunk::<8>(), lower.split_first_chunk::<8>())
+    {
+        let (x, y) = (u64::from_le_bytes(*x), u64::from_le_bytes(*y));
+        // Where `y` has a letter, `x` may differ from it by the case bit (0x20) only.
+        if x | letters(y) != y {
+            return false;
+        }
+        (s, lower) = (s_rest, l_rest);
+    }
+    s.eq_ignore_ascii_case(lower)
+}
+
+/// 0x20 in each byte of `y` (ASCII: every byte below 0x80) that is a lowercase letter.
+fn letters(y: u64) -> u64 {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const fn each(b: u8) -> u64 {
+        u64::from_le_bytes([b; 8])
+    }
+    // A byte below 0x80 plus (0x80 - c) has its high bit set iff it is >= c; no carry leaves
+    // a byte.
+    let ge_a = y.wrapping_add(each(0x80 - b'a')) & HIGH;
+    let gt_z = y.wrapping_add(each(0x80 - b'z' - 1)) & HIGH;
+    (ge_a & !gt_z) >> 2
 }
 
 /// The comma-separated tokens of a list-valued header, trimmed, empty ones skipped.
@@ -556,6 +592,40 @@ mod tests {
     use super::*;
 
     const MAX: usize = 65536;
+
+    /// `eq_lower` answers as `eq_ignore_ascii_case` for every name and token it is used with,
+    /// against case changes and every single-byte change (the bytes next to letters under the
+    /// case bit: `@`, `[`, `` ` ``, `{`; controls; non-ASCII).
+    #[test]
+    fn eq_lower_is_eq_ignore_ascii_case() {
+        let words: [&[u8]; 16] = [
+            b"te", b"host", b"close", b"expect", b"chunked", b"upgrade", b"trailer",
+            b"websocket", b"connection", b"keep-alive", b"100-continue", b"content-length",
+            b"x-forwarded-for", b"proxy-connection", b"transfer-encoding", b"x-forwarded-proto",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for w in words {
+            assert!(eq_lower(w, w));
+            assert!(eq_lower(&w.to_ascii_uppercase(), w));
+            assert!(!eq_lower(&w[1..], w));
+            for i in 0..w.len() {
+                for b in 0..=255u8 {
+                    let mut v = w.to_vec();
+                    // Random case elsewhere.
+                    for c in v.iter_mut() {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        if x & 1 == 1 {
+                            *c = c.to_ascii_uppercase();
+                        }
+                    }
+                    v[i] = b;
+                    assert_eq!(eq_lower(&v, w), v.eq_ignore_ascii_case(w), "{v:?} {w:?}");
+                }
+            }
+        }
+    }
 
     fn req(s: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         parse_request(s, MAX, &mut Vec::new())
