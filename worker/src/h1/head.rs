@@ -478,21 +478,37 @@ fn content_length(v: &[u8]) -> Result<u64, HeadError> {
 /// than 8 bytes, and the byte-wise comparison was the larger part of scanning a head.
 pub fn eq_lower(s: &[u8], lower: &[u8]) -> bool {
     debug_assert!(!lower.iter().any(|b| b.is_ascii_uppercase() || !b.is_ascii()));
-    if s.len() != lower.len() {
+    let n = s.len();
+    if n != lower.len() {
         return false;
     }
-    let (mut s, mut lower) = (s, lower);
-    while let (Some((x, s_rest)), Some((y, l_rest))) =
-        (s.split_first_chunk::<8>(), lower.split_first_chunk::<8>())
-    {
-        let (x, y) = (u64::from_le_bytes(*x), u64::from_le_bytes(*y));
-        // Where `y` has a letter, `x` may differ from it by the case bit (0x20) only.
-        if x | letters(y) != y {
+    // Where `y` has a letter, `x` may differ from it by the case bit (0x20) only.
+    let same = |x: u64, y: u64| x | letters(y) == y;
+    // Windows of 8 (or, below 8 bytes, 4) bytes; the last one overlaps the one before it
+    // rather than leaving a tail to compare byte by byte.
+    let word = |b: &[u8], at: usize, w: usize| -> u64 {
+        match (w, b.get(at..)) {
+            (8, Some(r)) => r.first_chunk::<8>().map_or(0, |c| u64::from_le_bytes(*c)),
+            (_, Some(r)) => r.first_chunk::<4>().map_or(0, |c| u64::from(u32::from_le_bytes(*c))),
+            _ => 0,
+        }
+    };
+    let w = match n {
+        8.. => 8,
+        4..8 => 4,
+        _ => return s.eq_ignore_ascii_case(lower),
+    };
+    let mut at = 0;
+    loop {
+        let i = at.min(n - w);
+        if !same(word(s, i, w), word(lower, i, w)) {
             return false;
         }
-        (s, lower) = (s_rest, l_rest);
+        if i == n - w {
+            return true;
+        }
+        at += w;
     }
-    s.eq_ignore_ascii_case(lower)
 }
 
 /// 0x20 in each byte of `y` (ASCII: every byte below 0x80) that is a lowercase letter.
