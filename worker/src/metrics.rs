@@ -165,8 +165,8 @@ impl RequestTimer {
     /// [`RequestTimer::done`] with the clock already read at `at` (the response head's
     /// arrival, read for the balancer too).
     pub fn done_at(&self, rule: u32, status: Option<u16>, at: Instant) {
-        let us = u64::try_from(at.saturating_duration_since(self.start).as_micros())
-            .unwrap_or(u64::MAX);
+        let us =
+            u64::try_from(at.saturating_duration_since(self.start).as_micros()).unwrap_or(u64::MAX);
         let s = self.server;
         with(|l| {
             l.add(l.layout.requests(s, rule, class_of(status)), 1);

@@ -25,9 +25,7 @@ struct Free {
 
 impl Free {
     fn take(&mut self) -> Vec<u8> {
-        self.data
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(SIZE))
+        self.data.pop().unwrap_or_else(|| Vec::with_capacity(SIZE))
     }
 
     fn give(&mut self, mut buf: Vec<u8>) {

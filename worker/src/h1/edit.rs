@@ -179,12 +179,7 @@ fn listed_in_connection(name: &[u8], buf: &[u8], spans: &[HeaderSpan]) -> bool {
         .any(|h| tokens(h.value.of(buf)).any(|t| t.eq_ignore_ascii_case(name)))
 }
 
-fn drop_request_header(
-    name: &[u8],
-    buf: &[u8],
-    spans: &[HeaderSpan],
-    e: &RequestEdit<'_>,
-) -> bool {
+fn drop_request_header(name: &[u8], buf: &[u8], spans: &[HeaderSpan], e: &RequestEdit<'_>) -> bool {
     // By length first: most names are none of these.
     let ours = match name.len() {
         // No Connection can name Host away.
@@ -200,8 +195,7 @@ fn drop_request_header(
         || hop_by_hop(name)
         || name.contains(&b'_')
         || (name.len() > 6 && name[..6].eq_ignore_ascii_case(b"x-ssl-"))
-        || e
-            .extension_names
+        || e.extension_names
             .iter()
             .any(|n| eq_lower(name, n.as_str().as_bytes()))
     {
@@ -259,9 +253,7 @@ pub fn response_head(
                     && listed_in_connection(name, buf, spans)));
         if hop
             || (head.has_te && eq_lower(name, b"content-length"))
-            || strip
-                .iter()
-                .any(|n| eq_lower(name, n.as_str().as_bytes()))
+            || strip.iter().any(|n| eq_lower(name, n.as_str().as_bytes()))
         {
             continue;
         }
@@ -468,7 +460,14 @@ mod tests {
             assert!(hop_by_hop(n));
             assert!(hop_by_hop(&n.to_ascii_uppercase()));
         }
-        for n in [&b"host"[..], b"tee", b"upgrades", b"x-connection", b"", b"content-length"] {
+        for n in [
+            &b"host"[..],
+            b"tee",
+            b"upgrades",
+            b"x-connection",
+            b"",
+            b"content-length",
+        ] {
             assert!(!hop_by_hop(n), "{}", String::from_utf8_lossy(n));
         }
     }

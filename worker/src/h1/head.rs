@@ -242,9 +242,8 @@ pub fn parse_request(
     headers.clear();
     let mut raw = uninit_headers();
     let mut req = httparse::Request::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
-        &mut req, buf, &mut raw,
-    );
+    let parsed = httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, &mut raw);
     let Some(len) = head_len(parsed, buf.len(), max)? else {
         return Ok(None);
     };
@@ -322,9 +321,8 @@ pub fn parse_response(
     headers.clear();
     let mut raw = uninit_headers();
     let mut resp = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp, buf, &mut raw,
-    );
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut raw);
     let Some(len) = head_len(parsed, buf.len(), max)? else {
         return Ok(None);
     };
@@ -415,8 +413,7 @@ impl Fields {
                 }
                 7 if eq_lower(name, b"upgrade") => {
                     f.upgrade = true;
-                    f.upgrade_websocket |=
-                        tokens(value).any(|t| eq_lower(t, b"websocket"));
+                    f.upgrade_websocket |= tokens(value).any(|t| eq_lower(t, b"websocket"));
                 }
                 10 if eq_lower(name, b"connection") => {
                     for t in tokens(value) {
@@ -479,7 +476,9 @@ fn content_length(v: &[u8]) -> Result<u64, HeadError> {
 /// for in every head (`content-length`, `connection`, `keep-alive`, ...) are mostly longer
 /// than 8 bytes, and the byte-wise comparison was the larger part of scanning a head.
 pub fn eq_lower(s: &[u8], lower: &[u8]) -> bool {
-    debug_assert!(!lower.iter().any(|b| b.is_ascii_uppercase() || !b.is_ascii()));
+    debug_assert!(!lower
+        .iter()
+        .any(|b| b.is_ascii_uppercase() || !b.is_ascii()));
     let n = s.len();
     if n != lower.len() {
         return false;
@@ -491,7 +490,9 @@ pub fn eq_lower(s: &[u8], lower: &[u8]) -> bool {
     let word = |b: &[u8], at: usize, w: usize| -> u64 {
         match (w, b.get(at..)) {
             (8, Some(r)) => r.first_chunk::<8>().map_or(0, |c| u64::from_le_bytes(*c)),
-            (_, Some(r)) => r.first_chunk::<4>().map_or(0, |c| u64::from(u32::from_le_bytes(*c))),
+            (_, Some(r)) => r
+                .first_chunk::<4>()
+                .map_or(0, |c| u64::from(u32::from_le_bytes(*c))),
             _ => 0,
         }
     };
@@ -628,7 +629,11 @@ mod tests {
             assert_eq!(valid_host(&[b'a', b, b'z']), !bad, "{b:#x}");
         }
         assert!(!valid_host(b""));
-        assert!(valid_host(b"127.0.0.1:8080") && valid_host(b"[::1]:80") && valid_host(b"\xc3\xa9.test"));
+        assert!(
+            valid_host(b"127.0.0.1:8080")
+                && valid_host(b"[::1]:80")
+                && valid_host(b"\xc3\xa9.test")
+        );
     }
 
     /// `eq_lower` answers as `eq_ignore_ascii_case` for every name and token it is used with,
@@ -637,9 +642,22 @@ mod tests {
     #[test]
     fn eq_lower_is_eq_ignore_ascii_case() {
         let words: [&[u8]; 16] = [
-            b"te", b"host", b"close", b"expect", b"chunked", b"upgrade", b"trailer",
-            b"websocket", b"connection", b"keep-alive", b"100-continue", b"content-length",
-            b"x-forwarded-for", b"proxy-connection", b"transfer-encoding", b"x-forwarded-proto",
+            b"te",
+            b"host",
+            b"close",
+            b"expect",
+            b"chunked",
+            b"upgrade",
+            b"trailer",
+            b"websocket",
+            b"connection",
+            b"keep-alive",
+            b"100-continue",
+            b"content-length",
+            b"x-forwarded-for",
+            b"proxy-connection",
+            b"transfer-encoding",
+            b"x-forwarded-proto",
         ];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for w in words {
