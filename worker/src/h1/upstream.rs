@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::ProxyError;
-use crate::h1::body::{BodyError, BodyReader};
+use crate::h1::body::{BodyError, BodyReader, Step};
 use crate::h1::buffers::{self, Bufs};
 use crate::h1::head::{parse_response, ResponseHead};
 use crate::pool::{DsIo, Lease, Members, Pool, Used};
@@ -170,6 +170,13 @@ impl DsResponse {
     /// The next piece of the body, in `self.bufs.data` (`None`: it ended). Waits at most the
     /// downstream `read-timeout` for bytes.
     pub async fn next(&mut self) -> Result<Option<Range<usize>>, BodyError> {
+        // What is already buffered (a small body comes with its head) is handed out without
+        // a read future or a timer.
+        match self.body.step(&self.bufs.data)? {
+            Step::Data(r) => return Ok(Some(r)),
+            Step::Done => return Ok(None),
+            Step::NeedMore => {}
+        }
         let Some(io) = self.lease.io() else {
             return Err(BodyError::Eof);
         };
