@@ -143,6 +143,31 @@ mod tests {
         hits
     }
 
+    /// What lets the pool skip the balancer for a one-member route (`Pool::take_idle`).
+    #[test]
+    fn one_view_is_picked_when_idle() {
+        for method in [
+            LbMethod::None,
+            LbMethod::Roundrobin,
+            LbMethod::MostIdle,
+            LbMethod::Random,
+            LbMethod::Rtt,
+        ] {
+            let mut rng = Rng::new(7);
+            for rr0 in [0, 1, 5] {
+                for srtt in [None, Some(0.0), Some(250.0), Some(1e9)] {
+                    let mut rr = rr0;
+                    assert_eq!(choose(method, &[v(0, srtt)], &mut rr, &mut rng), None);
+                    for idle in [1, 3] {
+                        let mut rr = rr0;
+                        let got = choose(method, &[v(idle, srtt)], &mut rr, &mut rng);
+                        assert_eq!(got, Some(0), "{method:?}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn roundrobin_alternates_exactly_and_skips_busy() {
         let views = [v(1, None), v(1, None), v(1, None)];

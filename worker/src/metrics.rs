@@ -47,7 +47,9 @@ struct Local {
 }
 
 thread_local! {
-    static LOCAL: RefCell<Option<Rc<Local>>> = const { RefCell::new(None) };
+    /// Set once and never freed: the worker's metrics live as long as its thread, and a plain
+    /// reference makes each count a load instead of a `RefCell` borrow and an `Rc`.
+    static LOCAL: Cell<Option<&'static Local>> = const { Cell::new(None) };
 }
 
 /// Number this worker's metrics after `config`. Called once, at worker start.
@@ -60,11 +62,11 @@ pub fn init(config: &Config) {
         pools: RefCell::new(Vec::new()),
         layout,
     };
-    LOCAL.with(|l| *l.borrow_mut() = Some(Rc::new(local)));
+    LOCAL.set(Some(Box::leak(Box::new(local))));
 }
 
 fn with<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
-    LOCAL.with(|l| l.borrow().as_deref().map(f))
+    LOCAL.get().map(f)
 }
 
 impl Local {
@@ -157,7 +159,14 @@ impl RequestTimer {
     /// slot `rule` (`Route::metrics_rule`; 0 = no rule). The response time (to the response
     /// head) goes to the server's histogram; a tunnel's lifetime does not.
     pub fn done(&self, rule: u32, status: Option<u16>) {
-        let us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.done_at(rule, status, Instant::now());
+    }
+
+    /// [`RequestTimer::done`] with the clock already read at `at` (the response head's
+    /// arrival, read for the balancer too).
+    pub fn done_at(&self, rule: u32, status: Option<u16>, at: Instant) {
+        let us =
+            u64::try_from(at.saturating_duration_since(self.start).as_micros()).unwrap_or(u64::MAX);
         let s = self.server;
         with(|l| {
             l.add(l.layout.requests(s, rule, class_of(status)), 1);
@@ -219,10 +228,10 @@ fn sample(l: &Local) {
 /// Send what changed since the last report, in updates of at most [`MAX_METRICS`] values,
 /// through `send` (false: not sent, e.g. a full channel; those values go again next time).
 pub fn report(mut send: impl FnMut(MetricsUpdate) -> bool) {
-    let Some(l) = LOCAL.with(|l| l.borrow().clone()) else {
+    let Some(l) = LOCAL.get() else {
         return;
     };
-    sample(&l);
+    sample(l);
     let layout_len = u32::try_from(l.layout.len()).unwrap_or(u32::MAX);
     let mut sent = l.sent.borrow_mut();
     let mut batch: Vec<(u32, u64)> = Vec::new();
@@ -469,15 +478,13 @@ mod tests {
             got += u.values.len();
         }
         // The request counters, the histogram buckets hit and the sum: every nonzero value.
-        let nonzero = LOCAL.with(|l| {
-            let l = l.borrow();
-            l.as_ref()
-                .unwrap()
-                .values
-                .iter()
-                .filter(|v| v.get() > 0)
-                .count()
-        });
+        let nonzero = LOCAL
+            .get()
+            .unwrap()
+            .values
+            .iter()
+            .filter(|v| v.get() > 0)
+            .count();
         assert!(got > 401 * 6, "{got}");
         assert_eq!(got, nonzero);
         assert_eq!(messages, got.div_ceil(MAX_METRICS));
@@ -486,7 +493,7 @@ mod tests {
 
     #[test]
     fn counting_before_init_does_nothing() {
-        LOCAL.with(|l| *l.borrow_mut() = None);
+        LOCAL.set(None);
         RequestTimer::start(3).done(9, Some(200));
         count(7, ServerCounter::BytesIn, 1);
         let mut called = false;

@@ -69,6 +69,11 @@ impl Route {
         self.name.as_deref()
     }
 
+    /// Some rewrite rule applies (else the target is not even looked at).
+    pub fn has_rewrites(&self) -> bool {
+        !self.rewrites.is_empty()
+    }
+
     /// The rewrite rules for [`crate::rewrite::rewrite`].
     pub fn rewrites(&self) -> impl Iterator<Item = (&Regex, &str)> {
         self.rewrites.iter().map(|(re, dst)| (re, &**dst))
@@ -358,16 +363,18 @@ impl RouteTable {
     /// The route for a request: `sni` (the TLS server name, when the connection has one) or
     /// else `host` (the Host header as received) chooses the vhost, `path` (without query) the
     /// rule. `Err` when nothing matches (404), with the access log that records it. The flat
-    /// form ignores all three.
+    /// form ignores all three. `path` is bytes as read (checked as UTF-8 only here, when some
+    /// rule is to match it: the flat form never pays for it; not UTF-8 matches as empty).
     pub fn lookup(
         &self,
         sni: Option<&str>,
         host: Option<&[u8]>,
-        path: &str,
+        path: impl AsRef<[u8]>,
     ) -> Result<&Route, Miss<'_>> {
         if self.vhosts.is_empty() {
             return Ok(&self.routes[0]);
         }
+        let path = std::str::from_utf8(path.as_ref()).unwrap_or("");
         let name = match sni {
             Some(s) => Some(s.as_bytes()),
             None => host.map(host_name),

@@ -14,68 +14,83 @@ use crate::h1::head::{HeaderSpan, MAX_HEADERS};
 /// and only connections with a request in progress hold one.
 pub const SIZE: usize = 32 * 1024;
 
-/// Capacity of a buffer for a response head on its way to the client: the head and small
-/// bodies are gathered in it; a larger body piece goes out beside it in one `writev`, straight
-/// from the downstream's buffer. A response in flight thus holds 32 + 4 KiB, not 2 x 32.
+/// Capacity of a buffer for a head: a client's first read (most request heads fit, and a
+/// request waiting for a downstream connection holds it), a bodyless forwarded request head,
+/// the response head on its way to the client (with small bodies gathered in it; a larger body
+/// piece goes out beside it in one `writev`). A request in flight thus holds 4 + 4 KiB before
+/// its response, not 2 x 32.
 pub const HEAD: usize = 4 * 1024;
 
 /// Free buffers kept for reuse, of each capacity; more are freed.
 pub const KEEP: usize = 64;
 
+/// The free lists in one thread-local: a [`Bufs`] is taken and given back with one access.
+struct Free {
+    data: Vec<Vec<u8>>,
+    heads: Vec<Vec<u8>>,
+    spans: Vec<Vec<HeaderSpan>>,
+}
+
+impl Free {
+    fn take(&mut self) -> Vec<u8> {
+        self.data.pop().unwrap_or_else(|| Vec::with_capacity(SIZE))
+    }
+
+    fn take_head(&mut self) -> Vec<u8> {
+        self.heads.pop().unwrap_or_else(|| Vec::with_capacity(HEAD))
+    }
+
+    /// Either size; a buffer that grew is freed.
+    fn give(&mut self, mut buf: Vec<u8>) {
+        let list = match buf.capacity() {
+            SIZE => &mut self.data,
+            HEAD => &mut self.heads,
+            _ => return,
+        };
+        if list.len() < KEEP {
+            buf.clear();
+            list.push(buf);
+        }
+    }
+
+    fn take_spans(&mut self) -> Vec<HeaderSpan> {
+        self.spans
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(MAX_HEADERS))
+    }
+
+    fn give_spans(&mut self, mut spans: Vec<HeaderSpan>) {
+        if spans.capacity() >= MAX_HEADERS && self.spans.len() < KEEP {
+            spans.clear();
+            self.spans.push(spans);
+        }
+    }
+}
+
 thread_local! {
-    static FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-    static FREE_HEADS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-    static FREE_SPANS: RefCell<Vec<Vec<HeaderSpan>>> = const { RefCell::new(Vec::new()) };
+    static FREE: RefCell<Free> = const {
+        RefCell::new(Free {
+            data: Vec::new(),
+            heads: Vec::new(),
+            spans: Vec::new(),
+        })
+    };
 }
 
 /// An empty buffer of at least [`SIZE`] bytes of capacity.
 pub fn take() -> Vec<u8> {
-    FREE.with(|f| f.borrow_mut().pop())
-        .unwrap_or_else(|| Vec::with_capacity(SIZE))
+    FREE.with_borrow_mut(Free::take)
 }
 
 /// An empty buffer of at least [`HEAD`] bytes of capacity.
 pub fn take_head() -> Vec<u8> {
-    FREE_HEADS
-        .with(|f| f.borrow_mut().pop())
-        .unwrap_or_else(|| Vec::with_capacity(HEAD))
+    FREE.with_borrow_mut(Free::take_head)
 }
 
 /// Give `buf` back (either size). A buffer that grew (a large head, a read-ahead body) is freed
 /// rather than kept, so the lists never pin more than `KEEP` x (`SIZE` + `HEAD`) bytes.
-pub fn give(mut buf: Vec<u8>) {
-    let list = match buf.capacity() {
-        SIZE => &FREE,
-        HEAD => &FREE_HEADS,
-        _ => return,
-    };
-    buf.clear();
-    list.with(|f| {
-        let mut f = f.borrow_mut();
-        if f.len() < KEEP {
-            f.push(buf);
-        }
-    });
-}
-
-/// An empty header index able to hold [`MAX_HEADERS`] lines without growing.
-pub fn take_spans() -> Vec<HeaderSpan> {
-    FREE_SPANS
-        .with(|f| f.borrow_mut().pop())
-        .unwrap_or_else(|| Vec::with_capacity(MAX_HEADERS))
-}
-
-pub fn give_spans(mut spans: Vec<HeaderSpan>) {
-    if spans.capacity() < MAX_HEADERS {
-        return;
-    }
-    spans.clear();
-    FREE_SPANS.with(|f| {
-        let mut f = f.borrow_mut();
-        if f.len() < KEEP {
-            f.push(spans);
-        }
-    });
+pub fn give(buf: Vec<u8>) {
+    FREE.with_borrow_mut(|f| f.give(buf));
 }
 
 /// A byte buffer and a header index from the free list, given back when dropped.
@@ -86,40 +101,48 @@ pub struct Bufs {
 
 impl Bufs {
     pub fn take() -> Bufs {
-        Bufs {
-            data: take(),
-            spans: take_spans(),
-        }
+        FREE.with_borrow_mut(|f| Bufs {
+            data: f.take(),
+            spans: f.take_spans(),
+        })
     }
 
     /// Keep `data` (bytes already read) and add a header index.
     pub fn with(data: Vec<u8>) -> Bufs {
         Bufs {
             data,
-            spans: take_spans(),
+            spans: FREE.with_borrow_mut(Free::take_spans),
         }
     }
 }
 
 impl Drop for Bufs {
     fn drop(&mut self) {
-        give(std::mem::take(&mut self.data));
-        give_spans(std::mem::take(&mut self.spans));
+        let (data, spans) = (
+            std::mem::take(&mut self.data),
+            std::mem::take(&mut self.spans),
+        );
+        FREE.with_borrow_mut(|f| {
+            f.give(data);
+            f.give_spans(spans);
+        });
     }
 }
 
 /// Free buffers held by this worker (for tests and diagnostics).
 #[cfg(test)]
 pub fn free_count() -> usize {
-    FREE.with(|f| f.borrow().len()) + FREE_HEADS.with(|f| f.borrow().len())
+    FREE.with_borrow(|f| f.data.len() + f.heads.len())
 }
 
 /// Give the free list's buffers back to the allocator and free heap pages back to the kernel
 /// (`malloc_trim(0)`, which also releases free pages inside the heap, not only at its top).
 pub fn trim() {
-    FREE.with(|f| *f.borrow_mut() = Vec::new());
-    FREE_HEADS.with(|f| *f.borrow_mut() = Vec::new());
-    FREE_SPANS.with(|f| *f.borrow_mut() = Vec::new());
+    FREE.with_borrow_mut(|f| {
+        f.data = Vec::new();
+        f.heads = Vec::new();
+        f.spans = Vec::new();
+    });
     // SAFETY: malloc_trim has no preconditions.
     unsafe {
         libc::malloc_trim(0);

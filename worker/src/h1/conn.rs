@@ -484,10 +484,12 @@ where
         };
         upstream::exchange(&server.pool, &route.members, &out, &mut pump, head_request).await
     };
-    buffers::give(out);
+    // Sent: the same buffer takes the response head (one free-list trip per request fewer).
+    out.clear();
     let mut resp = match result {
         Ok(r) => r,
         Err((e, used)) => {
+            buffers::give(out);
             let close = last || !reader.is_done();
             own(io, &reply, e, close, log, Some(route), used).await;
             return (!close).then_some(reader.pos);
@@ -495,6 +497,7 @@ where
     };
     let used = resp.used();
     if resp.head.status == 101 {
+        buffers::give(out);
         if !head.websocket {
             // Dropping the response closes the connection the downstream meant to switch.
             drop(resp);
@@ -510,7 +513,9 @@ where
             .await;
             return (!last).then_some(reader.pos);
         }
-        reply.timer.done(route.metrics_rule, Some(101));
+        reply
+            .timer
+            .done_at(route.metrics_rule, Some(101), resp.head_at);
         if let Some((l, e)) = log {
             l.finish_raw(
                 e,
@@ -525,7 +530,9 @@ where
         tunnel(io, pending, resp).await;
         return Some(usize::MAX);
     }
-    reply.timer.done(route.metrics_rule, Some(resp.head.status));
+    reply
+        .timer
+        .done_at(route.metrics_rule, Some(resp.head.status), resp.head_at);
     if let Some((l, e)) = log {
         let status = StatusCode::from_u16(resp.head.status).unwrap_or(StatusCode::BAD_GATEWAY);
         l.finish_raw(
@@ -548,7 +555,6 @@ where
     } else {
         ClientConn::Persistent
     };
-    let mut out = buffers::take_head();
     edit::response_head(
         &mut out,
         &resp.bufs.data,
@@ -569,16 +575,16 @@ where
     (!close).then_some(reader.pos)
 }
 
-/// The path the route table matches: the target's path, without the query.
-fn route_path<'a>(buf: &'a [u8], head: &RequestHead) -> &'a str {
+/// The path the route table matches: the target's path, without the query (bytes: the table
+/// checks them as UTF-8 only when a rule is to match them).
+fn route_path<'a>(buf: &'a [u8], head: &RequestHead) -> &'a [u8] {
     let t = match head.form {
         Target::Origin => head.target.of(buf),
         Target::Absolute { path, .. } if path.is_empty() => b"/",
         Target::Absolute { path, .. } => path.of(buf),
         Target::Asterisk => b"*",
     };
-    let t = t.split(|&b| b == b'?').next().unwrap_or(t);
-    std::str::from_utf8(t).unwrap_or("")
+    t.split(|&b| b == b'?').next().unwrap_or(t)
 }
 
 /// The target as the access log prints it (origin-form).
@@ -656,9 +662,13 @@ fn forwarded_head(
         Target::Absolute { path, .. } => path.of(buf),
         _ => head.target.of(buf),
     };
-    let rewritten = match std::str::from_utf8(origin) {
-        Ok(pq) if head.form != Target::Asterisk => rewrite::rewrite(route.rewrites(), pq),
-        _ => None,
+    // Checked as UTF-8 only for a route that rewrites (an invalid target is not rewritten).
+    let rewritten = match head.form {
+        Target::Asterisk => None,
+        _ if !route.has_rewrites() => None,
+        _ => std::str::from_utf8(origin)
+            .ok()
+            .and_then(|pq| rewrite::rewrite(route.rewrites(), pq)),
     };
     let target = rewritten.as_deref().map_or(origin, str::as_bytes);
     if rewritten.is_some() && !valid_target(target) {
@@ -688,6 +698,7 @@ fn forwarded_head(
             .x_forwarded_proto
             .then(|| info.scheme.as_str().as_bytes()),
         extension_names: &route.extension_names,
+        connection_names: head.conn.other,
     };
     edit::request_head(out, buf, &bufs.spans, &e, |out| {
         if let Some(tls) = &info.tls {

@@ -7,9 +7,10 @@
 
 use http::HeaderName;
 
-use crate::h1::head::{tokens, HeaderSpan, ResponseHead};
+use crate::h1::head::{eq_lower, tokens, HeaderSpan, ResponseHead};
 
 /// Headers that never cross a proxy (RFC 9110 7.6.1), besides what `Connection` names.
+#[cfg(test)]
 const HOP_BY_HOP: [&[u8]; 7] = [
     b"connection",
     b"keep-alive",
@@ -19,6 +20,65 @@ const HOP_BY_HOP: [&[u8]; 7] = [
     b"transfer-encoding",
     b"upgrade",
 ];
+
+/// Whether `name` is one of [`HOP_BY_HOP`]; dispatched on the length first, as most names
+/// are none of them (one comparison instead of seven per header line).
+fn hop_by_hop(name: &[u8]) -> bool {
+    match name.len() {
+        2 => eq_lower(name, b"te"),
+        7 => eq_lower(name, b"trailer") || eq_lower(name, b"upgrade"),
+        10 => eq_lower(name, b"connection") || eq_lower(name, b"keep-alive"),
+        16 => eq_lower(name, b"proxy-connection"),
+        17 => eq_lower(name, b"transfer-encoding"),
+        _ => false,
+    }
+}
+
+/// Header lines passed on, copied from the bytes read: consecutive lines the peer wrote
+/// exactly as [`line`] would (`name: value\r\n`, the usual case) go out as one copy of their
+/// bytes instead of four pieces each.
+struct Verbatim<'a> {
+    buf: &'a [u8],
+    /// The run of such lines not yet copied: `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl<'a> Verbatim<'a> {
+    fn new(buf: &'a [u8]) -> Verbatim<'a> {
+        Verbatim {
+            buf,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Pass on header line `h`.
+    fn keep(&mut self, out: &mut Vec<u8>, h: &HeaderSpan) {
+        let (n, v) = (h.name.range(), h.value.range());
+        let as_written = v.start == n.end + 2
+            && self.buf.get(n.end..v.start) == Some(b": ")
+            && self.buf.get(v.end..v.end + 2) == Some(b"\r\n");
+        if !as_written {
+            self.flush(out);
+            line(out, &self.buf[n], &self.buf[v]);
+            return;
+        }
+        if n.start != self.end {
+            // A line was left out (or rewritten) before this one: a new run.
+            self.flush(out);
+            self.start = n.start;
+        }
+        self.end = v.end + 2;
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        if self.end > self.start {
+            out.extend_from_slice(&self.buf[self.start..self.end]);
+        }
+        self.start = self.end;
+    }
+}
 
 /// How the forwarded request's body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +107,9 @@ pub struct RequestEdit<'a> {
     pub xfp: Option<&'a [u8]>,
     /// Configured x509-extension header names (lowercase): always removed from the client's.
     pub extension_names: &'a [HeaderName],
+    /// A `Connection` line names some header ([`crate::h1::head::ConnTokens::other`]): only
+    /// then is each line looked up among the names.
+    pub connection_names: bool,
 }
 
 /// Append the head of the request for the downstream to `out`: request line, the client's
@@ -63,13 +126,13 @@ pub fn request_head(
     out.push(b' ');
     out.extend_from_slice(e.target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let connection_lines = connection_values(buf, spans);
+    let mut kept = Verbatim::new(buf);
     for h in spans {
-        let name = h.name.of(buf);
-        if !drop_request_header(name, buf, spans, connection_lines, e) {
-            line(out, name, h.value.of(buf));
+        if !drop_request_header(h.name.of(buf), buf, spans, e) {
+            kept.keep(out, h);
         }
     }
+    kept.flush(out);
     if let Some(xff) = e.xff {
         out.extend_from_slice(b"X-Forwarded-For: ");
         if e.xff_chain {
@@ -108,21 +171,6 @@ pub fn request_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// Whether a `Connection` line names some header (a token other than `close`, `keep-alive`
-/// or `upgrade`): rare, and only then is each line checked against the names.
-fn connection_values(buf: &[u8], spans: &[HeaderSpan]) -> usize {
-    spans
-        .iter()
-        .filter(|h| h.name.of(buf).eq_ignore_ascii_case(b"connection"))
-        .flat_map(|h| tokens(h.value.of(buf)))
-        .filter(|t| {
-            !t.eq_ignore_ascii_case(b"close")
-                && !t.eq_ignore_ascii_case(b"keep-alive")
-                && !t.eq_ignore_ascii_case(b"upgrade")
-        })
-        .count()
-}
-
 /// Whether `name` is named by a `Connection` line (a hop-by-hop header of its own).
 fn listed_in_connection(name: &[u8], buf: &[u8], spans: &[HeaderSpan]) -> bool {
     spans
@@ -131,33 +179,29 @@ fn listed_in_connection(name: &[u8], buf: &[u8], spans: &[HeaderSpan]) -> bool {
         .any(|h| tokens(h.value.of(buf)).any(|t| t.eq_ignore_ascii_case(name)))
 }
 
-fn drop_request_header(
-    name: &[u8],
-    buf: &[u8],
-    spans: &[HeaderSpan],
-    connection_lines: usize,
-    e: &RequestEdit<'_>,
-) -> bool {
-    if name.eq_ignore_ascii_case(b"host") {
+fn drop_request_header(name: &[u8], buf: &[u8], spans: &[HeaderSpan], e: &RequestEdit<'_>) -> bool {
+    // By length first: most names are none of these.
+    let ours = match name.len() {
         // No Connection can name Host away.
-        return e.host.is_some();
-    }
-    if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || name.eq_ignore_ascii_case(b"content-length")
+        4 if eq_lower(name, b"host") => return e.host.is_some(),
         // rproxy answered `100 Continue` itself and sends the body at once.
-        || name.eq_ignore_ascii_case(b"expect")
+        6 => eq_lower(name, b"expect"),
+        14 => eq_lower(name, b"content-length"),
+        15 => eq_lower(name, b"x-forwarded-for"),
+        17 => eq_lower(name, b"x-forwarded-proto"),
+        _ => false,
+    };
+    if ours
+        || hop_by_hop(name)
         || name.contains(&b'_')
-        || name.eq_ignore_ascii_case(b"x-forwarded-for")
-        || name.eq_ignore_ascii_case(b"x-forwarded-proto")
         || (name.len() > 6 && name[..6].eq_ignore_ascii_case(b"x-ssl-"))
-        || e
-            .extension_names
+        || e.extension_names
             .iter()
-            .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+            .any(|n| eq_lower(name, n.as_str().as_bytes()))
     {
         return true;
     }
-    connection_lines > 0 && listed_in_connection(name, buf, spans)
+    e.connection_names && listed_in_connection(name, buf, spans)
 }
 
 /// What the client is told about the connection after this response.
@@ -184,32 +228,47 @@ pub fn response_head(
     chunked: bool,
     conn: ClientConn,
 ) {
-    status_line(out, head.status, head.reason.of(buf));
+    let mut kept = Verbatim::new(buf);
+    let reason = head.reason.range();
+    if head.minor == 1
+        && !reason.is_empty()
+        && reason.start == STATUS_PREFIX
+        && buf.starts_with(b"HTTP/1.1 ")
+        && buf[STATUS_PREFIX - 1] == b' '
+        && buf.get(reason.end..reason.end + 2) == Some(b"\r\n")
+    {
+        // Already what `status_line` would write (httparse read the code as exactly three
+        // digits, and the code is at least 100): it starts the first run.
+        kept.end = reason.end + 2;
+    } else {
+        status_line(out, head.status, &buf[reason]);
+    }
     let switching = head.status == 101;
-    let connection_lines = connection_values(buf, spans);
     for h in spans {
         let name = h.name.of(buf);
         let hop = !switching
-            && (HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
-                || (connection_lines > 0
-                    && !name.eq_ignore_ascii_case(b"host")
+            && (hop_by_hop(name)
+                || (head.conn.other
+                    && !eq_lower(name, b"host")
                     && listed_in_connection(name, buf, spans)));
         if hop
-            || (head.has_te && name.eq_ignore_ascii_case(b"content-length"))
-            || strip
-                .iter()
-                .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+            || (head.has_te && eq_lower(name, b"content-length"))
+            || strip.iter().any(|n| eq_lower(name, n.as_str().as_bytes()))
         {
             continue;
         }
-        line(out, name, h.value.of(buf));
+        kept.keep(out, h);
     }
+    kept.flush(out);
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     connection(out, conn);
     out.extend_from_slice(b"\r\n");
 }
+
+/// Bytes of `HTTP/1.1 200 ` before a reason phrase.
+const STATUS_PREFIX: usize = 13;
 
 /// `HTTP/1.1 {code} {reason}\r\n`; an empty reason gets the standard one.
 pub fn status_line(out: &mut Vec<u8>, code: u16, reason: &[u8]) {
@@ -276,14 +335,19 @@ mod tests {
             xff_chain: false,
             xfp: Some(b"http"),
             extension_names: &[],
+            connection_names: false,
         }
     }
 
     fn forward(raw: &[u8], e: &RequestEdit<'_>) -> String {
         let mut spans = Vec::new();
-        parse_request(raw, 65536, &mut spans).unwrap().unwrap();
+        let h = parse_request(raw, 65536, &mut spans).unwrap().unwrap();
+        let e = RequestEdit {
+            connection_names: h.conn.other,
+            ..*e
+        };
         let mut out = Vec::new();
-        request_head(&mut out, raw, &spans, e, |_| {});
+        request_head(&mut out, raw, &spans, &e, |_| {});
         String::from_utf8(out).unwrap()
     }
 
@@ -345,6 +409,67 @@ mod tests {
             respond(raw, &[], false, ClientConn::Persistent),
             "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\r\n"
         );
+    }
+
+    /// Lines copied in runs come out exactly as if each were written with `line`, whatever
+    /// the downstream's spacing, line ends, version or reason.
+    #[test]
+    fn verbatim_runs_match_line_by_line_output() {
+        let heads: [&[u8]; 7] = [
+            b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nConnection: keep-alive\r\nC: 3\r\n\r\n",
+            b"\r\nHTTP/1.1 200 OK\r\nA: 1\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nA: 1\r\nConnection: keep-alive\r\n\r\n",
+            b"HTTP/1.1 204 \r\nA:1\r\nB:  2\r\nC: 3 \r\nD: 4\nE: 5\r\nF: \r\nG:\r\n\r\n",
+            b"HTTP/1.1 404 Not Here\nA: 1\nB: 2\n\n",
+            b"HTTP/1.1 200 OK\r\nServer: o\r\nA: 1\r\nConnection: x-hop\r\nX-Hop: 1\r\nB: 2\r\n\r\n",
+            b"HTTP/1.1 599 \xff\r\nA: \xfe\r\n\r\n",
+        ];
+        let strip = [HeaderName::from_static("server")];
+        for raw in heads {
+            let mut spans = Vec::new();
+            let h = parse_response(raw, 65536, false, &mut spans)
+                .unwrap()
+                .unwrap();
+            let mut got = Vec::new();
+            response_head(&mut got, raw, &h, &spans, &strip, false, ClientConn::Close);
+            let mut want = Vec::new();
+            status_line(&mut want, h.status, h.reason.of(raw));
+            for s in &spans {
+                let name = s.name.of(raw);
+                let hop = hop_by_hop(name)
+                    || (h.conn.other && listed_in_connection(name, raw, &spans))
+                    || name.eq_ignore_ascii_case(b"server");
+                if !hop {
+                    line(&mut want, name, s.value.of(raw));
+                }
+            }
+            connection(&mut want, ClientConn::Close);
+            want.extend_from_slice(b"\r\n");
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_names_by_length() {
+        for n in HOP_BY_HOP {
+            assert!(hop_by_hop(n));
+            assert!(hop_by_hop(&n.to_ascii_uppercase()));
+        }
+        for n in [
+            &b"host"[..],
+            b"tee",
+            b"upgrades",
+            b"x-connection",
+            b"",
+            b"content-length",
+        ] {
+            assert!(!hop_by_hop(n), "{}", String::from_utf8_lossy(n));
+        }
     }
 
     #[test]

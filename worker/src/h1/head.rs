@@ -9,6 +9,7 @@
 //! differing or list-valued `Content-Length`, obs-fold, a missing, repeated or invalid `Host`
 //! are refused (400) instead of resolved.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Header lines a head may have; more is answered like a head that is too large (431, as hyper
@@ -197,6 +198,21 @@ impl ResponseHead {
     }
 }
 
+/// httparse's header array, left uninitialised: it writes each entry before it hands it out,
+/// and initialising [`MAX_HEADERS`] entries cost more than parsing a small head (callgrind:
+/// ~285 instructions per parse).
+fn uninit_headers<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
+/// Record httparse's header lines as spans of `buf` (one `extend`: a single capacity check).
+fn index(buf: &[u8], parsed: &[httparse::Header<'_>], headers: &mut Vec<HeaderSpan>) {
+    headers.extend(parsed.iter().map(|h| HeaderSpan {
+        name: Span::within(buf, h.name.as_bytes()),
+        value: Span::within(buf, h.value),
+    }));
+}
+
 /// The length of a complete head from httparse's verdict on `have` bytes, `None` while it is
 /// incomplete and `max` is not reached; the errors both kinds of head share.
 fn head_len(
@@ -224,21 +240,18 @@ pub fn parse_request(
     headers: &mut Vec<HeaderSpan>,
 ) -> Result<Option<RequestHead>, HeadError> {
     headers.clear();
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut raw);
-    let Some(len) = head_len(req.parse(buf), buf.len(), max)? else {
+    let mut raw = uninit_headers();
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, &mut raw);
+    let Some(len) = head_len(parsed, buf.len(), max)? else {
         return Ok(None);
     };
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed("incomplete request line"));
     };
-    for h in req.headers.iter() {
-        headers.push(HeaderSpan {
-            name: Span::within(buf, h.name.as_bytes()),
-            value: Span::within(buf, h.value),
-        });
-    }
-    let f = Fields::scan(buf, headers)?;
+    index(buf, req.headers, headers);
+    let f = Fields::scan(buf, req.headers)?;
     let method_b = method.as_bytes();
     let connect = method_b == b"CONNECT";
     let body = match (f.te, f.cl) {
@@ -306,9 +319,11 @@ pub fn parse_response(
     headers: &mut Vec<HeaderSpan>,
 ) -> Result<Option<ResponseHead>, HeadError> {
     headers.clear();
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut raw);
-    let Some(len) = head_len(resp.parse(buf), buf.len(), max)? else {
+    let mut raw = uninit_headers();
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut raw);
+    let Some(len) = head_len(parsed, buf.len(), max)? else {
         return Ok(None);
     };
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
@@ -325,13 +340,8 @@ pub fn parse_response(
             Span::within(buf, r.as_bytes())
         }
     });
-    for h in resp.headers.iter() {
-        headers.push(HeaderSpan {
-            name: Span::within(buf, h.name.as_bytes()),
-            value: Span::within(buf, h.value),
-        });
-    }
-    let f = Fields::scan(buf, headers)?;
+    index(buf, resp.headers, headers);
+    let f = Fields::scan(buf, resp.headers)?;
     let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
     if minor == 0 && f.te.is_some() && !no_body {
         // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (as
@@ -384,52 +394,55 @@ struct Fields {
 }
 
 impl Fields {
-    fn scan(buf: &[u8], headers: &[HeaderSpan]) -> Result<Fields, HeadError> {
+    /// Over httparse's own slices rather than the spans: no re-slicing, no bounds checks.
+    /// Inlined into both parsers: returned by value, `Fields` was copied on every head.
+    #[inline(always)]
+    fn scan(buf: &[u8], headers: &[httparse::Header<'_>]) -> Result<Fields, HeadError> {
         let mut f = Fields::default();
         for h in headers {
-            let name = h.name.of(buf);
-            let value = h.value.of(buf);
+            let name = h.name.as_bytes();
+            let value = h.value;
             // Dispatch on length first: most lines are none of these.
             match name.len() {
-                4 if name.eq_ignore_ascii_case(b"host") => {
+                4 if eq_lower(name, b"host") => {
                     f.hosts += 1;
-                    f.host = Some(h.value);
+                    f.host = Some(Span::within(buf, value));
                 }
-                6 if name.eq_ignore_ascii_case(b"expect") => {
-                    f.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+                6 if eq_lower(name, b"expect") => {
+                    f.expect_continue |= eq_lower(value, b"100-continue");
                 }
-                7 if name.eq_ignore_ascii_case(b"upgrade") => {
+                7 if eq_lower(name, b"upgrade") => {
                     f.upgrade = true;
-                    f.upgrade_websocket |=
-                        tokens(value).any(|t| t.eq_ignore_ascii_case(b"websocket"));
+                    f.upgrade_websocket |= tokens(value).any(|t| eq_lower(t, b"websocket"));
                 }
-                10 if name.eq_ignore_ascii_case(b"connection") => {
+                10 if eq_lower(name, b"connection") => {
                     for t in tokens(value) {
-                        if t.eq_ignore_ascii_case(b"close") {
+                        if eq_lower(t, b"close") {
                             f.conn.close = true;
-                        } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        } else if eq_lower(t, b"keep-alive") {
                             f.conn.keep_alive = true;
-                        } else if t.eq_ignore_ascii_case(b"upgrade") {
+                        } else if eq_lower(t, b"upgrade") {
                             f.conn.upgrade = true;
                         } else {
                             f.conn.other = true;
                         }
                     }
                 }
-                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                14 if eq_lower(name, b"content-length") => {
                     let n = content_length(value)?;
                     if f.cl.is_some_and(|prev| prev != n) {
                         return Err(HeadError::Malformed("differing Content-Length values"));
                     }
                     f.cl = Some(n);
                 }
-                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                17 if eq_lower(name, b"transfer-encoding") => {
                     f.te_lines += 1;
-                    f.te.get_or_insert(h.value);
-                    f.te_last = Some(h.value);
+                    let span = Span::within(buf, value);
+                    f.te.get_or_insert(span);
+                    f.te_last = Some(span);
                     f.te_last_chunked = tokens(value)
                         .last()
-                        .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+                        .is_some_and(|t| eq_lower(t, b"chunked"));
                 }
                 _ => {}
             }
@@ -456,6 +469,62 @@ fn content_length(v: &[u8]) -> Result<u64, HeadError> {
         return Err(bad);
     }
     Ok(n)
+}
+
+/// `s.eq_ignore_ascii_case(lower)` where `lower` is written in lowercase ASCII (a header
+/// name or token rproxy knows), comparing 8 bytes at a time: the names and tokens looked
+/// for in every head (`content-length`, `connection`, `keep-alive`, ...) are mostly longer
+/// than 8 bytes, and the byte-wise comparison was the larger part of scanning a head.
+pub fn eq_lower(s: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(!lower
+        .iter()
+        .any(|b| b.is_ascii_uppercase() || !b.is_ascii()));
+    let n = s.len();
+    if n != lower.len() {
+        return false;
+    }
+    // Where `y` has a letter, `x` may differ from it by the case bit (0x20) only.
+    let same = |x: u64, y: u64| x | letters(y) == y;
+    // Windows of 8 (or, below 8 bytes, 4) bytes; the last one overlaps the one before it
+    // rather than leaving a tail to compare byte by byte.
+    let word = |b: &[u8], at: usize, w: usize| -> u64 {
+        match (w, b.get(at..)) {
+            (8, Some(r)) => r.first_chunk::<8>().map_or(0, |c| u64::from_le_bytes(*c)),
+            (_, Some(r)) => r
+                .first_chunk::<4>()
+                .map_or(0, |c| u64::from(u32::from_le_bytes(*c))),
+            _ => 0,
+        }
+    };
+    let w = match n {
+        8.. => 8,
+        4..8 => 4,
+        _ => return s.eq_ignore_ascii_case(lower),
+    };
+    let mut at = 0;
+    loop {
+        let i = at.min(n - w);
+        if !same(word(s, i, w), word(lower, i, w)) {
+            return false;
+        }
+        if i == n - w {
+            return true;
+        }
+        at += w;
+    }
+}
+
+/// 0x20 in each byte of `y` (ASCII: every byte below 0x80) that is a lowercase letter.
+fn letters(y: u64) -> u64 {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const fn each(b: u8) -> u64 {
+        u64::from_le_bytes([b; 8])
+    }
+    // A byte below 0x80 plus (0x80 - c) has its high bit set iff it is >= c; no carry leaves
+    // a byte.
+    let ge_a = y.wrapping_add(each(0x80 - b'a')) & HIGH;
+    let gt_z = y.wrapping_add(each(0x80 - b'z' - 1)) & HIGH;
+    (ge_a & !gt_z) >> 2
 }
 
 /// The comma-separated tokens of a list-valued header, trimmed, empty ones skipped.
@@ -519,11 +588,21 @@ fn target_form(buf: &[u8], target: Span, method: &[u8]) -> Result<Target, &'stat
 /// or brings userinfo (`@`). Like nginx, other bytes pass (`{`, `%`, non-ASCII): they are data
 /// to a downstream, and the access log escapes them.
 pub fn valid_host(v: &[u8]) -> bool {
-    !v.is_empty()
-        && !v
-            .iter()
-            .any(|&b| b <= b' ' || matches!(b, 0x7f | b'/' | b'\\' | b'?' | b'#' | b'@'))
+    !v.is_empty() && !v.iter().any(|&b| NOT_IN_HOST[usize::from(b)])
 }
+
+/// The bytes [`valid_host`] refuses, as a table: one load per byte of every request's Host
+/// instead of a chain of comparisons.
+const NOT_IN_HOST: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c <= b' ' || matches!(c, 0x7f | b'/' | b'\\' | b'?' | b'#' | b'@');
+        b += 1;
+    }
+    t
+};
 
 fn parse_error(e: httparse::Error) -> &'static str {
     match e {
@@ -542,6 +621,67 @@ mod tests {
     use super::*;
 
     const MAX: usize = 65536;
+
+    #[test]
+    fn host_bytes_table() {
+        for b in 0..=255u8 {
+            let bad = b <= b' ' || matches!(b, 0x7f | b'/' | b'\\' | b'?' | b'#' | b'@');
+            assert_eq!(valid_host(&[b'a', b, b'z']), !bad, "{b:#x}");
+        }
+        assert!(!valid_host(b""));
+        assert!(
+            valid_host(b"127.0.0.1:8080")
+                && valid_host(b"[::1]:80")
+                && valid_host(b"\xc3\xa9.test")
+        );
+    }
+
+    /// `eq_lower` answers as `eq_ignore_ascii_case` for every name and token it is used with,
+    /// against case changes and every single-byte change (the bytes next to letters under the
+    /// case bit: `@`, `[`, `` ` ``, `{`; controls; non-ASCII).
+    #[test]
+    fn eq_lower_is_eq_ignore_ascii_case() {
+        let words: [&[u8]; 16] = [
+            b"te",
+            b"host",
+            b"close",
+            b"expect",
+            b"chunked",
+            b"upgrade",
+            b"trailer",
+            b"websocket",
+            b"connection",
+            b"keep-alive",
+            b"100-continue",
+            b"content-length",
+            b"x-forwarded-for",
+            b"proxy-connection",
+            b"transfer-encoding",
+            b"x-forwarded-proto",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for w in words {
+            assert!(eq_lower(w, w));
+            assert!(eq_lower(&w.to_ascii_uppercase(), w));
+            assert!(!eq_lower(&w[1..], w));
+            for i in 0..w.len() {
+                for b in 0..=255u8 {
+                    let mut v = w.to_vec();
+                    // Random case elsewhere.
+                    for c in v.iter_mut() {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        if x & 1 == 1 {
+                            *c = c.to_ascii_uppercase();
+                        }
+                    }
+                    v[i] = b;
+                    assert_eq!(eq_lower(&v, w), v.eq_ignore_ascii_case(w), "{v:?} {w:?}");
+                }
+            }
+        }
+    }
 
     fn req(s: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         parse_request(s, MAX, &mut Vec::new())

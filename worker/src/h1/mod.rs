@@ -38,6 +38,7 @@ mod tests {
             xff_chain: false,
             xfp: Some(b"http"),
             extension_names: &[],
+            connection_names: h.conn.other,
         };
         edit::request_head(out, req, spans, &e, |_| {});
         let forwarded = out.len();

@@ -6,12 +6,12 @@
 
 use std::ops::Range;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::ProxyError;
-use crate::h1::body::{BodyError, BodyReader};
+use crate::h1::body::{BodyError, BodyReader, Step};
 use crate::h1::buffers::{self, Bufs};
 use crate::h1::head::{parse_response, ResponseHead};
 use crate::pool::{DsIo, Lease, Members, Pool, Used};
@@ -41,6 +41,8 @@ pub struct DsResponse {
     pub body: BodyReader,
     /// The downstream `read-timeout`, between body reads.
     pub read_timeout: Option<Duration>,
+    /// When the head arrived (the request's response time ends here).
+    pub head_at: Instant,
     /// The whole request was sent (else the downstream answered early: never reused).
     complete: bool,
 }
@@ -103,8 +105,9 @@ pub async fn exchange<P: BodyPump>(
         }
         Err(e) => return Err((e, Some(used))),
     };
-    lease.record_response();
+    let head_at = lease.record_response();
     Ok(DsResponse {
+        head_at,
         lease,
         body: BodyReader::response(head.body, head.len),
         head,
@@ -125,7 +128,13 @@ async fn read_head(
 ) -> Result<(ResponseHead, Bufs), ProxyError> {
     let mut bufs = Bufs::take();
     loop {
-        match parse_response(&bufs.data, MAX_RESPONSE_HEAD, head_request, &mut bufs.spans) {
+        // Nothing read yet (the usual first turn): read before parsing nothing.
+        let parsed = if bufs.data.is_empty() {
+            Ok(None)
+        } else {
+            parse_response(&bufs.data, MAX_RESPONSE_HEAD, head_request, &mut bufs.spans)
+        };
+        match parsed {
             Ok(Some(h)) if h.is_interim() => {
                 // `100 Continue` and friends: rproxy answered the client's Expect itself.
                 bufs.data.drain(..h.len);
@@ -161,6 +170,13 @@ impl DsResponse {
     /// The next piece of the body, in `self.bufs.data` (`None`: it ended). Waits at most the
     /// downstream `read-timeout` for bytes.
     pub async fn next(&mut self) -> Result<Option<Range<usize>>, BodyError> {
+        // What is already buffered (a small body comes with its head) is handed out without
+        // a read future or a timer.
+        match self.body.step(&self.bufs.data)? {
+            Step::Data(r) => return Ok(Some(r)),
+            Step::Done => return Ok(None),
+            Step::NeedMore => {}
+        }
         let Some(io) = self.lease.io() else {
             return Err(BodyError::Eof);
         };
