@@ -79,6 +79,8 @@ pub struct Downstream {
     retry: Duration,
     write_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
+    /// `high-watermark`: the most read ahead of the client (bounds a spliced body's pipe).
+    pub high_watermark: usize,
     idle: RefCell<Vec<Conn>>,
     /// Established or being established.
     open: Cell<usize>,
@@ -196,6 +198,7 @@ impl Pool {
                 retry: d.retry,
                 write_timeout: d.write_timeout,
                 read_timeout: d.read_timeout,
+                high_watermark: d.high_watermark,
                 idle: RefCell::new(Vec::with_capacity(d.connections)),
                 open: Cell::new(0),
                 health: Cell::new(if d.enabled {

@@ -887,6 +887,7 @@ where
     }
     let write_timeout = io.write_limit();
     let read_timeout = resp.read_timeout;
+    let ahead = resp.lease.downstream().high_watermark;
     let (Some(client), Some(ds)) = (io.get_ref().tcp(), resp.lease.io()) else {
         return Ok(());
     };
@@ -901,6 +902,7 @@ where
         ds.get_ref(),
         client,
         left,
+        ahead,
         read_timeout,
         write_timeout,
         counted,

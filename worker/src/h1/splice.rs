@@ -116,13 +116,15 @@ async fn with_limit<T>(
     }
 }
 
-/// Move exactly `len` body bytes from `ds` to `client`. Each wait for the downstream is
+/// Move exactly `len` body bytes from `ds` to `client`, at most `ahead` bytes (the
+/// downstream's `high-watermark`, and never more than a pipe holds) in flight. Each wait for the downstream is
 /// bounded by `read_timeout` (its `read-timeout`), each wait for the client by
 /// `write_timeout`; `moved` is called with each piece the client took (for the metrics).
 pub async fn relay(
     ds: &TcpStream,
     client: &TcpStream,
     len: u64,
+    ahead: usize,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     mut moved: impl FnMut(usize),
@@ -139,7 +141,7 @@ pub async fn relay(
     let mut left = len;
     let mut started = false;
     while left > 0 {
-        let want = left.min(PIPE as u64) as usize;
+        let want = left.min(ahead.clamp(1, PIPE) as u64) as usize;
         let filled = with_limit(
             read_timeout,
             "downstream read-timeout",
