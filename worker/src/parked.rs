@@ -309,6 +309,18 @@ mod tests {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// A worker in front of the echo origin, its server's `read-timeout` `secs`.
+    async fn with_read_timeout(secs: u32) -> crate::testing::Proxy {
+        let origin = echo_origin().await;
+        let cfg = config(&format!(
+            "[[server]]\nport = 8080\nread-timeout = {secs}\n\
+             [[server.downstream]]\naddr = \"{}\"\nport = {}\n",
+            origin.ip(),
+            origin.port()
+        ));
+        start(&cfg).await
+    }
+
     async fn settle() {
         tokio::time::sleep(PARK_AFTER + Duration::from_millis(300)).await;
     }
@@ -380,14 +392,7 @@ mod tests {
     async fn a_parked_connection_is_closed_at_its_read_timeout() {
         LocalSet::new()
             .run_until(async {
-                let origin = echo_origin().await;
-                let cfg = config(&format!(
-                    "[[server]]\nport = 8080\nread-timeout = 2\n\
-                     [[server.downstream]]\naddr = \"{}\"\nport = {}\n",
-                    origin.ip(),
-                    origin.port()
-                ));
-                let proxy = start(&cfg).await;
+                let proxy = with_read_timeout(2).await;
                 let mut s = TcpStream::connect(proxy.addr).await.unwrap();
                 let t0 = tokio::time::Instant::now();
                 get(&mut s, "/t").await;
@@ -415,14 +420,7 @@ mod tests {
     async fn a_read_timeout_shorter_than_park_after_closes_without_parking() {
         LocalSet::new()
             .run_until(async {
-                let origin = echo_origin().await;
-                let cfg = config(&format!(
-                    "[[server]]\nport = 8080\nread-timeout = 1\n\
-                     [[server.downstream]]\naddr = \"{}\"\nport = {}\n",
-                    origin.ip(),
-                    origin.port()
-                ));
-                let proxy = start(&cfg).await;
+                let proxy = with_read_timeout(1).await;
                 let mut s = TcpStream::connect(proxy.addr).await.unwrap();
                 get(&mut s, "/t").await;
                 let mut b = [0u8; 16];
