@@ -966,3 +966,41 @@ fn idle_keep_alive_connections_are_served_after_parking_and_across_a_reload() {
     });
     assert_eq!(get(port, "/").0, 200);
 }
+
+/// Keep-alive clients whose pauses straddle the moment idle connections are parked (1 s):
+/// requests that arrive while a connection is being parked, just after, or long after, are all
+/// answered, in order, on the same connection.
+#[test]
+fn requests_around_the_parking_moment_are_all_answered() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let _p = Proxy::start(
+        "parking-race",
+        &flat_config(port, &[b.port], "", "workers = 1"),
+        port,
+    );
+    let threads: Vec<_> = (0..24u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                // Pauses from 0.90 s to 1.10 s in 10 ms steps, shifted per thread.
+                for i in 0..5u64 {
+                    let (head, body) = keep_alive_get(&mut s, "/");
+                    assert!(
+                        head.starts_with("http/1.1 200"),
+                        "thread {t} request {i}: {head}"
+                    );
+                    assert_eq!(body, b"b");
+                    let pause = 900 + ((t * 7 + i * 13) % 21) * 10;
+                    std::thread::sleep(Duration::from_millis(pause));
+                }
+                let (head, _) = keep_alive_get(&mut s, "/");
+                assert!(head.starts_with("http/1.1 200"), "thread {t} last: {head}");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
