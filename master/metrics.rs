@@ -520,6 +520,11 @@ pub fn render(metrics: &mut Metrics) -> String {
             "rproxy_pending_requests",
             "Requests waiting for a downstream connection.",
         ),
+        (
+            ServerGauge::Parked,
+            "rproxy_client_connections_parked",
+            "Idle client connections parked in the workers' idle sets (no task held).",
+        ),
     ] {
         let mut f = family(name, help, MetricType::Gauge);
         let values = match g {

@@ -567,12 +567,17 @@ fn gauges_follow_held_connections_and_tls_handshakes_are_counted() {
     }
     let open = |s: &Scrape| s.get("rproxy_client_connections_open", &[("server", &plain)]);
     let idle = |s: &Scrape| s.get("rproxy_client_connections_idle", &[("server", &plain)]);
+    let parked = |s: &Scrape| s.get("rproxy_client_connections_parked", &[("server", &plain)]);
     wait_scrape(mport, "3 connections open and idle", |s| {
         open(s) == 3.0 && idle(s) == 3.0
     });
+    // Idle for over a second: parked in the worker's idle set, still open and idle.
+    wait_scrape(mport, "3 connections parked", |s| {
+        parked(s) == 3.0 && open(s) == 3.0 && idle(s) == 3.0
+    });
     drop(held);
     wait_scrape(mport, "no connection open", |s| {
-        open(s) == 0.0 && idle(s) == 0.0
+        open(s) == 0.0 && idle(s) == 0.0 && parked(s) == 0.0
     });
 
     // TLS: a full handshake, a resumed one, and a client that speaks plain HTTP.

@@ -59,9 +59,11 @@ pub enum ServerGauge {
     Idle,
     /// Requests waiting for a downstream connection.
     Pending,
+    /// Idle connections parked in the worker's idle set (a subset of `Idle`).
+    Parked,
 }
 
-const SERVER_GAUGES: u32 = 3;
+const SERVER_GAUGES: u32 = 4;
 
 /// Per-downstream gauges of one worker's pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,7 +287,7 @@ impl Layout {
             Series::Counter { server, counter }
         } else if id < s.downstreams() {
             use ServerGauge::*;
-            let gauge = [Open, Idle, Pending][(id - s.gauges()) as usize];
+            let gauge = [Open, Idle, Pending, Parked][(id - s.gauges()) as usize];
             Series::Gauge { server, gauge }
         } else {
             use DownstreamGauge::*;
@@ -371,7 +373,7 @@ mod tests {
     fn every_number_describes_back_to_itself() {
         let c = config(ROUTED);
         let l = Layout::new(&c);
-        let per = |rules: usize, ds: usize| 6 * rules + 13 + 6 + 3 + 4 * ds;
+        let per = |rules: usize, ds: usize| 6 * rules + 13 + 6 + 4 + 4 * ds;
         assert_eq!(l.len(), per(1, 1) + per(4, 2));
         let mut seen = vec![false; l.len()];
         let mut mark = |id: Option<usize>, want: Series| {
@@ -408,7 +410,12 @@ mod tests {
                     Series::Counter { server, counter },
                 );
             }
-            for gauge in [ServerGauge::Open, ServerGauge::Idle, ServerGauge::Pending] {
+            for gauge in [
+                ServerGauge::Open,
+                ServerGauge::Idle,
+                ServerGauge::Pending,
+                ServerGauge::Parked,
+            ] {
                 mark(l.gauge(server, gauge), Series::Gauge { server, gauge });
             }
             for downstream in 0..ds {

@@ -119,6 +119,23 @@ impl Drop for OpenConn {
     }
 }
 
+/// A connection of `server` entered (`true`) or left the worker's idle set.
+pub fn parked(server: usize, entered: bool) {
+    with(|l| {
+        if let Some(c) = l
+            .layout
+            .gauge(server, ServerGauge::Parked)
+            .map(|i| &l.values[i])
+        {
+            c.set(if entered {
+                c.get() + 1
+            } else {
+                c.get().saturating_sub(1)
+            });
+        }
+    });
+}
+
 /// A TLS handshake on `server` ended: `Some(resumed)` when it completed, `None` when it
 /// failed or timed out.
 pub fn tls_handshake(server: usize, result: Option<bool>) {

@@ -103,7 +103,9 @@ impl IdleSet {
         self.free.borrow_mut().clear();
         self.deadlines.borrow_mut().clear();
         self.count.set(0);
-        drop(parked);
+        for p in parked.into_iter().flatten() {
+            crate::metrics::parked(p.server.index, false);
+        }
     }
 
     /// The epoll instance, created (and its task started) on first use.
@@ -144,6 +146,7 @@ pub fn park(
         return;
     };
     let state = Rc::clone(&server.state);
+    let index = server.index;
     let set = &state.idle;
     let first = set.epoll.borrow().is_none();
     let Some(epoll) = set.epoll() else {
@@ -187,6 +190,7 @@ pub fn park(
         open,
     });
     set.count.set(set.count.get() + 1);
+    crate::metrics::parked(index, true);
 }
 
 /// Take a connection out of the set (without touching the epoll instance).
@@ -197,6 +201,7 @@ fn unpark(set: &IdleSet, slot: u32) -> Option<Parked> {
     }
     set.free.borrow_mut().push(slot);
     set.count.set(set.count.get() - 1);
+    crate::metrics::parked(p.server.index, false);
     Some(p)
 }
 
