@@ -221,9 +221,7 @@ async fn run(state: Rc<crate::state::WorkerState>, epoll: Rc<AsyncFd<EpollFd>>) 
         tokio::select! {
             ready = epoll.readable() => {
                 let Ok(mut guard) = ready else {
-                    rproxy_shared::error!("the idle connections' epoll failed: closing them");
-                    set.clear();
-                    return;
+                    return fail(set, "its readiness failed");
                 };
                 let got = guard.try_io(|e| {
                     let n = e.get_ref().0.wait(&mut events, 0u8).map_err(std::io::Error::from)?;
@@ -234,10 +232,8 @@ async fn run(state: Rc<crate::state::WorkerState>, epoll: Rc<AsyncFd<EpollFd>>) 
                 });
                 let n = match got {
                     Ok(Ok(n)) => n,
-                    Ok(Err(e)) => {
-                        rproxy_shared::error!("epoll_wait on the idle connections: {e}");
-                        continue;
-                    }
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Ok(Err(e)) => return fail(set, &format!("epoll_wait: {e}")),
                     Err(_would_block) => continue,
                 };
                 for ev in &events[..n] {
@@ -264,6 +260,14 @@ async fn run(state: Rc<crate::state::WorkerState>, epoll: Rc<AsyncFd<EpollFd>>) 
             _ = set.sooner.notified() => {}
         }
     }
+}
+
+/// The idle set's epoll instance failed: close what it holds and drop it, so that the next
+/// connection to park makes a new one (with a task of its own) rather than waiting forever.
+fn fail(set: &IdleSet, why: &str) {
+    rproxy_shared::error!("the idle connections' epoll failed ({why}): closing them");
+    *set.epoll.borrow_mut() = None;
+    set.clear();
 }
 
 /// Give a connection whose client sent something its task back.
