@@ -20,18 +20,22 @@ pub enum Stop {
 }
 
 impl Master {
+    /// How long the slowest generation's workers may take to drain (`shutdown-timeout`).
+    pub(crate) fn longest_shutdown_timeout(&self) -> Duration {
+        self.gens
+            .iter()
+            .map(|g| g.shutdown_timeout())
+            .max()
+            .unwrap_or(Duration::from_secs(30))
+    }
+
     pub(crate) fn graceful_stop(&mut self) {
         if self.stop.is_some() {
             return;
         }
         self.abort_upgrade("graceful stop");
         notify::stopping();
-        let timeout = self
-            .gens
-            .iter()
-            .map(|g| g.shutdown_timeout())
-            .max()
-            .unwrap_or(Duration::from_secs(30));
+        let timeout = self.longest_shutdown_timeout();
         info!(
             "graceful stop: draining {} workers (up to {} s)",
             self.workers().count(),

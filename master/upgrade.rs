@@ -464,12 +464,7 @@ impl Master {
     /// O after the commit: from now on a graceful stop that says nothing to systemd and never
     /// respawns; the workers are told to drain once the new ones accept ([`Self::drain_old`]).
     fn retire(&mut self, new_pid: u32) {
-        let timeout = self
-            .gens
-            .iter()
-            .map(|g| g.shutdown_timeout())
-            .max()
-            .unwrap_or(Duration::from_secs(30));
+        let timeout = self.longest_shutdown_timeout();
         self.stop = Some(Stop::Graceful {
             deadline: Instant::now() + ACCEPT_WAIT + timeout + Duration::from_secs(1),
         });

@@ -495,11 +495,7 @@ fn daemon_start_errors_reach_the_terminal_with_exit_1() {
     drop(taken);
     let (code, out) = run_rproxy(&[], &path, &[]);
     assert_eq!(code, Some(0), "{out}");
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = pid_in(&pid_file).unwrap();
     let _guard = KillOnDrop(pid);
     assert_eq!(get(port, "/").0, 200, "exit 0 before the daemon served");
     let mode = std::os::unix::fs::PermissionsExt::mode(

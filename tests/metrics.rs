@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -506,28 +505,6 @@ fn counters_match_the_requests_across_a_killed_worker_and_reloads() {
     assert!(bytes_match(&s));
 }
 
-/// A self-signed certificate for `rproxy.test` in `dir` (key readable by root only).
-fn self_signed(dir: &Path) -> String {
-    let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
-    let st = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=rproxy.test", "-keyout"])
-        .arg(&k)
-        .arg("-out")
-        .arg(&c)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    format!(
-        "[server.ssl]\nenabled = true\ncert = \"{}\"\nkey = \"{}\"\n",
-        c.display(),
-        k.display()
-    )
-}
-
 /// One `openssl s_client` TLS 1.2 request offering the session saved in `sess` (when there
 /// is one); whether it resumed.
 fn s_client(port: u16, sess: &Path) -> bool {
@@ -548,7 +525,7 @@ fn gauges_follow_held_connections_and_tls_handshakes_are_counted() {
     cfg.push_str(&format!(
         "[[server]]\naddr = \"127.0.0.1\"\nport = {tport}\n{}\
          [[server.downstream]]\naddr = \"127.0.0.1\"\nport = {}\n",
-        self_signed(&dir),
+        ssl_section(&dir, ""),
         backend.port
     ));
     let _p = Proxy::start("metrics-gauges", &cfg, port);

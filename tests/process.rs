@@ -437,11 +437,7 @@ fn daemonizes_with_a_pid_file() {
         .unwrap();
     assert!(status.success());
     wait_until("pid file", Duration::from_secs(5), || pid_file.exists());
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = pid_in(&pid_file).unwrap();
     let guard = KillOnDrop(pid);
     wait_until("workers ready", Duration::from_secs(10), || {
         std::fs::read_to_string(&err_log).is_ok_and(|t| t.contains("workers ready"))

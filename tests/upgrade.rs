@@ -7,15 +7,29 @@ mod common;
 use std::io::{IoSliceMut, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 
-/// The PID a pid file names, if it names one.
-fn pid_in(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+/// A flat configuration on `port` in front of `backend`, with a pid file in `dir` and
+/// `global` keys: `(pid file, configuration)`.
+fn with_pid_file(
+    dir: &Path,
+    port: u16,
+    backend: u16,
+    server: &str,
+    global: &str,
+) -> (std::path::PathBuf, String) {
+    let pid_file = dir.join("rproxy.pid");
+    let cfg = flat_config(
+        port,
+        &[backend],
+        server,
+        &format!("{global}\npid-file = \"{}\"", pid_file.display()),
+    );
+    (pid_file, cfg)
 }
 
 /// Send SIGUSR2 to `master` and wait until the pid file names another live master whose
@@ -57,16 +71,8 @@ fn twenty_upgrades_under_load_lose_no_request() {
     let b = Backend::start("b");
     let port = free_port();
     let dir = temp_dir("upgrade20");
-    let pid_file = dir.join("rproxy.pid");
-    let cfg = flat_config(
-        port,
-        &[b.port],
-        "",
-        &format!(
-            "workers = 2\nshutdown-timeout = 5\npid-file = \"{}\"",
-            pid_file.display()
-        ),
-    );
+    let (pid_file, cfg) =
+        with_pid_file(&dir, port, b.port, "", "workers = 2\nshutdown-timeout = 5");
     let p = Proxy::start("upgrade20", &cfg, port);
     let mut masters = Masters(vec![p.pid()]);
     let mut master = p.pid();
@@ -148,15 +154,9 @@ fn a_new_binary_that_fails_before_ready_leaves_the_old_tree_serving() {
     let b = Backend::start("b");
     let port = free_port();
     let dir = temp_dir("upgrade-fail");
-    let pid_file = dir.join("rproxy.pid");
     let fault = dir.join("workers-die");
     let hang = dir.join("new-master-hangs");
-    let cfg = flat_config(
-        port,
-        &[b.port],
-        "",
-        &format!("workers = 2\npid-file = \"{}\"", pid_file.display()),
-    );
+    let (pid_file, cfg) = with_pid_file(&dir, port, b.port, "", "workers = 2");
     let p = Proxy::start_with_env(
         "upgrade-fail",
         &cfg,
@@ -261,21 +261,13 @@ fn systemd_follows_the_new_master() {
     let b = Backend::start("b");
     let port = free_port();
     let dir = temp_dir("upgrade-notify");
-    let pid_file = dir.join("rproxy.pid");
     let sock_path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let cfg = flat_config(
-        port,
-        &[b.port],
-        "",
-        &format!(
-            "workers = 1\nshutdown-timeout = 3\npid-file = \"{}\"",
-            pid_file.display()
-        ),
-    );
+    let (pid_file, cfg) =
+        with_pid_file(&dir, port, b.port, "", "workers = 1\nshutdown-timeout = 3");
     let p = Proxy::start_with_env(
         "upgrade-notify",
         &cfg,
@@ -361,25 +353,6 @@ fn systemd_follows_the_new_master() {
     );
 }
 
-/// A self-signed certificate for `rproxy.test` made with the openssl command line.
-fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
-    let st = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=rproxy.test", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl req");
-    assert!(st.success());
-    (cert, key)
-}
-
 /// One `openssl s_client` request offering the session in `sess` (when it exists) and saving
 /// the newest one there; whether the server resumed it.
 fn s_client(port: u16, version: &str, sess: &Path) -> bool {
@@ -392,20 +365,13 @@ fn sessions_resume_across_the_upgrade(name: &str, ssl_extra: &str, version: &str
     let b = Backend::start("b");
     let port = free_port();
     let dir = temp_dir(name);
-    let (cert, key) = self_signed(&dir);
-    let pid_file = dir.join("rproxy.pid");
-    let cfg = flat_config(
+    let ssl = ssl_section(&dir, ssl_extra);
+    let (pid_file, cfg) = with_pid_file(
+        &dir,
         port,
-        &[b.port],
-        &format!(
-            "[server.ssl]\nenabled = true\ncert = \"{}\"\nkey = \"{}\"\n{ssl_extra}",
-            cert.display(),
-            key.display()
-        ),
-        &format!(
-            "workers = 2\nshutdown-timeout = 3\npid-file = \"{}\"",
-            pid_file.display()
-        ),
+        b.port,
+        &ssl,
+        "workers = 2\nshutdown-timeout = 3",
     );
     let p = Proxy::start(name, &cfg, port);
     let mut masters = Masters(vec![p.pid()]);
@@ -528,20 +494,13 @@ fn ticket_keys_keep_rotating_across_frequent_upgrades() {
     let b = Backend::start("b");
     let port = free_port();
     let dir = temp_dir("upgrade-rotate");
-    let (cert, key) = self_signed(&dir);
-    let pid_file = dir.join("rproxy.pid");
-    let cfg = flat_config(
+    let ssl = ssl_section(&dir, "cache-enabled = false\n");
+    let (pid_file, cfg) = with_pid_file(
+        &dir,
         port,
-        &[b.port],
-        &format!(
-            "[server.ssl]\nenabled = true\ncert = \"{}\"\nkey = \"{}\"\ncache-enabled = false\n",
-            cert.display(),
-            key.display()
-        ),
-        &format!(
-            "workers = 1\nshutdown-timeout = 2\npid-file = \"{}\"",
-            pid_file.display()
-        ),
+        b.port,
+        &ssl,
+        "workers = 1\nshutdown-timeout = 2",
     );
     let p = Proxy::start_with_env(
         "upgrade-rotate",
@@ -589,17 +548,9 @@ fn new_workers_accept_nothing_before_the_commit() {
     let b = Backend::start("b");
     let port = free_port();
     let dir = temp_dir("upgrade-hold");
-    let pid_file = dir.join("rproxy.pid");
     let hold = dir.join("hold-commit");
-    let cfg = flat_config(
-        port,
-        &[b.port],
-        "",
-        &format!(
-            "workers = 2\nshutdown-timeout = 5\npid-file = \"{}\"",
-            pid_file.display()
-        ),
-    );
+    let (pid_file, cfg) =
+        with_pid_file(&dir, port, b.port, "", "workers = 2\nshutdown-timeout = 5");
     let p = Proxy::start_with_env(
         "upgrade-hold",
         &cfg,

@@ -35,15 +35,18 @@ impl Bound {
         if local.as_pathname() != Some(path) {
             return Err(fail(format!("the socket is bound to {local:?}")));
         }
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| fail(e.to_string()))?;
-        let m = std::fs::symlink_metadata(path).map_err(|e| fail(e.to_string()))?;
+        Bound::new(listener, path, false).map_err(fail)
+    }
+
+    /// `listener`, non-blocking, bound at `path` (whose inode it records).
+    fn new(listener: UnixListener, path: &Path, owns_file: bool) -> Result<Bound, String> {
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let m = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
         Ok(Bound {
             listener,
             path: path.to_path_buf(),
             inode: (m.dev(), m.ino()),
-            owns_file: false,
+            owns_file,
         })
     }
 
@@ -102,16 +105,7 @@ pub fn bind(path: &Path) -> Result<Bound, String> {
     let bound = UnixListener::bind(path);
     umask(old);
     let listener = bound.map_err(|e| fail(e.to_string()))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| fail(e.to_string()))?;
-    let m = std::fs::symlink_metadata(path).map_err(|e| fail(e.to_string()))?;
-    Ok(Bound {
-        listener,
-        path: path.to_path_buf(),
-        inode: (m.dev(), m.ino()),
-        owns_file: true,
-    })
+    Bound::new(listener, path, true).map_err(fail)
 }
 
 /// Whether a process listens on the socket at `path`. The connection attempt never blocks: a

@@ -796,3 +796,39 @@ pub fn client_ports_of(pid: i32, ports: &[u16]) -> std::collections::HashSet<u16
     }
     out
 }
+
+/// The PID a pid file names, if it names one.
+pub fn pid_in(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// A self-signed certificate for `rproxy.test` made with the openssl command line, written to
+/// `dir`: `(cert, key)`.
+pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let st = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=rproxy.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl req");
+    assert!(st.success());
+    (cert, key)
+}
+
+/// The `[server.ssl]` section of a server with a self-signed certificate made in `dir`, then
+/// `extra` (more keys of that section).
+pub fn ssl_section(dir: &Path, extra: &str) -> String {
+    let (cert, key) = self_signed(dir);
+    format!(
+        "[server.ssl]\nenabled = true\ncert = \"{}\"\nkey = \"{}\"\n{extra}",
+        cert.display(),
+        key.display()
+    )
+}

@@ -15,7 +15,7 @@
 //! A parked connection still counts as open (drain waits for it, as for an idle task; the
 //! metrics' open gauge keeps it) and keeps its `read-timeout` deadline.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::rc::Rc;
@@ -73,8 +73,6 @@ pub struct IdleSet {
     deadlines: RefCell<BTreeSet<(Instant, u32)>>,
     /// A connection was parked with a deadline earlier than the one the task sleeps to.
     sooner: Notify,
-    /// Connections parked now (for tests and the log).
-    count: Cell<usize>,
 }
 
 impl Default for IdleSet {
@@ -85,7 +83,6 @@ impl Default for IdleSet {
             free: RefCell::new(Vec::new()),
             deadlines: RefCell::new(BTreeSet::new()),
             sooner: Notify::new(),
-            count: Cell::new(0),
         }
     }
 }
@@ -93,7 +90,7 @@ impl Default for IdleSet {
 impl IdleSet {
     /// Connections parked now.
     pub fn len(&self) -> usize {
-        self.count.get()
+        self.slots.borrow().len() - self.free.borrow().len()
     }
 
     /// Close every parked connection (the worker is exiting; also breaks the `Rc` cycle
@@ -102,7 +99,6 @@ impl IdleSet {
         let parked = std::mem::take(&mut *self.slots.borrow_mut());
         self.free.borrow_mut().clear();
         self.deadlines.borrow_mut().clear();
-        self.count.set(0);
         for p in parked.into_iter().flatten() {
             crate::metrics::parked(p.server.index, false);
         }
@@ -189,7 +185,6 @@ pub fn park(
         guard,
         open,
     });
-    set.count.set(set.count.get() + 1);
     crate::metrics::parked(index, true);
 }
 
@@ -200,7 +195,6 @@ fn unpark(set: &IdleSet, slot: u32) -> Option<Parked> {
         set.deadlines.borrow_mut().remove(&(d, slot));
     }
     set.free.borrow_mut().push(slot);
-    set.count.set(set.count.get() - 1);
     crate::metrics::parked(p.server.index, false);
     Some(p)
 }
@@ -330,6 +324,15 @@ mod tests {
         start(&cfg).await
     }
 
+    /// Bytes of the next read on `s` (0: closed, or reset), which must come within `secs`.
+    async fn next_read(s: &mut TcpStream, secs: u64, why: &str) -> usize {
+        let mut b = [0u8; 16];
+        tokio::time::timeout(Duration::from_secs(secs), s.read(&mut b))
+            .await
+            .expect(why)
+            .unwrap_or(0)
+    }
+
     async fn settle() {
         tokio::time::sleep(PARK_AFTER + Duration::from_millis(300)).await;
     }
@@ -408,11 +411,7 @@ mod tests {
                 settle().await;
                 assert_eq!(proxy.state.idle.len(), 1);
                 // Parked, its deadline runs on: closed 2 s after its last response.
-                let mut b = [0u8; 16];
-                let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
-                    .await
-                    .expect("a parked connection outlived its read-timeout")
-                    .unwrap_or(0);
+                let n = next_read(&mut s, 5, "a parked connection outlived its read-timeout").await;
                 let waited = t0.elapsed();
                 assert_eq!(n, 0);
                 assert!(
@@ -432,11 +431,7 @@ mod tests {
                 let proxy = with_read_timeout(1).await;
                 let mut s = TcpStream::connect(proxy.addr).await.unwrap();
                 get(&mut s, "/t").await;
-                let mut b = [0u8; 16];
-                let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut b))
-                    .await
-                    .expect("not closed at read-timeout")
-                    .unwrap_or(0);
+                let n = next_read(&mut s, 3, "not closed at read-timeout").await;
                 assert_eq!(n, 0);
                 assert_eq!(proxy.state.idle.len(), 0);
             })

@@ -455,7 +455,12 @@ mod tests {
     }
 
     fn strs(text: &str) -> Vec<String> {
-        lex(text, &no_env)
+        strs_with(text, &no_env)
+    }
+
+    /// The string tokens of `text`, variables looked up in `env`.
+    fn strs_with(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+        lex(text, env)
             .unwrap()
             .0
             .into_iter()
@@ -551,17 +556,7 @@ mod tests {
             "EMPTY" => Some(String::new()),
             _ => None,
         };
-        let lexed = |s: &str| -> Vec<String> {
-            lex(s, &env)
-                .unwrap()
-                .0
-                .into_iter()
-                .filter_map(|t| match t.tok {
-                    Tok::Str { text, .. } => Some(text),
-                    _ => None,
-                })
-                .collect()
-        };
+        let lexed = |s: &str| strs_with(s, &env);
         assert_eq!(lexed("a = ${SET}")[1], "v");
         assert_eq!(lexed("a = ${UNSET:-d}")[1], "d");
         // Set but empty stays empty: the default is for unset only.
