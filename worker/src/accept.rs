@@ -10,7 +10,7 @@ use std::time::Duration;
 use rproxy_shared::{error, warn};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::metrics::{self, Counted};
+use crate::metrics::{self, Counted, OpenConn};
 use crate::server::ServerCtx;
 use crate::state::ConnGuard;
 use crate::tls::Acceptor;
@@ -56,8 +56,8 @@ pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>, tls: Option<Rc
                     let _ = stream.set_nodelay(true);
                     if let Some(tls) = &tls {
                         let (tls, server) = (Rc::clone(tls), Rc::clone(&server));
-                        let index = server.index;
-                        tokio::task::spawn_local(metrics::while_open(index, secure(tls, stream, peer, server, guard)));
+                        let open = metrics::conn_opened(server.index);
+                        tokio::task::spawn_local(secure(tls, stream, peer, server, guard, open));
                         continue;
                     }
                     let info = tls::plain(peer, &server.trusted);
@@ -77,12 +77,17 @@ pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>, tls: Option<Rc
 
 /// The TLS stage, then HTTP/2 or HTTP/1.1 as ALPN chose. The connection counts (for drain)
 /// from its accept, handshake included.
+///
+/// `_open` (the metrics' count) is an argument rather than a wrapping future: a future that
+/// awaits another holds it twice over (its argument and its awaitee), which made every TLS
+/// connection's task 1.9 KiB instead of 1 KiB.
 async fn secure(
     tls: Rc<Acceptor>,
     stream: TcpStream,
     peer: SocketAddr,
     server: Rc<ServerCtx>,
     guard: ConnGuard,
+    _open: OpenConn,
 ) {
     // Boxed, and freed after the handshake: a task's size is that of its largest state, and
     // a keep-alive connection lives in the HTTP state (likewise HTTP/2's larger one).

@@ -9,7 +9,6 @@
 //! holding a reference. Before [`init`] (unit tests of other stages) every call is a no-op.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -368,12 +367,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-}
-
-/// Run a connection's future with the connection counted open on `server`.
-pub async fn while_open<F: Future>(server: usize, conn: F) -> F::Output {
-    let _open = conn_opened(server);
-    conn.await
 }
 
 #[cfg(test)]
