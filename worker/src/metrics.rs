@@ -9,6 +9,7 @@
 //! holding a reference. Before [`init`] (unit tests of other stages) every call is a no-op.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -328,6 +329,10 @@ impl<S: crate::h1::conn::ReadReady> crate::h1::conn::ReadReady for Counted<S> {
     /// Spliced bytes bypass this wrapper: the splice counts them itself.
     fn tcp(&self) -> Option<&tokio::net::TcpStream> {
         self.inner.tcp()
+    }
+
+    fn hold<F: Future>(busy: F) -> impl Future<Output = F::Output> {
+        S::hold(busy)
     }
 }
 

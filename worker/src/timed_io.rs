@@ -143,6 +143,10 @@ impl<S: ReadReady> ReadReady for TimedIo<S> {
     fn tcp(&self) -> Option<&TcpStream> {
         self.inner.tcp()
     }
+
+    fn hold<F: std::future::Future>(busy: F) -> impl std::future::Future<Output = F::Output> {
+        S::hold(busy)
+    }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
