@@ -306,6 +306,41 @@ fn pending_requests_are_served_first_in_first_out() {
     }
 }
 
+/// The only pooled connection streams a large response to a client that stopped reading: a
+/// request queued behind it gets an extra connection after ~50 ms (the queue's watch asks for
+/// one) instead of waiting for the stalled client, then its 503 at pending-timeout.
+#[test]
+fn a_request_behind_a_stalled_download_gets_an_extra_connection() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let cfg = flat_config(
+        port,
+        &[b.port],
+        "pending-timeout = 5",
+        "workers = 1\nlog-level = \"debug\"",
+    )
+    .replace("connections = 4", "connections = 1");
+    let p = Proxy::start("stalled", &cfg, port);
+    assert_eq!(get(port, "/").0, 200);
+    let accepted = b.accepted();
+    // 64 MiB asked for, the head read, then nothing: socket buffers fill and the exchange
+    // stays on the connection.
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled
+        .write_all(b"GET /big/67108864 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 512];
+    let n = stalled.read(&mut head).unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
+    // Without an extra connection this is a 503 at pending-timeout: the stalled exchange
+    // never ends.
+    let (status, body) = get(port, "/");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(p.log().contains("request queued"), "never queued");
+    assert!(b.accepted() > accepted, "no connection opened for it");
+    drop(stalled);
+}
+
 /// A downstream that reads the request head, then does `act` with the socket.
 fn raw_backend(act: fn(&mut TcpStream)) -> (u16, std::thread::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
