@@ -17,6 +17,7 @@
 mod accept;
 mod access_log;
 mod body;
+mod clock;
 mod control;
 mod error;
 mod forward;
@@ -85,7 +86,7 @@ pub fn run(args: WorkerArgs) -> i32 {
         }
     };
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, serve(args))
+    local.block_on(&rt, clock::marking_turns(serve(args)))
 }
 
 async fn serve(args: WorkerArgs) -> i32 {

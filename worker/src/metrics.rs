@@ -168,7 +168,7 @@ impl RequestTimer {
         });
         RequestTimer {
             server,
-            start: Instant::now(),
+            start: crate::clock::now(),
         }
     }
 
@@ -176,7 +176,7 @@ impl RequestTimer {
     /// slot `rule` (`Route::metrics_rule`; 0 = no rule). The response time (to the response
     /// head) goes to the server's histogram; a tunnel's lifetime does not.
     pub fn done(&self, rule: u32, status: Option<u16>) {
-        self.done_at(rule, status, Instant::now());
+        self.done_at(rule, status, crate::clock::now());
     }
 
     /// [`RequestTimer::done`] with the clock already read at `at` (the response head's

@@ -309,7 +309,7 @@ impl Pool {
             q.push_back(Waiter {
                 route: Rc::clone(route),
                 tx,
-                since: Instant::now(),
+                since: crate::clock::now(),
                 asked: false,
             });
             if q.len() == 1 {
@@ -621,13 +621,13 @@ impl Lease {
 
     /// Mark the moment the request goes out, for the response-time average.
     pub fn start_clock(&mut self) {
-        self.sent_at = Some(Instant::now());
+        self.sent_at = Some(crate::clock::now());
     }
 
     /// The response head arrived: feed the response time to the balancer. Returns the moment
     /// read, for the request's own metrics (one clock read for both).
     pub fn record_response(&self) -> Instant {
-        let now = Instant::now();
+        let now = crate::clock::now();
         if let Some(sent) = self.sent_at {
             let d = self.downstream();
             let us = now.saturating_duration_since(sent).as_secs_f64() * 1e6;

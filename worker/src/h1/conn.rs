@@ -138,7 +138,7 @@ where
     loop {
         // `read-timeout`: the idle wait and the head read together (a parked connection's
         // deadline runs on while it is parked).
-        let now = Instant::now();
+        let now = crate::clock::tokio_now();
         let deadline = match resumed.take() {
             Some(d) => d,
             None => conn
@@ -300,7 +300,7 @@ where
             .routes
             .connection_timeouts()
             .read
-            .map(|d| Instant::now() + d);
+            .map(|d| crate::clock::tokio_now() + d);
     }
 }
 
