@@ -301,8 +301,7 @@ fn p99(samples: &[(u16, Duration)]) -> Duration {
 fn stalled_uploads_and_a_slow_downloader_leave_the_pool_to_others() {
     let b = Backend::start("b");
     let port = free_port();
-    let cfg = flat_config(port, &[b.port], "read-timeout = 2", "workers = 1")
-        .replace("connections = 4", "connections = 1");
+    let cfg = one_connection_config(port, &[b.port], "read-timeout = 2", "workers = 1");
     let _p = Proxy::start("slowclients", &cfg, port);
     let t0 = Instant::now();
     let uploads: Vec<TcpStream> = (0..10)
@@ -368,8 +367,7 @@ fn stalled_uploads_and_a_slow_downloader_leave_the_pool_to_others() {
 fn a_client_pausing_mid_body_is_cut_at_read_timeout() {
     let b = Backend::start("b");
     let port = free_port();
-    let cfg = flat_config(port, &[b.port], "read-timeout = 1", "workers = 1")
-        .replace("connections = 4", "connections = 1");
+    let cfg = one_connection_config(port, &[b.port], "read-timeout = 1", "workers = 1");
     let _p = Proxy::start("drip", &cfg, port);
     // Small body: one byte, then a pause of 3 s.
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();

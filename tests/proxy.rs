@@ -231,13 +231,12 @@ fn rtt_shares_between_equals_and_favours_the_fast() {
 fn max_pending_and_pending_timeout_give_503() {
     let b = Backend::start("b");
     let port = free_port();
-    let cfg = flat_config(
+    let cfg = one_connection_config(
         port,
         &[b.port],
         "max-pending = 1\npending-timeout = 3",
         "workers = 1\nlog-level = \"debug\"",
-    )
-    .replace("connections = 4", "connections = 1");
+    );
     let p = Proxy::start("pending", &cfg, port);
     // Occupies the only connection for 8 s.
     let busy = std::thread::spawn(move || get(port, "/sleep/8000"));
@@ -272,8 +271,7 @@ fn max_pending_and_pending_timeout_give_503() {
 fn pending_requests_are_served_first_in_first_out() {
     let b = Backend::start("b");
     let port = free_port();
-    let cfg = flat_config(port, &[b.port], "", "workers = 1\nlog-level = \"debug\"")
-        .replace("connections = 4", "connections = 1");
+    let cfg = one_connection_config(port, &[b.port], "", "workers = 1\nlog-level = \"debug\"");
     let p = Proxy::start("fifo", &cfg, port);
     let busy = std::thread::spawn(move || get(port, "/sleep/1000"));
     wait_until("the connection busy", Duration::from_secs(5), || {
@@ -313,13 +311,12 @@ fn pending_requests_are_served_first_in_first_out() {
 fn a_request_behind_a_stalled_download_gets_an_extra_connection() {
     let b = Backend::start("b");
     let port = free_port();
-    let cfg = flat_config(
+    let cfg = one_connection_config(
         port,
         &[b.port],
         "pending-timeout = 5",
         "workers = 1\nlog-level = \"debug\"",
-    )
-    .replace("connections = 4", "connections = 1");
+    );
     let p = Proxy::start("stalled", &cfg, port);
     assert_eq!(get(port, "/").0, 200);
     let accepted = b.accepted();

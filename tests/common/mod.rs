@@ -632,6 +632,18 @@ pub fn flat_config(port: u16, backends: &[u16], extra_server: &str, extra_global
     c
 }
 
+/// [`flat_config`] with one pooled connection per downstream: one exchange in progress makes
+/// the next request wait in the queue.
+pub fn one_connection_config(
+    port: u16,
+    backends: &[u16],
+    extra_server: &str,
+    extra_global: &str,
+) -> String {
+    flat_config(port, backends, extra_server, extra_global)
+        .replace("connections = 4", "connections = 1")
+}
+
 pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }

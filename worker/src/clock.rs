@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy)]
 enum Clock {
@@ -41,6 +41,15 @@ pub fn tokio_now() -> tokio::time::Instant {
     tokio::time::Instant::from_std(now())
 }
 
+/// `tokio::time::timeout` from this turn's reading (tokio's reads the clock for each; the
+/// request path sets several per request: the downstream's read-timeout, the splice's waits).
+pub fn timeout<F: Future>(d: Duration, f: F) -> tokio::time::Timeout<F> {
+    match tokio_now().checked_add(d) {
+        Some(at) => tokio::time::timeout_at(at, f),
+        None => tokio::time::timeout(d, f),
+    }
+}
+
 /// Run `main`, the future a `LocalSet` runs its tasks around, marking each of the set's turns
 /// (the set polls it before each batch of tasks, whether or not it was woken), so [`now`] is
 /// read afresh once per batch.
@@ -58,7 +67,6 @@ pub async fn marking_turns<F: Future>(main: F) -> F::Output {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use tokio::task::LocalSet;
 
     #[tokio::test(flavor = "current_thread")]

@@ -95,10 +95,8 @@ pub fn add_pool(server: usize, pool: &Rc<Pool>) {
 
 /// A client connection accepted on `server`: counted, and open until the guard drops.
 pub fn conn_opened(server: usize) -> OpenConn {
-    with(|l| {
-        l.add(l.layout.counter(server, ServerCounter::Connections), 1);
-        l.add(l.layout.gauge(server, ServerGauge::Open), 1);
-    });
+    with(|l| l.add(l.layout.counter(server, ServerCounter::Connections), 1));
+    gauge_up(server, ServerGauge::Open);
     OpenConn(server)
 }
 
@@ -107,31 +105,34 @@ pub struct OpenConn(usize);
 
 impl Drop for OpenConn {
     fn drop(&mut self) {
-        with(|l| {
-            if let Some(c) = l
-                .layout
-                .gauge(self.0, ServerGauge::Open)
-                .map(|i| &l.values[i])
-            {
-                c.set(c.get().saturating_sub(1));
-            }
-        });
+        gauge_down(self.0, ServerGauge::Open);
     }
 }
 
-/// A connection of `server` entered (`true`) or left the worker's idle set.
-pub fn parked(server: usize, entered: bool) {
+/// A connection of `server` entered the worker's idle set: counted as parked until the guard
+/// drops (it leaves the set).
+pub fn parked(server: usize) -> ParkedConn {
+    gauge_up(server, ServerGauge::Parked);
+    ParkedConn(server)
+}
+
+/// Keeps a connection counted as parked.
+pub struct ParkedConn(usize);
+
+impl Drop for ParkedConn {
+    fn drop(&mut self) {
+        gauge_down(self.0, ServerGauge::Parked);
+    }
+}
+
+fn gauge_up(server: usize, gauge: ServerGauge) {
+    with(|l| l.add(l.layout.gauge(server, gauge), 1));
+}
+
+fn gauge_down(server: usize, gauge: ServerGauge) {
     with(|l| {
-        if let Some(c) = l
-            .layout
-            .gauge(server, ServerGauge::Parked)
-            .map(|i| &l.values[i])
-        {
-            c.set(if entered {
-                c.get() + 1
-            } else {
-                c.get().saturating_sub(1)
-            });
+        if let Some(c) = l.layout.gauge(server, gauge).map(|i| &l.values[i]) {
+            c.set(c.get().saturating_sub(1));
         }
     });
 }

@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::http::{self, Conn};
-use crate::metrics::OpenConn;
+use crate::metrics::{OpenConn, ParkedConn};
 use crate::server::ServerCtx;
 use crate::state::ConnGuard;
 use crate::tls::ConnInfo;
@@ -50,6 +50,8 @@ struct Parked {
     deadline: Option<Instant>,
     guard: ConnGuard,
     open: OpenConn,
+    /// Counted in the parked gauge while in the set.
+    _parked: ParkedConn,
 }
 
 /// The epoll instance's descriptor, for `AsyncFd`.
@@ -99,9 +101,7 @@ impl IdleSet {
         let parked = std::mem::take(&mut *self.slots.borrow_mut());
         self.free.borrow_mut().clear();
         self.deadlines.borrow_mut().clear();
-        for p in parked.into_iter().flatten() {
-            crate::metrics::parked(p.server.index, false);
-        }
+        drop(parked);
     }
 
     /// The epoll instance, created (and its task started) on first use.
@@ -184,8 +184,8 @@ pub fn park(
         deadline,
         guard,
         open,
+        _parked: crate::metrics::parked(index),
     });
-    crate::metrics::parked(index, true);
 }
 
 /// Take a connection out of the set (without touching the epoll instance).
@@ -195,7 +195,6 @@ fn unpark(set: &IdleSet, slot: u32) -> Option<Parked> {
         set.deadlines.borrow_mut().remove(&(d, slot));
     }
     set.free.borrow_mut().push(slot);
-    crate::metrics::parked(p.server.index, false);
     Some(p)
 }
 
@@ -273,6 +272,7 @@ fn resume(p: Parked) {
         deadline,
         guard,
         open,
+        ..
     } = p;
     match tokio::net::TcpStream::from_std(socket) {
         Ok(stream) => {
@@ -292,24 +292,14 @@ mod tests {
     use tokio::task::LocalSet;
 
     use super::PARK_AFTER;
-    use crate::testing::{config, echo_origin, flat, start};
+    use crate::testing::{config, echo_origin, flat, read_responses, start};
 
-    /// One request on `s`, its whole response (the echo origin's bodies end in `http`).
+    /// One request on `s`, its whole response.
     async fn get(s: &mut TcpStream, path: &str) -> String {
         s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
             .await
             .unwrap();
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !out.ends_with(b"http") {
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                .await
-                .expect("no response within 5 s")
-                .unwrap();
-            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&out));
-            out.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&out).into_owned()
+        read_responses(s, 1).await
     }
 
     /// A worker in front of the echo origin, its server's `read-timeout` `secs`.
@@ -376,17 +366,7 @@ mod tests {
                 )
                 .await
                 .unwrap();
-                let mut out = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !String::from_utf8_lossy(&out).contains("/p2 ") || !out.ends_with(b"http") {
-                    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                        .await
-                        .unwrap()
-                        .unwrap();
-                    assert!(n > 0);
-                    out.extend_from_slice(&buf[..n]);
-                }
-                let out = String::from_utf8_lossy(&out);
+                let out = read_responses(s, 2).await;
                 assert!(
                     out.find("/p1 ").unwrap() < out.find("/p2 ").unwrap(),
                     "{out}"

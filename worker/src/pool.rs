@@ -366,10 +366,7 @@ impl Pool {
             }
         }
         let timeout = q.front().map(|w| w.since + self.pending_timeout);
-        match (next, timeout) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        next.into_iter().chain(timeout).min()
     }
 
     /// Whether downstream `i` may get one more connection because some of its connections

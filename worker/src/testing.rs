@@ -97,6 +97,23 @@ pub async fn roundtrip(addr: SocketAddr, raw: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Read from `s` until `n` responses (counted by status line) have arrived, the last one whole
+/// (the echo origin's bodies end in `http`); at most 5 s per read.
+pub async fn read_responses(s: &mut TcpStream, n: usize) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while String::from_utf8_lossy(&out).matches("HTTP/1.1 ").count() < n || !out.ends_with(b"http")
+    {
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("no response within 5 s")
+            .unwrap();
+        assert!(r > 0, "closed: {}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..r]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Send `reqs` one after the other on one keep-alive connection with hyper's client; the
 /// responses with their whole bodies.
 pub async fn send(addr: SocketAddr, reqs: Vec<Request<String>>) -> Vec<Response<Bytes>> {

@@ -32,26 +32,66 @@ pub const KEEP: usize = 1024;
 /// Buffers of each capacity [`decay`] leaves in the list, unused or not.
 const FLOOR: usize = 16;
 
+/// One free list, bounded by [`KEEP`], with what [`decay`] needs to know.
+struct List<T> {
+    items: Vec<T>,
+    /// The shortest the list was since the last [`decay`]: that many sat unused throughout.
+    low: usize,
+}
+
+impl<T> List<T> {
+    const fn new() -> List<T> {
+        List {
+            items: Vec::new(),
+            low: 0,
+        }
+    }
+
+    fn pop(&mut self, make: impl FnOnce() -> T) -> T {
+        let item = self.items.pop();
+        self.low = self.low.min(self.items.len());
+        item.unwrap_or_else(make)
+    }
+
+    fn push(&mut self, item: T) {
+        if self.items.len() < KEEP {
+            self.items.push(item);
+        }
+    }
+
+    /// Free what sat unused since the last call, down to [`FLOOR`].
+    fn decay(&mut self) {
+        let spare = self.low.saturating_sub(FLOOR).min(self.items.len());
+        self.items.truncate(self.items.len() - spare);
+        if self.items.capacity() > 2 * self.items.len().max(FLOOR) {
+            self.items.shrink_to(self.items.len().max(FLOOR));
+        }
+        self.low = self.items.len();
+    }
+}
+
 /// The free lists in one thread-local: a [`Bufs`] is taken and given back with one access.
 struct Free {
-    data: Vec<Vec<u8>>,
-    heads: Vec<Vec<u8>>,
-    spans: Vec<Vec<HeaderSpan>>,
-    /// The shortest each list was since the last [`decay`]: that many sat unused throughout.
-    low: [usize; 3],
+    data: List<Vec<u8>>,
+    heads: List<Vec<u8>>,
+    spans: List<Vec<HeaderSpan>>,
 }
 
 impl Free {
+    const fn new() -> Free {
+        Free {
+            data: List::new(),
+            heads: List::new(),
+            spans: List::new(),
+        }
+    }
+
     fn take(&mut self) -> Vec<u8> {
-        let b = self.data.pop();
-        self.low[0] = self.low[0].min(self.data.len());
-        b.unwrap_or_else(|| Vec::with_capacity(SIZE))
+        self.data.pop(|| Vec::with_capacity(SIZE))
     }
 
     fn take_head(&mut self) -> Vec<u8> {
-        let b = self.heads.pop();
-        self.low[1] = self.low[1].min(self.heads.len());
-        b.unwrap_or_else(|| Vec::with_capacity(HEAD))
+        self.heads.pop(|| Vec::with_capacity(HEAD))
     }
 
     /// Either size; a buffer that grew is freed.
@@ -61,51 +101,30 @@ impl Free {
             HEAD => &mut self.heads,
             _ => return,
         };
-        if list.len() < KEEP {
-            buf.clear();
-            list.push(buf);
-        }
+        buf.clear();
+        list.push(buf);
     }
 
     fn take_spans(&mut self) -> Vec<HeaderSpan> {
-        let s = self.spans.pop();
-        self.low[2] = self.low[2].min(self.spans.len());
-        s.unwrap_or_else(|| Vec::with_capacity(MAX_HEADERS))
-    }
-
-    /// Free what sat unused since the last call, down to [`FLOOR`].
-    fn decay(&mut self) {
-        fn cut<T>(list: &mut Vec<T>, low: &mut usize) {
-            let spare = (*low).saturating_sub(FLOOR);
-            list.truncate(list.len() - spare.min(list.len()));
-            if list.capacity() > 2 * list.len().max(FLOOR) {
-                list.shrink_to(list.len().max(FLOOR));
-            }
-            *low = list.len();
-        }
-        let [d, h, s] = &mut self.low;
-        cut(&mut self.data, d);
-        cut(&mut self.heads, h);
-        cut(&mut self.spans, s);
+        self.spans.pop(|| Vec::with_capacity(MAX_HEADERS))
     }
 
     fn give_spans(&mut self, mut spans: Vec<HeaderSpan>) {
-        if spans.capacity() >= MAX_HEADERS && self.spans.len() < KEEP {
+        if spans.capacity() >= MAX_HEADERS {
             spans.clear();
             self.spans.push(spans);
         }
     }
+
+    fn decay(&mut self) {
+        self.data.decay();
+        self.heads.decay();
+        self.spans.decay();
+    }
 }
 
 thread_local! {
-    static FREE: RefCell<Free> = const {
-        RefCell::new(Free {
-            data: Vec::new(),
-            heads: Vec::new(),
-            spans: Vec::new(),
-            low: [0; 3],
-        })
-    };
+    static FREE: RefCell<Free> = const { RefCell::new(Free::new()) };
 }
 
 /// An empty buffer of at least [`SIZE`] bytes of capacity.
@@ -163,18 +182,13 @@ impl Drop for Bufs {
 /// Free buffers held by this worker (for tests and diagnostics).
 #[cfg(test)]
 pub fn free_count() -> usize {
-    FREE.with_borrow(|f| f.data.len() + f.heads.len())
+    FREE.with_borrow(|f| f.data.items.len() + f.heads.items.len())
 }
 
 /// Give the free list's buffers back to the allocator and free heap pages back to the kernel
 /// (`malloc_trim(0)`, which also releases free pages inside the heap, not only at its top).
 pub fn trim() {
-    FREE.with_borrow_mut(|f| {
-        f.data = Vec::new();
-        f.heads = Vec::new();
-        f.spans = Vec::new();
-        f.low = [0; 3];
-    });
+    FREE.with_borrow_mut(|f| *f = Free::new());
     // SAFETY: malloc_trim has no preconditions.
     unsafe {
         libc::malloc_trim(0);
@@ -238,7 +252,7 @@ mod tests {
 
     #[test]
     fn unused_buffers_decay_down_to_the_floor() {
-        let heads = || FREE.with_borrow(|f| f.heads.len());
+        let heads = || FREE.with_borrow(|f| f.heads.items.len());
         let many: Vec<_> = (0..100).map(|_| take_head()).collect();
         for b in many {
             give(b);

@@ -667,7 +667,7 @@ where
         }
         let read = io.read_buf(buf);
         let n = match read_timeout {
-            Some(d) => tokio::time::timeout(d, read)
+            Some(d) => crate::clock::timeout(d, read)
                 .await
                 .map_err(|_| ProxyError::ClientBodyTimeout)?,
             None => read.await,
@@ -800,7 +800,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BodyPump for ClientPump<'_, S> {
         loop {
             let next = self.reader.next(&mut *self.io, &mut *self.buf);
             let r = match self.read_timeout {
-                Some(d) => tokio::time::timeout(d, next)
+                Some(d) => crate::clock::timeout(d, next)
                     .await
                     .map_err(|_| ProxyError::ClientBodyTimeout)?,
                 None => next.await,
@@ -1129,24 +1129,7 @@ mod tests {
     use crate::h1::buffers;
     use crate::server::ServerCtx;
     use crate::state::WorkerState;
-    use crate::testing::{echo_origin, flat, roundtrip, start};
-
-    /// Read from `s` until `n` responses (counted by status line) have arrived.
-    async fn read_responses(s: &mut TcpStream, n: usize) -> String {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while String::from_utf8_lossy(&out).matches("HTTP/1.1 ").count() < n
-            || !out.ends_with(b"http")
-        {
-            let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                .await
-                .expect("no response within 5 s")
-                .unwrap();
-            assert!(r > 0, "closed: {}", String::from_utf8_lossy(&out));
-            out.extend_from_slice(&buf[..r]);
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
+    use crate::testing::{echo_origin, flat, read_responses, roundtrip, start};
 
     #[tokio::test(flavor = "current_thread")]
     async fn pipelined_requests_are_answered_in_order() {

@@ -109,7 +109,7 @@ async fn with_limit<T>(
     f: impl std::future::Future<Output = io::Result<T>>,
 ) -> io::Result<T> {
     match limit {
-        Some(d) => tokio::time::timeout(d, f)
+        Some(d) => crate::clock::timeout(d, f)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, what))?,
         None => f.await,

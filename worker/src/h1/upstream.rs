@@ -149,7 +149,7 @@ async fn read_head(
         }
         let read = io.read_buf(&mut bufs.data);
         let r = match read_timeout {
-            Some(d) => tokio::time::timeout(d, read)
+            Some(d) => crate::clock::timeout(d, read)
                 .await
                 .map_err(|_| ProxyError::DownstreamReadTimeout)?,
             None => read.await,
@@ -182,7 +182,7 @@ impl DsResponse {
         };
         let next = self.body.next(io, &mut self.bufs.data);
         match self.read_timeout {
-            Some(d) => match tokio::time::timeout(d, next).await {
+            Some(d) => match crate::clock::timeout(d, next).await {
                 Ok(r) => r,
                 Err(_) => Err(BodyError::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
