@@ -7,7 +7,11 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use tokio::time::Sleep;
 
 #[derive(Clone, Copy)]
 enum Clock {
@@ -47,6 +51,62 @@ pub fn timeout<F: Future>(d: Duration, f: F) -> tokio::time::Timeout<F> {
     match tokio_now().checked_add(d) {
         Some(at) => tokio::time::timeout_at(at, f),
         None => tokio::time::timeout(d, f),
+    }
+}
+
+/// A deadline that moves later often and fires rarely (a keep-alive connection's idle wait,
+/// set anew after every response), on one tokio timer that is moved lazily, as nginx's
+/// `NGX_TIMER_LAZY_DELAY`: moving it later is only a store here, and when the timer fires
+/// before the deadline it is set again for the rest. A busy connection moves its timer in
+/// tokio's wheel once per period instead of once per request (`Sleep::reset`, ~115
+/// instructions), and polls it only once it fired (`Sleep::poll`, ~125).
+#[derive(Default)]
+pub struct LazyTimer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Where the timer is set in tokio's wheel (at or before `due`).
+    armed: Option<tokio::time::Instant>,
+    due: Option<tokio::time::Instant>,
+    /// Polled since it was last set: the timer holds the task's waker, and wakes the task
+    /// when it fires. Only one task may poll a `LazyTimer`.
+    waiting: bool,
+}
+
+impl LazyTimer {
+    /// Fire at `at` (none: never), whether that is earlier or later than before.
+    pub fn set(&mut self, at: Option<tokio::time::Instant>) {
+        self.due = at;
+        let Some(at) = at else { return };
+        match (&mut self.sleep, self.armed) {
+            // Later than the wheel's timer: it fires early, and `poll` sets it again.
+            (Some(_), Some(armed)) if armed <= at => return,
+            (Some(s), _) => s.as_mut().reset(at),
+            (None, _) => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+        self.armed = Some(at);
+        self.waiting = false;
+    }
+
+    /// Ready once the deadline of the last [`LazyTimer::set`] has passed; pending forever if
+    /// it was none.
+    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let (Some(due), Some(sleep)) = (self.due, &mut self.sleep) else {
+            return Poll::Pending;
+        };
+        if self.waiting && !sleep.is_elapsed() {
+            return Poll::Pending;
+        }
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                self.waiting = true;
+                return Poll::Pending;
+            }
+            if tokio_now() >= due {
+                return Poll::Ready(());
+            }
+            // Early: the deadline moved on since the timer was set.
+            sleep.as_mut().reset(due);
+            self.armed = Some(due);
+        }
     }
 }
 
@@ -94,5 +154,43 @@ mod tests {
         let a = now();
         std::thread::sleep(Duration::from_millis(2));
         assert!(now() > a);
+    }
+
+    /// Poll `t` until it fires, at most `limit`; the time it took.
+    async fn fires(t: &mut LazyTimer, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        tokio::time::timeout(limit, std::future::poll_fn(|cx| t.poll(cx)))
+            .await
+            .ok()
+            .map(|()| start.elapsed())
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_lazy_timer_fires_at_its_last_deadline_not_before() {
+        let ms = Duration::from_millis;
+        let mut t = LazyTimer::default();
+        // Moved later after it was polled: the wheel's timer fires first, and is set again.
+        let start = tokio_now();
+        t.set(Some(start + ms(30)));
+        assert!(fires(&mut t, ms(5)).await.is_none());
+        t.set(Some(start + ms(120)));
+        fires(&mut t, ms(2000)).await.expect("fired");
+        assert!(tokio_now() >= start + ms(120), "{:?}", tokio_now() - start);
+        // Moved earlier: fires early.
+        let start = tokio_now();
+        t.set(Some(start + ms(5000)));
+        assert!(fires(&mut t, ms(5)).await.is_none());
+        t.set(Some(start + ms(30)));
+        let took = fires(&mut t, ms(2000)).await.expect("fired");
+        assert!(took < ms(1000), "{took:?}");
+        assert!(tokio_now() >= start + ms(30));
+        // None: never.
+        t.set(None);
+        assert!(fires(&mut t, ms(60)).await.is_none());
+        // Set again after it fired, later than its old deadline.
+        let start = tokio_now();
+        t.set(Some(start + ms(40)));
+        fires(&mut t, ms(2000)).await.expect("fired");
+        assert!(tokio_now() >= start + ms(40));
     }
 }

@@ -3,13 +3,11 @@
 //! from the socket only when every byte in it has been used, so a body of any size passes
 //! through one bounded buffer and a slow reader on the other side pauses this one.
 
-use std::future::Future;
 use std::io;
 use std::ops::Range;
-use std::pin::pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
 use crate::h1::buffers;
 use crate::h1::chunked::{ChunkError, Decoder};
@@ -188,13 +186,7 @@ impl BodyReader {
                         // list instead of growing this one (which the list would not take back).
                         buffers::give(std::mem::replace(buf, buffers::take()));
                     }
-                    let n = {
-                        let read = pin!(io.read_buf(buf));
-                        match read.poll(cx) {
-                            Poll::Pending => return Poll::Pending,
-                            Poll::Ready(r) => r.map_err(BodyError::Io)?,
-                        }
-                    };
+                    let n = ready!(buffers::poll_read_into(io, cx, buf)).map_err(BodyError::Io)?;
                     if n == 0 {
                         if self.kind == Kind::Close {
                             self.kind = Kind::Done;

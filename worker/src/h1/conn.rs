@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use http::StatusCode;
 use rproxy_shared::logformat::HeaderLookup;
-use std::pin::Pin;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
+use crate::clock::LazyTimer;
 use crate::error::{self, ProxyError};
 use crate::h1::body::{BodyError, BodyReader, Step};
 use crate::h1::buffers::{self, Bufs};
@@ -131,10 +131,10 @@ where
     }
     let mut first = (!first.is_empty()).then_some(first);
     let mut resumed = resumed;
-    // One timer for every idle wait of the connection, moved later each time: tokio then only
-    // updates its expiry (an atomic store) instead of inserting into and removing from its
-    // wheel per request (~600 instructions, bench/callgrind.sh).
-    let mut idle_timer: Option<Pin<Box<Sleep>>> = None;
+    // One timer for every idle wait of the connection, moved lazily: a timer per wait cost
+    // an insertion into tokio's wheel and a removal per request (~600 instructions,
+    // bench/callgrind.sh), moving one timer per request ~115.
+    let mut idle_timer = LazyTimer::default();
     loop {
         // `read-timeout`: the idle wait and the head read together (a parked connection's
         // deadline runs on while it is parked).
@@ -185,7 +185,7 @@ async fn first_bytes<S>(
     io: &mut TimedIo<S>,
     now: Instant,
     deadline: Option<Instant>,
-    timer: &mut Option<Pin<Box<Sleep>>>,
+    timer: &mut LazyTimer,
 ) -> Wait
 where
     S: AsyncRead + ReadReady + Unpin,
@@ -193,44 +193,34 @@ where
     let park_at = S::PARKABLE
         .then(|| now + crate::parked::PARK_AFTER)
         .filter(|p| deadline.is_none_or(|d| *p < d));
-    let wake_at = park_at.or(deadline);
-    if let Some(t) = wake_at {
-        match timer {
-            Some(s) => s.as_mut().reset(t),
-            None => *timer = Some(Box::pin(tokio::time::sleep_until(t))),
-        }
-    }
-    loop {
-        let ready = std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = io.poll_read_ready(cx) {
-                return Poll::Ready(Some(r));
+    timer.set(park_at.or(deadline));
+    // The first poll only registers for readability (the last read emptied the socket, and
+    // a buffer is not held while waiting); later ones are wake-ups, mostly for bytes, and
+    // read at once. A read that finds nothing (readiness was stale: a TLS record that
+    // carried no data, or the last read took exactly what was there) gives the buffer back.
+    let mut polled = false;
+    std::future::poll_fn(|cx| {
+        let ready = std::mem::replace(&mut polled, true)
+            || match io.poll_read_ready(cx) {
+                Poll::Ready(Err(_)) => return Poll::Ready(Wait::Closed),
+                // Bytes are there already (pipelined, or a quick client).
+                Poll::Ready(Ok(())) => true,
+                Poll::Pending => false,
+            };
+        if ready {
+            let mut buf = buffers::take_head();
+            match buffers::poll_read_into(io, cx, &mut buf) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Wait::Closed),
+                Poll::Ready(Ok(_)) => return Poll::Ready(Wait::Data(buf)),
+                Poll::Pending => buffers::give(buf),
             }
-            match timer {
-                Some(s) if wake_at.is_some() => s.as_mut().poll(cx).map(|()| None),
-                _ => Poll::Pending,
-            }
-        });
-        match ready.await {
-            Some(Ok(())) => {}
-            Some(Err(_)) => return Wait::Closed,
-            None if park_at.is_some() => return Wait::Park,
-            None => return Wait::Closed,
         }
-        // A head buffer: most request heads fit, and a request waiting for a downstream
-        // connection holds it; a larger head or a body grows it.
-        let mut buf = buffers::take_head();
-        // One attempt: readiness may be stale (a TLS record that carried no data, or the
-        // last read took exactly what was there), and then the buffer goes back at once.
-        let got = {
-            let mut read = std::pin::pin!(io.read_buf(&mut buf));
-            std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
-        };
-        match got {
-            Poll::Pending => buffers::give(buf),
-            Poll::Ready(Ok(0) | Err(_)) => return Wait::Closed,
-            Poll::Ready(Ok(_)) => return Wait::Data(buf),
-        }
-    }
+        timer.poll(cx).map(|()| match park_at {
+            Some(_) => Wait::Park,
+            None => Wait::Closed,
+        })
+    })
+    .await
 }
 
 /// What the connection does after its buffered bytes were answered.
@@ -269,7 +259,7 @@ where
                 bufs.data
                     .reserve(buffers::SIZE.min(max.saturating_sub(bufs.data.len()).max(1)));
             }
-            let read = io.read_buf(&mut bufs.data);
+            let read = buffers::read_into(io, &mut bufs.data);
             let n = match deadline {
                 Some(t) => match tokio::time::timeout_at(t, read).await {
                     Ok(r) => r,
@@ -665,7 +655,7 @@ where
         if buf.len() == buf.capacity() {
             buf.reserve(buffers::SIZE.min(want - have).max(4096));
         }
-        let read = io.read_buf(buf);
+        let read = buffers::read_into(io, buf);
         let n = match read_timeout {
             Some(d) => crate::clock::timeout(d, read)
                 .await
@@ -1069,7 +1059,7 @@ where
     let mut total = 0;
     while total < PREREAD {
         bufs.data.clear();
-        match tokio::time::timeout_at(until, io.read_buf(&mut bufs.data)).await {
+        match tokio::time::timeout_at(until, buffers::read_into(io, &mut bufs.data)).await {
             Ok(Ok(n)) if n > 0 => total += n,
             _ => return,
         }

@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::error::ProxyError;
 use crate::h1::body::{BodyError, BodyReader, Step};
@@ -147,7 +147,7 @@ async fn read_head(
         if bufs.data.len() == bufs.data.capacity() {
             bufs.data.reserve(buffers::SIZE);
         }
-        let read = io.read_buf(&mut bufs.data);
+        let read = buffers::read_into(io, &mut bufs.data);
         let r = match read_timeout {
             Some(d) => crate::clock::timeout(d, read)
                 .await
