@@ -55,7 +55,7 @@ pub struct Streamed {
 
 impl Streamed {
     fn finish(&mut self) {
-        if let Some(r) = self.resp.take() {
+        if let Some(mut r) = self.resp.take() {
             r.finish();
         }
     }

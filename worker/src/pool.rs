@@ -633,8 +633,9 @@ impl Lease {
         now
     }
 
-    /// The exchange completed cleanly: the connection can carry the next request.
-    pub fn release(mut self) {
+    /// The exchange completed cleanly: the connection can carry the next request. The lease
+    /// is empty afterwards (its drop does nothing).
+    pub fn release(&mut self) {
         if let Some(conn) = self.conn.take() {
             self.uncount();
             self.pool.put(self.index, conn, false);

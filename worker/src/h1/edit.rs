@@ -112,6 +112,27 @@ pub struct RequestEdit<'a> {
     pub connection_names: bool,
 }
 
+/// What ends the request line rproxy writes.
+const REQUEST_VERSION: &[u8] = b" HTTP/1.1\r\n";
+
+/// Where in `buf` the client's request line is, if it is exactly the one rproxy would write:
+/// `e`'s method and target are the client's own bytes (not rewritten), one space apart, then
+/// ` HTTP/1.1` (an HTTP/1.0 request line is rewritten).
+fn written_request_line(buf: &[u8], e: &RequestEdit<'_>) -> Option<std::ops::Range<usize>> {
+    let offset = |part: &[u8]| {
+        let (p, b) = (part.as_ptr() as usize, buf.as_ptr() as usize);
+        (p >= b && p + part.len() <= b + buf.len()).then(|| p - b)
+    };
+    let method = offset(e.method)?;
+    let target = offset(e.target)?;
+    let target_end = target + e.target.len();
+    let end = target_end + REQUEST_VERSION.len();
+    (target == method + e.method.len() + 1
+        && buf.get(target - 1) == Some(&b' ')
+        && buf.get(target_end..end) == Some(REQUEST_VERSION))
+    .then_some(method..end)
+}
+
 /// Append the head of the request for the downstream to `out`: request line, the client's
 /// header lines that may pass, then rproxy's; `extra` adds more lines (the X-SSL-* headers of
 /// a TLS client) before the final empty line.
@@ -122,11 +143,17 @@ pub fn request_head(
     e: &RequestEdit<'_>,
     extra: impl FnOnce(&mut Vec<u8>),
 ) {
-    out.extend_from_slice(e.method);
-    out.push(b' ');
-    out.extend_from_slice(e.target);
-    out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut kept = Verbatim::new(buf);
+    match written_request_line(buf, e) {
+        // Already what would be written: it starts the first run of bytes copied as they are.
+        Some(line) => (kept.start, kept.end) = (line.start, line.end),
+        None => {
+            out.extend_from_slice(e.method);
+            out.push(b' ');
+            out.extend_from_slice(e.target);
+            out.extend_from_slice(REQUEST_VERSION);
+        }
+    }
     for h in spans {
         if !drop_request_header(h.name.of(buf), buf, spans, e) {
             kept.keep(out, h);
@@ -164,8 +191,12 @@ pub fn request_head(
     if e.websocket {
         out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: websocket\r\n");
     }
-    if let Some(p) = e.xfp {
-        line(out, b"X-Forwarded-Proto", p);
+    match e.xfp {
+        None => {}
+        // Whole lines of known length: copied inline, not in four calls.
+        Some(b"http") => out.extend_from_slice(b"X-Forwarded-Proto: http\r\n"),
+        Some(b"https") => out.extend_from_slice(b"X-Forwarded-Proto: https\r\n"),
+        Some(p) => line(out, b"X-Forwarded-Proto", p),
     }
     extra(out);
     out.extend_from_slice(b"\r\n");
@@ -349,6 +380,55 @@ mod tests {
         let mut out = Vec::new();
         request_head(&mut out, raw, &spans, &e, |_| {});
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_request_line_is_copied_only_when_it_is_what_rproxy_writes() {
+        // method, target, version; the method and target taken from the client's bytes, as
+        // `forwarded_head` does unless it rewrites.
+        let cases: [(&[u8], &str); 5] = [
+            (
+                b"GET /a?b HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n",
+                "GET /a?b HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n",
+            ),
+            (
+                b"\r\nPUT /p HTTP/1.1\r\nHost: a\r\n\r\n",
+                "PUT /p HTTP/1.1\r\nHost: a\r\n",
+            ),
+            // HTTP/1.0 goes out as HTTP/1.1.
+            (
+                b"GET /a HTTP/1.0\r\nHost: a\r\n\r\n",
+                "GET /a HTTP/1.1\r\nHost: a\r\n",
+            ),
+            (
+                b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+                "OPTIONS * HTTP/1.1\r\nHost: a\r\n",
+            ),
+            // A hop-by-hop line right after the request line: the line is still kept.
+            (
+                b"GET / HTTP/1.1\r\nTE: x\r\nHost: a\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: a\r\n",
+            ),
+        ];
+        for (raw, want) in cases {
+            let mut spans = Vec::new();
+            let h = parse_request(raw, 65536, &mut spans).unwrap().unwrap();
+            let mut e = edit(h.target.of(raw), Framing::None);
+            e.method = h.method.of(raw);
+            e.xff = None;
+            e.xfp = None;
+            let http10 = raw.windows(8).any(|w| w == b"HTTP/1.0");
+            assert_eq!(written_request_line(raw, &e).is_some(), !http10);
+            let mut out = Vec::new();
+            request_head(&mut out, raw, &spans, &e, |_| {});
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{want}\r\n"));
+            // A rewritten target (not the client's bytes) is written out.
+            let mut out = Vec::new();
+            e.target = b"/new";
+            request_head(&mut out, raw, &spans, &e, |_| {});
+            let line = format!("{} /new HTTP/1.1\r\n", String::from_utf8_lossy(e.method));
+            assert!(String::from_utf8(out).unwrap().starts_with(&line));
+        }
     }
 
     #[test]
