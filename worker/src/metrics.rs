@@ -335,6 +335,14 @@ impl<S: crate::h1::conn::ReadReady> crate::h1::conn::ReadReady for Counted<S> {
     fn hold<F: Future>(busy: F) -> impl Future<Output = F::Output> {
         S::hold(busy)
     }
+
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let r = self.inner.try_write(buf);
+        if let Ok(n) = r {
+            count(self.server, ServerCounter::BytesOut, n as u64);
+        }
+        r
+    }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {

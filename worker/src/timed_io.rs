@@ -147,6 +147,14 @@ impl<S: ReadReady> ReadReady for TimedIo<S> {
     fn hold<F: std::future::Future>(busy: F) -> impl std::future::Future<Output = F::Output> {
         S::hold(busy)
     }
+
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let r = self.inner.try_write(buf);
+        if matches!(r, Ok(n) if n > 0) {
+            self.progressed();
+        }
+        r
+    }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {

@@ -8,8 +8,6 @@ use std::ops::Range;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-
 use crate::error::ProxyError;
 use crate::h1::body::{BodyError, BodyReader, Step};
 use crate::h1::buffers::{self, Bufs};
@@ -66,7 +64,7 @@ pub async fn exchange<P: BodyPump>(
         let used = lease.used();
         lease.start_clock();
         let Some(io) = lease.io() else { continue };
-        match io.write_all(out).await {
+        match crate::h1::conn::write_all(io, out).await {
             Ok(()) => break lease,
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 return Err((ProxyError::DownstreamWriteTimeout, Some(used)))
