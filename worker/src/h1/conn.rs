@@ -160,9 +160,9 @@ where
     }
     let mut first = (!first.is_empty()).then_some(first);
     let mut resumed = resumed;
-    // One timer for every idle wait of the connection, moved lazily: a timer per wait cost
-    // an insertion into tokio's wheel and a removal per request (~600 instructions,
-    // bench/callgrind.sh), moving one timer per request ~115.
+    // One timer for every idle wait of the connection, moved lazily (`LazyTimer`): a timer
+    // per wait cost an insertion into tokio's wheel and a removal per request (~600
+    // instructions, bench/callgrind.sh), moving one timer per request ~115, a lazy one a store.
     let mut idle_timer = LazyTimer::default();
     loop {
         // `read-timeout`: the idle wait and the head read together (a parked connection's
