@@ -420,7 +420,9 @@ impl Pool {
         })
     }
 
-    fn take_idle(self: &Rc<Self>, route: &Members) -> Option<Lease> {
+    /// An idle connection of `route`, as its balancer picks, leased; `None` when none is
+    /// (then [`Pool::acquire`] queues the request).
+    pub fn take_idle(self: &Rc<Self>, route: &Members) -> Option<Lease> {
         loop {
             let pick = if let [only] = route.indices[..] {
                 // One member (the usual route): every balancer picks it when it has an idle

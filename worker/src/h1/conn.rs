@@ -78,29 +78,23 @@ pub trait ReadReady {
     }
 
     /// Write what the socket takes now, without a future or a waker: `WouldBlock` when it
-    /// takes nothing or the stream cannot say (TLS). See [`write_all`].
+    /// takes nothing or the stream cannot say (TLS). See [`write_now`].
     fn try_write(&mut self, _buf: &[u8]) -> io::Result<usize> {
         Err(io::ErrorKind::WouldBlock.into())
     }
 }
 
-/// `AsyncWriteExt::write_all` that first offers `buf` to [`ReadReady::try_write`]: a
-/// response or a forwarded request usually goes whole into the socket's buffer, and then
-/// no write future, waker registration or cooperative-budget check is made (~100
-/// instructions per write, bench/callgrind.sh).
-pub async fn write_all<S>(io: &mut S, buf: &[u8]) -> io::Result<()>
-where
-    S: AsyncWrite + ReadReady + Unpin,
-{
-    let rest = match io.try_write(buf) {
-        Ok(n) => &buf[n.min(buf.len())..],
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf,
-        Err(e) => return Err(e),
-    };
-    if rest.is_empty() {
-        return Ok(());
+/// Offer `buf` to [`ReadReady::try_write`]; what the socket did not take now (all of it when
+/// it takes nothing, or cannot say: TLS) is left for a write future. A response or a
+/// forwarded request usually goes whole into the socket's buffer, and then no write future,
+/// waker registration or cooperative-budget check is made (~150 instructions per write,
+/// bench/callgrind.sh).
+pub fn write_now<'b, S: ReadReady>(io: &mut S, buf: &'b [u8]) -> io::Result<&'b [u8]> {
+    match io.try_write(buf) {
+        Ok(n) => Ok(&buf[n.min(buf.len())..]),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(buf),
+        Err(e) => Err(e),
     }
-    io.write_all(rest).await
 }
 
 impl ReadReady for TcpStream {
@@ -501,9 +495,12 @@ where
             return Some(usize::MAX);
         }
     }
-    if let Err(e) = preread(io, &mut bufs.data, &head, route.timeouts.read).await {
-        own(io, &reply, e, true, log, Some(route), None).await;
-        return None;
+    // Most requests have no body: no preread future for them.
+    if head.body != ReqBody::None {
+        if let Err(e) = preread(io, &mut bufs.data, &head, route.timeouts.read).await {
+            own(io, &reply, e, true, log, Some(route), None).await;
+            return None;
+        }
     }
     // Taken before the wait for a downstream connection (the pending queue): small unless a
     // body was read ahead.
@@ -811,6 +808,10 @@ struct ClientPump<'a, S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> BodyPump for ClientPump<'_, S> {
+    fn done(&self) -> bool {
+        self.reader.is_done()
+    }
+
     async fn pump(&mut self, ds: &mut DsIo) -> Result<(), ProxyError> {
         if self.reader.is_done() {
             return Ok(());
@@ -864,13 +865,26 @@ where
 {
     loop {
         if !out.is_empty() && !resp.body.buffered(&resp.bufs.data) {
-            write_all(io, out).await.map_err(drop)?;
+            let rest = write_now(io, out).map_err(drop)?;
+            if !rest.is_empty() {
+                io.write_all(rest).await.map_err(drop)?;
+            }
             out.clear();
         }
-        if out.is_empty() && !resp.body.buffered(&resp.bufs.data) {
+        if out.is_empty()
+            && !resp.body.buffered(&resp.bufs.data)
+            && resp.body.length_left().is_some_and(|l| l >= splice::MIN)
+        {
             spliced(io, resp, server).await?;
         }
-        let Some(r) = resp.next().await.map_err(|e| {
+        // A body already buffered (a small one comes with its head) without a future.
+        let next = match resp.body.step(&resp.bufs.data) {
+            Ok(Step::Data(r)) => Ok(Some(r)),
+            Ok(Step::Done) => Ok(None),
+            Ok(Step::NeedMore) => resp.next().await,
+            Err(e) => Err(e),
+        };
+        let Some(r) = next.map_err(|e| {
             rproxy_shared::debug!("response body cut: {e}");
         })?
         else {
@@ -897,7 +911,10 @@ where
         out.extend_from_slice(chunked::LAST_CHUNK);
     }
     if !out.is_empty() {
-        write_all(io, out).await.map_err(drop)?;
+        let rest = write_now(io, out).map_err(drop)?;
+        if !rest.is_empty() {
+            io.write_all(rest).await.map_err(drop)?;
+        }
         out.clear();
     }
     io.flush().await.map_err(drop)
@@ -1153,7 +1170,7 @@ mod tests {
     /// More than the socket takes at once: `try_write` takes a part (or nothing), the write
     /// future the rest, in order, through `TimedIo` and its write-timeout.
     #[tokio::test(flavor = "current_thread")]
-    async fn write_all_goes_on_after_a_partial_try_write() {
+    async fn a_write_goes_on_after_a_partial_try_write() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (mut b, _) = l.accept().await.unwrap();
@@ -1162,7 +1179,8 @@ mod tests {
         let first = a.try_write(&data).unwrap();
         assert!(first > 0 && first < data.len(), "{first}");
         let writer = async move {
-            super::write_all(&mut a, &data[first..]).await.unwrap();
+            let rest = super::write_now(&mut a, &data[first..]).unwrap();
+            a.write_all(rest).await.unwrap();
         };
         let reader = async {
             let mut got = Vec::new();

@@ -8,6 +8,8 @@ use std::ops::Range;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncWriteExt;
+
 use crate::error::ProxyError;
 use crate::h1::body::{BodyError, BodyReader, Step};
 use crate::h1::buffers::{self, Bufs};
@@ -28,6 +30,11 @@ pub type Failed = (ProxyError, Option<Used>);
 pub trait BodyPump {
     /// Write it to `ds`; errors say which side failed (client: 400/408, downstream: 502/503).
     async fn pump(&mut self, ds: &mut DsIo) -> Result<(), ProxyError>;
+
+    /// Nothing (more) to send: most requests have no body, and then no pump future is made.
+    fn done(&self) -> bool {
+        false
+    }
 }
 
 /// A downstream response whose head has been read: the head at the start of `bufs.data`,
@@ -57,14 +64,23 @@ pub async fn exchange<P: BodyPump>(
     let mut attempts = 0;
     let mut lease = loop {
         attempts += 1;
-        let mut lease = pool
-            .acquire(members)
-            .await
-            .map_err(|e| (ProxyError::NoConnection(e), None))?;
+        // An idle connection (the usual case) without the wait's future.
+        let mut lease = match pool.take_idle(members) {
+            Some(l) => l,
+            None => pool
+                .acquire(members)
+                .await
+                .map_err(|e| (ProxyError::NoConnection(e), None))?,
+        };
         let used = lease.used();
         lease.start_clock();
         let Some(io) = lease.io() else { continue };
-        match crate::h1::conn::write_all(io, out).await {
+        let written = match crate::h1::conn::write_now(io, out) {
+            Ok([]) => Ok(()),
+            Ok(rest) => io.write_all(rest).await,
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(()) => break lease,
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 return Err((ProxyError::DownstreamWriteTimeout, Some(used)))
@@ -85,7 +101,12 @@ pub async fn exchange<P: BodyPump>(
         return Err((ProxyError::DownstreamClosed, Some(used)));
     };
     let mut complete = true;
-    let (head, bufs) = match pump.pump(io).await {
+    let pumped = if pump.done() {
+        Ok(())
+    } else {
+        pump.pump(io).await
+    };
+    let (head, bufs) = match pumped {
         Ok(()) => read_head(io, read_timeout, head_request)
             .await
             .map_err(|e| (e, Some(used)))?,
