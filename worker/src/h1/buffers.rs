@@ -6,7 +6,7 @@
 //! connections, heap pages go back to the kernel ([`trimmer`]).
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -169,9 +169,13 @@ pub fn poll_read_into<R: AsyncRead + Unpin>(
     Poll::Ready(Ok(n))
 }
 
-/// [`poll_read_into`] as a future.
-pub async fn read_into<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>) -> io::Result<usize> {
-    poll_fn(|cx| poll_read_into(io, cx, buf)).await
+/// [`poll_read_into`] as a future (a plain `poll_fn`: an `async fn` around it was one more
+/// state machine to enter per read).
+pub fn read_into<'a, R: AsyncRead + Unpin>(
+    io: &'a mut R,
+    buf: &'a mut Vec<u8>,
+) -> impl Future<Output = io::Result<usize>> + 'a {
+    poll_fn(move |cx| poll_read_into(io, cx, buf))
 }
 
 /// A byte buffer and a header index from the free list, given back when dropped.
