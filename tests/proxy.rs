@@ -1036,3 +1036,53 @@ fn requests_around_the_parking_moment_are_all_answered() {
         t.join().unwrap();
     }
 }
+
+/// A client pipelines thousands of requests and reads nothing for a while: the responses fill
+/// its socket, so rproxy's writes are taken in part or not at all (`write_now`) and go on in a
+/// write future once the client reads. Every response arrives whole and in order.
+#[test]
+fn pipelined_responses_to_a_client_that_reads_late_arrive_whole_and_in_order() {
+    const N: usize = 3000;
+    const BODY: usize = 2000;
+    let b = Backend::start("b");
+    let port = free_port();
+    let p = Proxy::start("pipelined", &flat_config(port, &[b.port], "", ""), port);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let one = format!("GET /big/{BODY} HTTP/1.1\r\nHost: a\r\n\r\n");
+    s.write_all(one.repeat(N).as_bytes()).unwrap();
+    // ~6 MB of responses against socket buffers of a few: rproxy is left holding the rest.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let want = big_body(BODY);
+    let mut answered = 0;
+    let mut at = 0;
+    while answered < N {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "closed after {answered} responses");
+        got.extend_from_slice(&buf[..n]);
+        // Take every complete response from the front.
+        while let Some(end) = got[at..].windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[at..at + end]).to_ascii_lowercase();
+            assert!(
+                head.starts_with("http/1.1 200"),
+                "response {answered}: {head}"
+            );
+            assert!(head.contains(&format!("content-length: {BODY}")), "{head}");
+            let body = at + end + 4;
+            if got.len() < body + BODY {
+                break;
+            }
+            assert!(
+                got[body..body + BODY] == want[..],
+                "response {answered}: body"
+            );
+            at = body + BODY;
+            answered += 1;
+        }
+    }
+    assert_eq!(got.len(), at, "bytes after the last response");
+    assert_eq!(b.hits(), N as u64);
+    drop(p);
+}
