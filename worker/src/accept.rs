@@ -7,8 +7,8 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::net::{TcpListener, TcpStream};
 use rproxy_shared::{error, warn};
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::metrics::{self, Counted, OpenConn};
 use crate::server::ServerCtx;
@@ -63,7 +63,7 @@ pub async fn accept(listener: TcpListener, server: Rc<ServerCtx>, tls: Option<Rc
                     let info = tls::plain(peer, &server.trusted);
                     let conn = Rc::new(http::Conn::new(Rc::clone(&server), info));
                     let open = metrics::conn_opened(server.index);
-                    tokio::task::spawn_local(http::serve_plain(stream, conn, guard, open, None));
+                    crate::conn_tasks::spawn(http::serve_plain(stream, conn, guard, open, None));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

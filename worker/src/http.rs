@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
 
+use crate::net::TcpStream;
 use http::header::HOST;
 use http::{HeaderValue, Request};
 use hyper::body::Incoming;
@@ -23,7 +24,6 @@ use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
 use crate::forward::handle;

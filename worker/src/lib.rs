@@ -1,8 +1,11 @@
 //! rproxy's worker process: tokio runtime, accept, HTTP server, routes, downstream pools,
 //! access log, heartbeats. Entered once per worker, right after fork and privilege drop, by [`run`].
 //!
-//! A worker is one thread running a current-thread tokio runtime (like an nginx worker): no
-//! locks or atomics on the request path, and the kernel spreads connections over workers.
+//! A worker is one thread running a current-thread tokio runtime (like an nginx worker), and
+//! the kernel spreads connections over workers. So the request path takes no lock and no
+//! atomic of its own; on a plain connection tokio's are paid per turn of the worker rather
+//! than per request: its sockets' readiness (`net`) and its task (`conn_tasks`) are the
+//! worker's, in plain cells.
 //!
 //! The files follow the life of a connection (DESIGN section 2): `accept` -> `tls` -> `http`
 //! -> `h1::conn` (HTTP/1.1 on rproxy's own codec: `h1::head` parses and frames, `route`,
@@ -18,6 +21,7 @@ mod accept;
 mod access_log;
 mod body;
 mod clock;
+mod conn_tasks;
 mod control;
 mod error;
 mod forward;
@@ -27,6 +31,7 @@ mod headers;
 mod http;
 mod lb;
 mod metrics;
+mod net;
 mod parked;
 mod passthrough;
 mod pool;

@@ -328,7 +328,7 @@ impl<S: crate::h1::conn::ReadReady> crate::h1::conn::ReadReady for Counted<S> {
     }
 
     /// Spliced bytes bypass this wrapper: the splice counts them itself.
-    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+    fn tcp(&self) -> Option<&crate::net::TcpStream> {
         self.inner.tcp()
     }
 

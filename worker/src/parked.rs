@@ -1,11 +1,11 @@
 //! The idle set: plain keep-alive connections that have had nothing to say for
-//! [`PARK_AFTER`] leave their task and the runtime's poller, and wait here as a descriptor and
+//! [`PARK_AFTER`] leave their task and the worker's poller, and wait here as a descriptor and
 //! a few words each, polled by one task through an epoll instance of their own, until their
 //! client sends again (then they get a task back) or their `read-timeout` ends (then they are
 //! closed, as an idle task would have been).
 //!
-//! Why: a task per idle connection costs its future, its task header and the runtime's
-//! registration (about 1 KiB together); a front proxy holds tens of thousands of idle
+//! Why: a task per idle connection costs its future, its task slot and the socket's slot in
+//! the worker's poller (about 1 KiB together); a front proxy holds tens of thousands of idle
 //! keep-alive connections, nginx about 0.7-0.9 KiB each. Why not at once after a response:
 //! parking and resuming take four `epoll_ctl` calls; a client that sends its next request
 //! within `PARK_AFTER` (any busy client) never pays them. The wait for `PARK_AFTER` shares
@@ -40,7 +40,7 @@ pub const PARK_AFTER: Duration = Duration::from_secs(1);
 const BATCH: usize = 64;
 
 /// One parked connection: all it keeps, inline in the set's slot array. What it had besides
-/// (its task, its `Conn`, the runtime's registration) is freed, so whole heap pages of it can
+/// (its task, its `Conn`, its slot in the poller) is freed, so whole heap pages of it can
 /// go back to the system (the worker's trimmer does that when many connections park at once).
 struct Parked {
     socket: std::net::TcpStream,
@@ -274,10 +274,10 @@ fn resume(p: Parked) {
         open,
         ..
     } = p;
-    match tokio::net::TcpStream::from_std(socket) {
+    match crate::net::TcpStream::from_std(socket) {
         Ok(stream) => {
             let conn = Rc::new(Conn::new(server, info));
-            tokio::task::spawn_local(http::serve_plain(stream, conn, guard, open, Some(deadline)));
+            crate::conn_tasks::spawn(http::serve_plain(stream, conn, guard, open, Some(deadline)));
         }
         Err(e) => rproxy_shared::debug!("cannot resume a parked connection: {e}"),
     }

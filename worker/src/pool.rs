@@ -18,10 +18,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::net::TcpStream;
 use rproxy_shared::channel::AdminState;
 use rproxy_shared::config::{self, LbMethod};
 use rproxy_shared::{info, warn};
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
 use crate::error::ProxyError;

@@ -79,8 +79,9 @@ pub struct Proxy {
 pub async fn start(config: &Config) -> Proxy {
     let state = WorkerState::new(Arc::new(config.clone()), Vec::new(), false, Vec::new());
     let server = ServerCtx::start(config, 0, &state).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let listener = crate::net::TcpListener::from_std(listener).unwrap();
     tokio::task::spawn_local(crate::accept::accept(listener, server, None));
     Proxy { addr, state }
 }

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::net::TcpStream;
 use foreign_types::{ForeignType, ForeignTypeRef};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use openssl::asn1::Asn1Object;
@@ -22,7 +23,6 @@ use openssl::x509::{X509NameRef, X509Ref};
 use rproxy_shared::cidr::Cidr;
 use rproxy_shared::config::{Headers, Server};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::headers::Peer;
 

@@ -14,10 +14,10 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::net::TcpStream;
 use http::StatusCode;
 use rproxy_shared::logformat::HeaderLookup;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::clock::LazyTimer;
@@ -57,7 +57,8 @@ pub trait ReadReady {
     /// its descriptor).
     const PARKABLE: bool = false;
 
-    /// The socket, taken out of the runtime's poller, for the idle set (`PARKABLE` streams).
+    /// The socket, taken out of the worker's poller (`crate::net`), for the idle set
+    /// (`PARKABLE` streams).
     fn into_parked(self) -> Option<std::net::TcpStream>
     where
         Self: Sized,
@@ -1171,39 +1172,47 @@ mod tests {
     /// leaves the rest, which the write future sends, in order, through `TimedIo`.
     #[tokio::test(flavor = "current_thread")]
     async fn a_write_goes_on_after_a_partial_try_write() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (mut b, _) = l.accept().await.unwrap();
-        let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
-        let mut a = crate::timed_io::TimedIo::new(a, Some(Duration::from_secs(10)));
-        // Fill the socket, then make some room: the next offer is taken in part.
-        let rest = super::write_now(&mut a, &data).unwrap();
-        assert!(!rest.is_empty() && rest.len() < data.len());
-        let mut got = vec![0u8; 256 << 10];
-        b.read_exact(&mut got).await.unwrap();
-        let mut taken = 0;
-        for _ in 0..100 {
-            let left = super::write_now(&mut a, rest).unwrap();
-            taken = rest.len() - left.len();
-            if taken > 0 {
-                break;
-            }
-            // The room is seen once the reactor reports the socket writable again.
-            a.get_ref().writable().await.unwrap();
-        }
-        assert!(taken > 0 && taken < rest.len(), "{taken} of {}", rest.len());
-        let rest = &rest[taken..];
-        let writer = async move {
-            a.write_all(rest).await.unwrap();
-            drop(a);
-        };
-        let reader = async {
-            b.read_to_end(&mut got).await.unwrap();
-            got
-        };
-        let ((), got) = tokio::join!(writer, reader);
-        assert_eq!(got.len(), 8 << 20);
-        assert!(got.iter().enumerate().all(|(i, &v)| v == (i % 251) as u8));
+        // The proxy's side is the worker's own socket type (`crate::net`: it needs a
+        // `LocalSet`), the peer a tokio socket.
+        LocalSet::new()
+            .run_until(async {
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let a = crate::net::TcpStream::connect(l.local_addr().unwrap())
+                    .await
+                    .unwrap();
+                let (mut b, _) = l.accept().await.unwrap();
+                let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+                let mut a = crate::timed_io::TimedIo::new(a, Some(Duration::from_secs(10)));
+                // Fill the socket, then make some room: the next offer is taken in part.
+                let rest = super::write_now(&mut a, &data).unwrap();
+                assert!(!rest.is_empty() && rest.len() < data.len());
+                let mut got = vec![0u8; 256 << 10];
+                b.read_exact(&mut got).await.unwrap();
+                let mut taken = 0;
+                for _ in 0..100 {
+                    let left = super::write_now(&mut a, rest).unwrap();
+                    taken = rest.len() - left.len();
+                    if taken > 0 {
+                        break;
+                    }
+                    // The room is seen once the reactor reports the socket writable again.
+                    a.get_ref().writable().await.unwrap();
+                }
+                assert!(taken > 0 && taken < rest.len(), "{taken} of {}", rest.len());
+                let rest = &rest[taken..];
+                let writer = async move {
+                    a.write_all(rest).await.unwrap();
+                    drop(a);
+                };
+                let reader = async {
+                    b.read_to_end(&mut got).await.unwrap();
+                    got
+                };
+                let ((), got) = tokio::join!(writer, reader);
+                assert_eq!(got.len(), 8 << 20);
+                assert!(got.iter().enumerate().all(|(i, &v)| v == (i % 251) as u8));
+            })
+            .await;
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -1346,7 +1355,9 @@ mod tests {
                     WorkerState::new(std::sync::Arc::clone(&cfg), Vec::new(), false, Vec::new());
                 let server = ServerCtx::start(&cfg, 0, &state).unwrap();
                 let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+                let s = crate::net::TcpStream::connect(l.local_addr().unwrap())
+                    .await
+                    .unwrap();
                 let info = crate::tls::plain(s.peer_addr().unwrap(), &[]);
                 let conn = Rc::new(crate::http::Conn::new(server, info));
                 // A connection that keeps its task while idle (TLS): its requests' future is
