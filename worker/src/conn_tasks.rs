@@ -1,5 +1,6 @@
-//! The tasks of plain HTTP/1 client connections: polled by one tokio task of the worker, not
-//! one tokio task each. A wake-up is a flag and an index pushed on a queue; polling one is a
+//! The tasks of plain HTTP/1 client connections: polled by one tokio task of the worker (the
+//! worker's loop in [`crate::net`], right after it takes the sockets' events), not one tokio
+//! task each. A wake-up is a flag and an index pushed on a queue; polling one is a
 //! call through a box.
 //!
 //! Why: a tokio task is made for many threads: each wake-up and each poll change its state
@@ -17,7 +18,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -60,6 +61,10 @@ thread_local! {
 
 /// Run `fut` as one of the connection tasks of this thread (in a `LocalSet`).
 pub fn spawn(fut: impl Future<Output = ()> + 'static) {
+    if let Err(e) = crate::net::driven() {
+        rproxy_shared::error!("cannot run a connection: {e}");
+        return;
+    }
     let set = current();
     let index = match set.free.borrow_mut().pop() {
         Some(i) => i,
@@ -78,8 +83,7 @@ pub fn spawn(fut: impl Future<Output = ()> + 'static) {
     set.schedule(index, generation);
 }
 
-/// This thread's set; the first call (or the first after its runtime ended) makes it and
-/// spawns the tokio task that polls it.
+/// This thread's set; the first call (or the first after its runtime ended) makes it.
 fn current() -> Rc<Set> {
     CURRENT.with(|c| {
         let mut c = c.borrow_mut();
@@ -93,7 +97,6 @@ fn current() -> Rc<Set> {
             idle: RefCell::new(None),
             polling: Cell::new(false),
         });
-        tokio::task::spawn_local(run(Rc::clone(&set)));
         *c = Some(Rc::clone(&set));
         set
     })
@@ -121,14 +124,16 @@ impl Set {
     }
 
     /// One turn: poll queued tasks until none is left (then wait) or the turn is over.
-    fn turn(&self, cx: &mut Context<'_>) -> Poll<()> {
-        self.polling.set(true);
+    fn turn(&self, cx: &mut Context<'_>) {
         let mut polled = 0;
-        let out = loop {
+        loop {
             let next = self.queue.borrow_mut().pop_front();
             let Some((index, generation)) = next else {
-                *self.idle.borrow_mut() = Some(cx.waker().clone());
-                break Poll::Pending;
+                let mut idle = self.idle.borrow_mut();
+                if !idle.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *idle = Some(cx.waker().clone());
+                }
+                break;
             };
             let task: *mut (dyn Future<Output = ()> + 'static) = {
                 let mut tasks = self.tasks.borrow_mut();
@@ -172,32 +177,32 @@ impl Set {
             polled += 1;
             if polled >= TURN || !tokio::task::coop::has_budget_remaining() {
                 cx.waker().wake_by_ref();
-                break Poll::Pending;
+                break;
             }
-        };
+        }
         self.polling.set(false);
-        out
     }
 }
 
-/// The tokio task of a set. When the runtime drops it, the set's tasks are dropped with it
-/// (their sockets closed), as the runtime's own tasks are.
-async fn run(set: Rc<Set>) {
-    struct Alive(Rc<Set>);
-    impl Drop for Alive {
-        fn drop(&mut self) {
-            CURRENT.with(|c| {
-                if c.borrow().as_ref().is_some_and(|s| Rc::ptr_eq(s, &self.0)) {
-                    c.borrow_mut().take();
-                }
-            });
-            self.0.queue.borrow_mut().clear();
-            let tasks = std::mem::take(&mut *self.0.tasks.borrow_mut());
-            drop(tasks);
-        }
-    }
-    let alive = Alive(set);
-    poll_fn(|cx| alive.0.turn(cx)).await;
+/// A turn of the worker's loop: `events` (the sockets' events, taken while wake-ups of
+/// connection tasks only queue them), then the queued tasks. The loop is polled again on its
+/// next wake-up (at once when the turn ran out).
+pub fn turn(cx: &mut Context<'_>, events: impl FnOnce(&mut Context<'_>)) {
+    let set = current();
+    set.polling.set(true);
+    events(cx);
+    set.turn(cx);
+}
+
+/// The worker's loop ends (its runtime does): the tasks are dropped with it (their sockets
+/// closed), as the runtime's own tasks are.
+pub fn shutdown() {
+    let Some(set) = CURRENT.with(|c| c.borrow_mut().take()) else {
+        return;
+    };
+    set.queue.borrow_mut().clear();
+    let tasks = std::mem::take(&mut *set.tasks.borrow_mut());
+    drop(tasks);
 }
 
 fn token(index: u32, generation: u32) -> *const () {
@@ -225,6 +230,7 @@ fn drop_waker(_: *const ()) {}
 
 #[cfg(test)]
 mod tests {
+    use std::future::poll_fn;
     use std::time::Duration;
 
     use tokio::task::LocalSet;
