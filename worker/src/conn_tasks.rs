@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
-/// Connection polls per turn of the set before it lets tokio's other tasks and its poller
+/// Connection polls per turn of the loop before it lets tokio's other tasks and its poller
 /// run (tokio's own scheduler takes 61 tasks between polls of its I/O driver).
 const TURN: usize = 64;
 
@@ -48,14 +48,14 @@ struct Set {
     free: RefCell<Vec<u32>>,
     /// `(slot, generation)` of the tasks to poll.
     queue: RefCell<VecDeque<(u32, u32)>>,
-    /// The tokio task polling the set, while it waits for a wake-up.
+    /// The worker's loop, while it waits for a wake-up.
     idle: RefCell<Option<Waker>>,
     polling: Cell<bool>,
 }
 
 thread_local! {
-    /// This thread's set while its tokio task lives (the runtime that ran it may end before
-    /// the thread does: tests).
+    /// This thread's set while the worker's loop lives (the runtime that ran it may end
+    /// before the thread does: tests).
     static CURRENT: RefCell<Option<Rc<Set>>> = const { RefCell::new(None) };
 }
 

@@ -92,7 +92,7 @@ thread_local! {
 
 impl Reactor {
     /// This thread's reactor; the first call (or the first after its runtime ended) creates
-    /// it and spawns its task on the current `LocalSet`.
+    /// it and spawns the worker's loop ([`drive`]) on the current `LocalSet`.
     fn current() -> io::Result<Rc<Reactor>> {
         CURRENT.with(|c| {
             let mut c = c.borrow_mut();
@@ -339,14 +339,9 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    /// Adopt a connected socket (made non-blocking here).
+    /// Adopt a connected socket that is already non-blocking (as tokio's `from_std`
+    /// requires; a parked connection's socket is).
     pub fn from_std(io: std::net::TcpStream) -> io::Result<TcpStream> {
-        io.set_nonblocking(true)?;
-        Self::adopt(io)
-    }
-
-    /// Adopt a socket that is already non-blocking.
-    fn adopt(io: std::net::TcpStream) -> io::Result<TcpStream> {
         let reactor = Reactor::current()?;
         let slot = reactor.register(io.as_raw_fd())?;
         Ok(TcpStream { io, reactor, slot })
@@ -364,13 +359,11 @@ impl TcpStream {
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => return Err(e),
         }
-        let stream = Self::adopt(socket.into())?;
+        let stream = Self::from_std(socket.into())?;
         poll_fn(|cx| stream.poll_write_ready(cx)).await?;
         if let Some(e) = stream.io.take_error()? {
             return Err(e);
         }
-        // A refused connect can also show as a peer address that is not there.
-        stream.io.peer_addr()?;
         Ok(stream)
     }
 
@@ -658,7 +651,7 @@ impl TcpListener {
                     let peer = addr
                         .as_socket()
                         .ok_or_else(|| io::Error::other("accepted a socket that is not TCP/IP"))?;
-                    return Ok((TcpStream::adopt(socket.into())?, peer));
+                    return Ok((TcpStream::from_std(socket.into())?, peer));
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,
