@@ -275,9 +275,15 @@ mod tests {
                 }
                 drop(done_tx);
                 let mut got = Vec::new();
-                while let Some(v) = done_rx.recv().await {
-                    got.push(v);
-                }
+                let all = async {
+                    while let Some(v) = done_rx.recv().await {
+                        got.push(v);
+                    }
+                };
+                // A wake-up lost fails here rather than hanging the test.
+                tokio::time::timeout(Duration::from_secs(10), all)
+                    .await
+                    .expect("tasks not woken");
                 got.sort_unstable();
                 assert_eq!(&got[..2], &[0, 42]);
                 assert_eq!(got.len(), 1002);
@@ -287,7 +293,13 @@ mod tests {
                 spawn(async move {
                     tx.send(7).unwrap();
                 });
-                assert_eq!(rx.await.unwrap(), 7);
+                let seven = tokio::time::timeout(Duration::from_secs(10), rx).await;
+                assert_eq!(
+                    seven
+                        .expect("a task spawned after the panic not run")
+                        .unwrap(),
+                    7
+                );
             })
             .await;
     }
