@@ -7,10 +7,10 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::net::{TcpListener, TcpStream};
 use rproxy_shared::{error, warn};
 
 use crate::metrics::{self, Counted, OpenConn};
+use crate::net::{TcpListener, TcpStream};
 use crate::server::ServerCtx;
 use crate::state::ConnGuard;
 use crate::tls::Acceptor;

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
 
-use crate::net::TcpStream;
 use http::header::HOST;
 use http::{HeaderValue, Request};
 use hyper::body::Incoming;
@@ -29,6 +28,7 @@ use crate::body::ProxyBody;
 use crate::forward::handle;
 use crate::h1::conn::{ReadReady, Served};
 use crate::metrics::{Counted, OpenConn};
+use crate::net::TcpStream;
 use crate::server::ServerCtx;
 use crate::state::ConnGuard;
 use crate::timed_io::{TimedIo, WriteLimit};

@@ -24,13 +24,15 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll, Waker};
 
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
@@ -79,7 +81,8 @@ struct Slot {
 
 /// One worker thread's epoll instance and what it knows of each socket in it.
 pub struct Reactor {
-    epoll: OwnedFd,
+    /// In tokio's poller, which says when it has events.
+    poller: AsyncFd<EpollFd>,
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<u32>>,
     /// The driving task is alive (it is not once the runtime that ran it is gone: tests).
@@ -99,33 +102,23 @@ impl Reactor {
             if let Some(r) = c.as_ref().filter(|r| r.driven.get()) {
                 return Ok(Rc::clone(r));
             }
-            // SAFETY: epoll_create1 has no memory-safety preconditions.
-            let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: `fd` was just created and is owned by nothing else.
-            let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
             let r = Rc::new(Reactor {
-                epoll,
+                poller: EpollFd::new_in_tokio()?,
                 slots: RefCell::new(Vec::new()),
                 free: RefCell::new(Vec::new()),
                 driven: Cell::new(true),
             });
-            // SAFETY: the descriptor stays open while the `AsyncFd` lives: `Poller` drops its
-            // `AsyncFd` before its `Rc` of the reactor that owns the descriptor.
-            let fd = unsafe { AsyncFd::register_with_interest(EpollFd(fd), Interest::READABLE) }
-                .map_err(io::Error::from)?;
-            tokio::task::spawn_local(drive(Poller {
-                fd,
-                reactor: Rc::clone(&r),
-            }));
+            tokio::task::spawn_local(drive(Rc::clone(&r)));
             *c = Some(Rc::clone(&r));
             Ok(r)
         })
     }
 
-    fn register(&self, fd: RawFd) -> io::Result<u32> {
+    fn epoll(&self) -> &Epoll {
+        &self.poller.get_ref().0
+    }
+
+    fn register(&self, fd: BorrowedFd<'_>) -> io::Result<u32> {
         let index = match self.free.borrow_mut().pop() {
             Some(i) => i,
             None => {
@@ -135,36 +128,24 @@ impl Reactor {
             }
         };
         let generation = self.slots.borrow()[index as usize].generation;
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            u64: (u64::from(generation) << 32) | u64::from(index),
-        };
-        // SAFETY: `ev` is a valid epoll_event; the kernel only reads it.
-        let r =
-            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
+        let event = EpollEvent::new(
+            EpollFlags::EPOLLIN
+                | EpollFlags::EPOLLOUT
+                | EpollFlags::EPOLLRDHUP
+                | EpollFlags::EPOLLET,
+            (u64::from(generation) << 32) | u64::from(index),
+        );
+        if let Err(e) = self.epoll().add(fd, event) {
             self.release(index);
-            return Err(e);
+            return Err(e.into());
         }
         Ok(index)
     }
 
-    fn deregister(&self, index: u32, fd: RawFd) -> io::Result<()> {
-        // SAFETY: EPOLL_CTL_DEL ignores the event pointer (null is allowed since Linux 2.6.9).
-        let r = unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                fd,
-                std::ptr::null_mut(),
-            )
-        };
+    fn deregister(&self, index: u32, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let r = self.epoll().delete(fd);
         self.release(index);
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        Ok(r?)
     }
 
     /// Free a slot. The socket itself is not taken out of the epoll set: closing it does that
@@ -212,28 +193,28 @@ impl Reactor {
     }
 
     /// Record the events `epoll_wait` returned, and collect the wakers they wake.
-    fn dispatch(&self, events: &[libc::epoll_event], wake: &mut Vec<Waker>) {
+    fn dispatch(&self, events: &[EpollEvent], wake: &mut Vec<Waker>) {
         let mut slots = self.slots.borrow_mut();
         for ev in events {
-            let token = ev.u64;
+            let token = ev.data();
             let Some(s) = slots.get_mut(token as u32 as usize) else {
                 continue;
             };
             if s.generation != (token >> 32) as u32 {
                 continue;
             }
-            let e = ev.events as i32;
+            let e = ev.events();
             let mut ready = 0;
-            if e & (libc::EPOLLIN | libc::EPOLLPRI) != 0 {
+            if e.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLPRI) {
                 ready |= READABLE;
             }
-            if e & (libc::EPOLLHUP | libc::EPOLLRDHUP | libc::EPOLLERR) != 0 {
+            if e.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLERR) {
                 ready |= READ_CLOSED;
             }
-            if e & libc::EPOLLOUT != 0 {
+            if e.contains(EpollFlags::EPOLLOUT) {
                 ready |= WRITABLE;
             }
-            if e & (libc::EPOLLHUP | libc::EPOLLERR) != 0 {
+            if e.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
                 ready |= WRITE_CLOSED;
             }
             s.ready |= ready;
@@ -247,19 +228,24 @@ impl Reactor {
     }
 }
 
-/// The reactor's descriptor, for tokio's poller (the reactor owns it).
-struct EpollFd(RawFd);
+/// An epoll instance of the worker's own (this reactor's, the idle set's), for tokio's
+/// poller.
+pub struct EpollFd(pub Epoll);
 
-impl AsRawFd for EpollFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
+impl EpollFd {
+    /// A new instance, registered in tokio's poller for readability.
+    pub fn new_in_tokio() -> io::Result<AsyncFd<EpollFd>> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        // SAFETY: the `EpollFd` owns its descriptor and never replaces it, so the descriptor
+        // stays open and the same for as long as the `AsyncFd` that owns it lives.
+        Ok(unsafe { AsyncFd::register_with_interest(EpollFd(epoll), Interest::READABLE) }?)
     }
 }
 
-/// The reactor's descriptor in tokio's poller, and the reactor (dropped in this order).
-struct Poller {
-    fd: AsyncFd<EpollFd>,
-    reactor: Rc<Reactor>,
+impl AsRawFd for EpollFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0 .0.as_raw_fd()
+    }
 }
 
 /// The worker's loop, one tokio task: when tokio finds the reactor's epoll instance readable,
@@ -267,8 +253,8 @@ struct Poller {
 /// ([`crate::conn_tasks`]) that are due, those just woken included. One task for both: each
 /// turn is one wake-up and one poll in tokio, not two. Ends with the runtime (or on an error
 /// `epoll_wait` should never give; then the next socket made gets a new reactor).
-async fn drive(poller: Poller) {
-    let r = &*poller.reactor;
+async fn drive(reactor: Rc<Reactor>) {
+    let r = &*reactor;
     struct Alive<'a>(&'a Reactor);
     impl Drop for Alive<'_> {
         fn drop(&mut self) {
@@ -277,13 +263,12 @@ async fn drive(poller: Poller) {
         }
     }
     let _alive = Alive(r);
-    let empty = libc::epoll_event { events: 0, u64: 0 };
-    let mut events = vec![empty; BATCH];
+    let mut events = vec![EpollEvent::empty(); BATCH];
     let mut wake = Vec::with_capacity(BATCH);
     let mut failed = None;
     poll_fn(|cx| {
         crate::conn_tasks::turn(cx, |cx| loop {
-            let mut guard = match poller.fd.poll_read_ready(cx) {
+            let mut guard = match r.poller.poll_read_ready(cx) {
                 Poll::Ready(Ok(g)) => g,
                 Poll::Ready(Err(e)) => {
                     failed = Some(e);
@@ -291,20 +276,14 @@ async fn drive(poller: Poller) {
                 }
                 Poll::Pending => return,
             };
-            // SAFETY: `events` has room for BATCH entries; the kernel writes at most that
-            // many.
-            let n = unsafe {
-                libc::epoll_wait(r.epoll.as_raw_fd(), events.as_mut_ptr(), BATCH as i32, 0)
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    failed = Some(e);
+            let n = match r.epoll().wait(&mut events, 0u8) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    failed = Some(e.into());
                     return;
                 }
-                continue;
-            }
-            let n = n as usize;
+            };
             r.dispatch(&events[..n], &mut wake);
             for w in wake.drain(..) {
                 w.wake();
@@ -343,7 +322,7 @@ impl TcpStream {
     /// requires; a parked connection's socket is).
     pub fn from_std(io: std::net::TcpStream) -> io::Result<TcpStream> {
         let reactor = Reactor::current()?;
-        let slot = reactor.register(io.as_raw_fd())?;
+        let slot = reactor.register(io.as_fd())?;
         Ok(TcpStream { io, reactor, slot })
     }
 
@@ -372,7 +351,7 @@ impl TcpStream {
         let this = std::mem::ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again; each field is read out once.
         let (io, reactor) = unsafe { (std::ptr::read(&this.io), std::ptr::read(&this.reactor)) };
-        reactor.deregister(this.slot, io.as_raw_fd())?;
+        reactor.deregister(this.slot, io.as_fd())?;
         Ok(io)
     }
 
@@ -392,7 +371,7 @@ impl TcpStream {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let len = buf.len();
-        self.attempt(Dir::Read, || recv(&self.io, buf), len, false)
+        self.attempt(Dir::Read, || (&self.io).read(buf), len, false)
     }
 
     /// Write what the socket takes now: `WouldBlock` without a system call when it is not
@@ -401,7 +380,7 @@ impl TcpStream {
         if !self.reactor.is_ready(self.slot, Dir::Write) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        self.attempt(Dir::Write, || send(&self.io, buf), buf.len(), false)
+        self.attempt(Dir::Write, || (&self.io).write(buf), buf.len(), false)
     }
 
     /// Run `f` (a non-blocking operation on this socket) once it is ready for `interest`,
@@ -532,40 +511,14 @@ impl AsFd for TcpStream {
     }
 }
 
-fn recv(io: &std::net::TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of its length.
-    let n = unsafe { libc::recv(io.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
-}
-
-fn send(io: &std::net::TcpStream, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for reads of its length. MSG_NOSIGNAL: a closed peer is an
-    // EPIPE error here, not a SIGPIPE.
-    let n = unsafe {
-        libc::send(
-            io.as_raw_fd(),
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_NOSIGNAL,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
-}
-
 impl AsyncRead for TcpStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        // SAFETY: recv only writes initialised bytes into the unfilled part, and only the
-        // `n` it reports are marked filled.
+        // SAFETY: the socket read (`recv`) only writes into the unfilled part and never reads
+        // it, and only the `n` bytes it reports are marked filled (as tokio's own read does).
         let unfilled = unsafe { buf.unfilled_mut() };
         let (ptr, len) = (unfilled.as_mut_ptr().cast::<u8>(), unfilled.len());
         let n = ready!(self.poll_io(
@@ -574,9 +527,7 @@ impl AsyncRead for TcpStream {
             || {
                 // SAFETY: `ptr` and `len` describe the unfilled part of `buf`, which outlives
                 // this call.
-                recv(&self.io, unsafe {
-                    std::slice::from_raw_parts_mut(ptr, len)
-                })
+                (&self.io).read(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
             },
             len
         ))?;
@@ -593,7 +544,7 @@ impl AsyncWrite for TcpStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_io(cx, Dir::Write, || send(&self.io, buf), buf.len())
+        self.poll_io(cx, Dir::Write, || (&self.io).write(buf), buf.len())
     }
 
     fn poll_write_vectored(
@@ -604,7 +555,7 @@ impl AsyncWrite for TcpStream {
         self.poll_io(
             cx,
             Dir::Write,
-            || SockRef::from(&self.io).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL),
+            || (&self.io).write_vectored(bufs),
             // Not judged by its length, as tokio's vectored write is not: the next attempt
             // is made rather than waiting for the kernel's next "writable".
             0,

@@ -17,17 +17,18 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::epoll::{EpollEvent, EpollFlags};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::http::{self, Conn};
 use crate::metrics::{OpenConn, ParkedConn};
+use crate::net::EpollFd;
 use crate::server::ServerCtx;
 use crate::state::ConnGuard;
 use crate::tls::ConnInfo;
@@ -52,15 +53,6 @@ struct Parked {
     open: OpenConn,
     /// Counted in the parked gauge while in the set.
     _parked: ParkedConn,
-}
-
-/// The epoll instance's descriptor, for `AsyncFd`.
-struct EpollFd(Epoll);
-
-impl AsRawFd for EpollFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0 .0.as_raw_fd()
-    }
 }
 
 /// A worker's idle set (one per worker; see the module comment).
@@ -109,12 +101,7 @@ impl IdleSet {
         if let Some(e) = &*self.epoll.borrow() {
             return Some(Rc::clone(e));
         }
-        // SAFETY: the `EpollFd` owns its descriptor and never replaces it, so the descriptor
-        // stays open and the same for as long as the `AsyncFd` that owns it lives.
-        let made = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
-            .map_err(std::io::Error::from)
-            .and_then(|e| unsafe { AsyncFd::register(EpollFd(e)) }.map_err(std::io::Error::from));
-        match made {
+        match EpollFd::new_in_tokio() {
             Ok(e) => {
                 let e = Rc::new(e);
                 *self.epoll.borrow_mut() = Some(Rc::clone(&e));

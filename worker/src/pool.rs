@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::net::TcpStream;
 use rproxy_shared::channel::AdminState;
 use rproxy_shared::config::{self, LbMethod};
 use rproxy_shared::{info, warn};
@@ -26,6 +25,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::error::ProxyError;
 use crate::lb::{self, Rng, View};
+use crate::net::TcpStream;
 use crate::timed_io::TimedIo;
 
 /// How long one connection attempt to a downstream may take.

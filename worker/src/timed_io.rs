@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::net::TcpStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::h1::conn::ReadReady;
+use crate::net::TcpStream;
 
 /// A client connection's write timeout that the request stage sets per response (a rule's
 /// `upstream-write-timeout`). Shared with the socket under hyper, which must be `Send` (an

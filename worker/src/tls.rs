@@ -12,7 +12,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::net::TcpStream;
 use foreign_types::{ForeignType, ForeignTypeRef};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use openssl::asn1::Asn1Object;
@@ -25,6 +24,7 @@ use rproxy_shared::config::{Headers, Server};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::headers::Peer;
+use crate::net::TcpStream;
 
 /// The scheme the client used: `X-Forwarded-Proto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

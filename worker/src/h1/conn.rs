@@ -14,7 +14,6 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::net::TcpStream;
 use http::StatusCode;
 use rproxy_shared::logformat::HeaderLookup;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -32,6 +31,7 @@ use crate::h1::head::{
 use crate::h1::splice;
 use crate::h1::upstream::{self, BodyPump, DsResponse};
 use crate::http::Conn;
+use crate::net::TcpStream;
 use crate::pool::DsIo;
 use crate::rewrite;
 use crate::route::Route;

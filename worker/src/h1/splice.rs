@@ -16,8 +16,9 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use crate::net::TcpStream;
 use tokio::io::Interest;
+
+use crate::net::TcpStream;
 
 /// Bodies (what is left of them after the bytes read with the head) at least this long are
 /// spliced; shorter ones cost less through the buffer they are already in.
