@@ -1086,3 +1086,82 @@ fn pipelined_responses_to_a_client_that_reads_late_arrive_whole_and_in_order() {
     assert_eq!(b.hits(), N as u64);
     drop(p);
 }
+
+/// One keep-alive response read from `s` (head, then a Content-Length body).
+fn read_one(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("read");
+        assert!(
+            n == 1,
+            "closed before a whole head: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("body");
+    (head, body)
+}
+
+/// A panic in one plain connection's task (a `test-faults` hook) ends that connection only:
+/// the worker stays (same pid), and other keep-alive connections, open before and after, are
+/// answered on the same sockets.
+#[test]
+fn a_panic_in_one_connection_ends_that_connection_only() {
+    let b = Backend::start("b");
+    let port = free_port();
+    let p = Proxy::start_with_env(
+        "panic",
+        &flat_config(port, &[b.port], "", "workers = 1"),
+        port,
+        &[("RPROXY_TEST_PANIC_TARGET", "/panic")],
+    );
+    let workers = p.workers();
+    let ask = |s: &mut TcpStream, path: &str| {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .unwrap();
+        read_one(s)
+    };
+    let mut before = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    before
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (head, body) = ask(&mut before, "/big/100");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, big_body(100));
+
+    let mut victim = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    victim
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    victim
+        .write_all(b"GET /panic HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    victim
+        .read_to_end(&mut rest)
+        .expect("the panicked connection is closed");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+
+    for _ in 0..3 {
+        let (head, body) = ask(&mut before, "/big/200");
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert_eq!(body, big_body(200));
+    }
+    let mut after = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    after
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (head, _) = ask(&mut after, "/big/10");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(p.workers(), workers, "the worker was replaced");
+    drop(p);
+}

@@ -397,6 +397,8 @@ where
 {
     let server = &conn.server;
     let routes = &server.routes;
+    #[cfg(feature = "test-faults")]
+    panic_if_asked(head.target.of(&bufs.data));
     let head_request = head.method.of(&bufs.data) == b"HEAD";
     // hyper closed after a request it could have upgraded and did not (CONNECT, or Upgrade on
     // HTTP/1.1); kept, so a client never sends on a connection it meant to switch.
@@ -637,6 +639,20 @@ fn route_path<'a>(buf: &'a [u8], head: &RequestHead) -> &'a [u8] {
 }
 
 /// The target as the access log prints it (origin-form).
+/// `test-faults` builds: panic when the target is `RPROXY_TEST_PANIC_TARGET` (read once), so
+/// a test of the real binary can see a connection's panic end that connection only.
+#[cfg(feature = "test-faults")]
+fn panic_if_asked(target: &[u8]) {
+    static TARGET: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+    let asked = TARGET.get_or_init(|| {
+        std::env::var_os("RPROXY_TEST_PANIC_TARGET")
+            .map(|t| std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()).to_vec())
+    });
+    if asked.as_deref() == Some(target) {
+        panic!("RPROXY_TEST_PANIC_TARGET");
+    }
+}
+
 fn log_target<'a>(buf: &'a [u8], head: &RequestHead) -> &'a [u8] {
     match head.form {
         Target::Absolute { path, .. } if path.is_empty() => b"/",
