@@ -1,6 +1,5 @@
-//! The tasks of plain HTTP/1 client connections: polled by one tokio task of the worker (the
-//! worker's loop in [`crate::net`], right after it takes the sockets' events), not one tokio
-//! task each. A wake-up is a flag and an index pushed on a queue; polling one is a
+//! The tasks of plain HTTP/1 client connections: polled by the worker's loop (in
+//! [`crate::net`], right after it takes the sockets' events), not one tokio task each. A wake-up is a flag and an index pushed on a queue; polling one is a
 //! call through a box.
 //!
 //! Why: a tokio task is made for many threads: each wake-up and each poll change its state

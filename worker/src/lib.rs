@@ -91,7 +91,7 @@ pub fn run(args: WorkerArgs) -> i32 {
         }
     };
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, clock::marking_turns(serve(args)))
+    local.block_on(&rt, clock::marking_turns(net::hosting(serve(args))))
 }
 
 async fn serve(args: WorkerArgs) -> i32 {

@@ -1,9 +1,9 @@
 //! The worker's TCP sockets (clients and downstreams) and their readiness: one epoll instance
 //! of the worker's own, edge-triggered like tokio's, with each socket's readiness and wakers
 //! in plain cells (a worker is one thread). Its descriptor sits in tokio's poller; the
-//! worker's loop ([`drive`], one tokio task) takes its events when tokio says it has some,
-//! wakes the tasks waiting on those sockets, and polls the plain connections' tasks
-//! ([`crate::conn_tasks`]).
+//! worker's loop ([`drive`], polled by the worker's main future: [`hosting`]) takes its
+//! events when tokio says it has some, wakes the tasks waiting on those sockets, and polls the
+//! plain connections' tasks ([`crate::conn_tasks`]).
 //!
 //! Why not tokio's `TcpStream`: its readiness is made for many threads. Each readiness check
 //! and each wake-up takes atomics and a mutex, and its driver finds each event's socket in a
@@ -23,7 +23,7 @@
 //! Tasks, timers and everything else stay tokio's.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -91,11 +91,44 @@ pub struct Reactor {
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<Reactor>>> = const { RefCell::new(None) };
+    /// The worker's loop when a [`hosting`] future polls it (the worker's main future), instead
+    /// of a task of its own.
+    static HOSTED: RefCell<Option<Pin<Box<dyn Future<Output = ()>>>>> = const { RefCell::new(None) };
+    static HOSTING: RefCell<Option<Waker>> = const { RefCell::new(None) };
+}
+
+/// Run `main` (the worker's main future, which its `LocalSet` polls before each batch of its
+/// tasks) with the worker's loop polled first in each of its polls: no tokio task around the
+/// loop, so a turn costs no task harness or `LocalSet` schedule (~320 instructions a turn,
+/// bench/callgrind.sh; a lone connection's request is two turns). Where nothing hosts it
+/// (tests, tools), the loop is a task of its own.
+pub async fn hosting<F: Future>(main: F) -> F::Output {
+    let mut main = std::pin::pin!(main);
+    let out = std::future::poll_fn(|cx| {
+        HOSTING.with(|h| {
+            let mut h = h.borrow_mut();
+            if !h.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *h = Some(cx.waker().clone());
+            }
+        });
+        let fut = HOSTED.with(|h| h.borrow_mut().take());
+        if let Some(mut fut) = fut {
+            if fut.as_mut().poll(cx).is_pending() {
+                HOSTED.with(|h| *h.borrow_mut() = Some(fut));
+            }
+        }
+        main.as_mut().poll(cx)
+    })
+    .await;
+    HOSTING.with(|h| h.borrow_mut().take());
+    HOSTED.with(|h| h.borrow_mut().take());
+    out
 }
 
 impl Reactor {
     /// This thread's reactor; the first call (or the first after its runtime ended) creates
-    /// it and spawns the worker's loop ([`drive`]) on the current `LocalSet`.
+    /// it and starts the worker's loop ([`drive`]): in [`hosting`]'s future when there is one,
+    /// else as a task on the current `LocalSet`.
     fn current() -> io::Result<Rc<Reactor>> {
         CURRENT.with(|c| {
             let mut c = c.borrow_mut();
@@ -108,7 +141,13 @@ impl Reactor {
                 free: RefCell::new(Vec::new()),
                 driven: Cell::new(true),
             });
-            tokio::task::spawn_local(drive(Rc::clone(&r)));
+            if let Some(host) = HOSTING.with(|h| h.borrow().clone()) {
+                let fut: Pin<Box<dyn Future<Output = ()>>> = Box::pin(drive(Rc::clone(&r)));
+                HOSTED.with(|h| *h.borrow_mut() = Some(fut));
+                host.wake();
+            } else {
+                tokio::task::spawn_local(drive(Rc::clone(&r)));
+            }
             *c = Some(Rc::clone(&r));
             Ok(r)
         })
@@ -248,11 +287,12 @@ impl AsRawFd for EpollFd {
     }
 }
 
-/// The worker's loop, one tokio task: when tokio finds the reactor's epoll instance readable,
-/// take every event and wake whom they concern, then poll the plain connections' tasks
-/// ([`crate::conn_tasks`]) that are due, those just woken included. One task for both: each
-/// turn is one wake-up and one poll in tokio, not two. Ends with the runtime (or on an error
-/// `epoll_wait` should never give; then the next socket made gets a new reactor).
+/// The worker's loop (see [`hosting`] for who polls it): when tokio finds the reactor's epoll
+/// instance readable, take every event and wake whom they concern, then poll the plain
+/// connections' tasks ([`crate::conn_tasks`]) that are due, those just woken included. One
+/// future for both: each turn is one wake-up and one poll in tokio, not two. Ends with the
+/// runtime (or on an error `epoll_wait` should never give; then the next socket made gets a
+/// new reactor).
 async fn drive(reactor: Rc<Reactor>) {
     let r = &*reactor;
     struct Alive<'a>(&'a Reactor);
