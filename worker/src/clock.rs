@@ -1,9 +1,10 @@
 //! The worker's clock, read at most once per turn of its loop (nginx's `ngx_time_update()`
 //! after each `epoll_wait`). A request read the monotonic clock four times (its start, the
 //! request sent, the response head, the next idle wait), ~22 ns each on these machines: ~5 %
-//! of a small request's user-space CPU. A turn is one poll of the worker's `LocalSet`: up to
-//! its 31 tasks, so a reading is at most that stale (tens of microseconds under load); the
-//! timeouts computed from it fire that much early at most.
+//! of a small request's user-space CPU. A turn is one poll of the worker's `LocalSet` (up to
+//! its 31 tasks) or one busy round of the worker's loop (`net::BUSY`: at most 64 connection
+//! polls), so a reading is at most that stale (tens of microseconds under load); the timeouts
+//! computed from it fire that much early at most.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -38,6 +39,16 @@ pub fn now() -> Instant {
         }
         Clock::Off => Instant::now(),
     })
+}
+
+/// A new turn of the loop began without a new poll of the main future (the worker's loop
+/// went on with the events that came meanwhile): the next read is fresh.
+pub fn new_turn() {
+    CLOCK.with(|c| {
+        if !matches!(c.get(), Clock::Off) {
+            c.set(Clock::Stale);
+        }
+    });
 }
 
 /// [`now`] as tokio's `Instant`, for its timers.

@@ -122,8 +122,9 @@ impl Set {
         }
     }
 
-    /// One turn: poll queued tasks until none is left (then wait) or the turn is over.
-    fn turn(&self, cx: &mut Context<'_>) {
+    /// One turn: poll queued tasks until none is left (then wait) or the turn is over
+    /// (then `true`: the loop is woken to go on).
+    fn turn(&self, cx: &mut Context<'_>) -> bool {
         let mut polled = 0;
         loop {
             let next = self.queue.borrow_mut().pop_front();
@@ -176,21 +177,23 @@ impl Set {
             polled += 1;
             if polled >= TURN || !tokio::task::coop::has_budget_remaining() {
                 cx.waker().wake_by_ref();
-                break;
+                self.polling.set(false);
+                return true;
             }
         }
         self.polling.set(false);
+        false
     }
 }
 
 /// A turn of the worker's loop: `events` (the sockets' events, taken while wake-ups of
 /// connection tasks only queue them), then the queued tasks. The loop is polled again on its
 /// next wake-up (at once when the turn ran out).
-pub fn turn(cx: &mut Context<'_>, events: impl FnOnce(&mut Context<'_>)) {
+pub fn turn(cx: &mut Context<'_>, events: impl FnOnce(&mut Context<'_>)) -> bool {
     let set = current();
     set.polling.set(true);
     events(cx);
-    set.turn(cx);
+    set.turn(cx)
 }
 
 /// The worker's loop ends (its runtime does): the tasks are dropped with it (their sockets
