@@ -1,6 +1,6 @@
 //! The tasks of plain HTTP/1 client connections: polled by the worker's loop (in
-//! [`crate::net`], right after it takes the sockets' events), not one tokio task each. A wake-up is a flag and an index pushed on a queue; polling one is a
-//! call through a box.
+//! [`crate::net`], right after it takes the sockets' events), not one tokio task each. A
+//! wake-up is a flag and an index pushed on a queue; polling one is a call through a box.
 //!
 //! Why: a tokio task is made for many threads: each wake-up and each poll change its state
 //! with atomic operations, and a `LocalSet` task's wake-up goes through the set's shared
@@ -188,7 +188,7 @@ impl Set {
 
 /// A turn of the worker's loop: `events` (the sockets' events, taken while wake-ups of
 /// connection tasks only queue them), then the queued tasks. The loop is polled again on its
-/// next wake-up (at once when the turn ran out).
+/// next wake-up (at once when the turn ran out: then `true`).
 pub fn turn(cx: &mut Context<'_>, events: impl FnOnce(&mut Context<'_>)) -> bool {
     let set = current();
     set.polling.set(true);

@@ -15,8 +15,9 @@
 //! connection (measured with `wrk -c1`: CPU per request +2 %, p99 no worse). Under load it
 //! is less than one per turn: a turn that took several events is followed by up to
 //! [`BUSY_ROUNDS`] more, their events taken straight from our instance, without going back
-//! through tokio's poller and scheduler (at 64 busy connections 0.19 `epoll_wait` per
-//! request instead of 0.26, user-space CPU per request ~6 % lower).
+//! through tokio's poller and scheduler (at 64 busy connections 0.19-0.25 `epoll_wait` per
+//! request instead of 0.24-0.27, a count that moves from run to run; user-space CPU per
+//! request ~6 % lower).
 //!
 //! Same contract as tokio's: readiness is cached and cleared by the read or write that finds
 //! the socket drained (`WouldBlock`, or a short read or write of a future: on epoll that
@@ -240,8 +241,16 @@ impl Reactor {
         self.slots.borrow_mut()[index as usize].ready &= !dir.clear_mask();
     }
 
-    /// Record the events `epoll_wait` returned, and collect the wakers they wake.
+    /// Record the events `epoll_wait` returned, then wake whom they concern (`wake`: the
+    /// wakers, collected first so none runs while the slots are borrowed).
     fn dispatch(&self, events: &[EpollEvent], wake: &mut Vec<Waker>) {
+        self.record(events, wake);
+        for w in wake.drain(..) {
+            w.wake();
+        }
+    }
+
+    fn record(&self, events: &[EpollEvent], wake: &mut Vec<Waker>) {
         let mut slots = self.slots.borrow_mut();
         for ev in events {
             let token = ev.data();
@@ -299,9 +308,9 @@ impl AsRawFd for EpollFd {
 /// The worker's loop (see [`hosting`] for who polls it): when tokio finds the reactor's epoll
 /// instance readable, take every event and wake whom they concern, then poll the plain
 /// connections' tasks ([`crate::conn_tasks`]) that are due, those just woken included. One
-/// future for both: each turn is one wake-up and one poll in tokio, not two. Ends with the
-/// runtime (or on an error `epoll_wait` should never give; then the next socket made gets a
-/// new reactor).
+/// future for both: a turn costs at most one wake-up and one poll in tokio, not two. Ends with
+/// the runtime (or on an error `epoll_wait` should never give; then the next socket made gets
+/// a new reactor).
 async fn drive(reactor: Rc<Reactor>) {
     let r = &*reactor;
     struct Alive<'a>(&'a Reactor);
@@ -327,9 +336,6 @@ async fn drive(reactor: Rc<Reactor>) {
                         Ok(n) => {
                             got = n;
                             r.dispatch(&events[..n], &mut wake);
-                            for w in wake.drain(..) {
-                                w.wake();
-                            }
                         }
                         Err(Errno::EINTR) => {}
                         Err(e) => failed = Some(e.into()),
@@ -355,11 +361,8 @@ async fn drive(reactor: Rc<Reactor>) {
                     };
                     got += n;
                     r.dispatch(&events[..n], &mut wake);
-                    for w in wake.drain(..) {
-                        w.wake();
-                    }
                     if n < BATCH {
-                        // Then polled again: `Pending`, with this task's waker registered.
+                        // Then polled again: `Pending`, with the loop's waker registered.
                         guard.clear_ready();
                     }
                 }
