@@ -126,14 +126,14 @@ impl Set {
     /// (then `true`: the loop is woken to go on).
     fn turn(&self, cx: &mut Context<'_>) -> bool {
         let mut polled = 0;
-        loop {
+        let ran_out = loop {
             let next = self.queue.borrow_mut().pop_front();
             let Some((index, generation)) = next else {
                 let mut idle = self.idle.borrow_mut();
                 if !idle.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     *idle = Some(cx.waker().clone());
                 }
-                break;
+                break false;
             };
             let task: *mut (dyn Future<Output = ()> + 'static) = {
                 let mut tasks = self.tasks.borrow_mut();
@@ -177,12 +177,11 @@ impl Set {
             polled += 1;
             if polled >= TURN || !tokio::task::coop::has_budget_remaining() {
                 cx.waker().wake_by_ref();
-                self.polling.set(false);
-                return true;
+                break true;
             }
-        }
+        };
         self.polling.set(false);
-        false
+        ran_out
     }
 }
 

@@ -241,16 +241,45 @@ impl Reactor {
         self.slots.borrow_mut()[index as usize].ready &= !dir.clear_mask();
     }
 
-    /// Record the events `epoll_wait` returned, then wake whom they concern (`wake`: the
-    /// wakers, collected first so none runs while the slots are borrowed).
-    fn dispatch(&self, events: &[EpollEvent], wake: &mut Vec<Waker>) {
-        self.record(events, wake);
-        for w in wake.drain(..) {
-            w.wake();
+    /// Take the events ready now (no wait) and wake whom they concern; how many there were.
+    fn take_events(&self, events: &mut [EpollEvent], wake: &mut Vec<Waker>) -> io::Result<usize> {
+        let n = loop {
+            match self.epoll().wait(events, 0u8) {
+                Ok(n) => break n,
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.dispatch(&events[..n], wake);
+        Ok(n)
+    }
+
+    /// Like [`Reactor::take_events`], while tokio's poller says the instance has events
+    /// (`Ok(0)` and the loop's waker registered when it does not).
+    fn take_announced(
+        &self,
+        cx: &mut Context<'_>,
+        events: &mut [EpollEvent],
+        wake: &mut Vec<Waker>,
+    ) -> io::Result<usize> {
+        let mut taken = 0;
+        loop {
+            let mut guard = match self.poller.poll_read_ready(cx) {
+                Poll::Ready(g) => g?,
+                Poll::Pending => return Ok(taken),
+            };
+            let n = self.take_events(events, wake)?;
+            taken += n;
+            if n < BATCH {
+                // Then polled again: `Pending`, with the loop's waker registered.
+                guard.clear_ready();
+            }
         }
     }
 
-    fn record(&self, events: &[EpollEvent], wake: &mut Vec<Waker>) {
+    /// Record the events `epoll_wait` returned, then wake whom they concern (the wakers are
+    /// collected first in `wake`, so none runs while the slots are borrowed).
+    fn dispatch(&self, events: &[EpollEvent], wake: &mut Vec<Waker>) {
         let mut slots = self.slots.borrow_mut();
         for ev in events {
             let token = ev.data();
@@ -281,6 +310,10 @@ impl Reactor {
             if ready & Dir::Write.ready_mask() != 0 {
                 wake.extend(s.writer.take());
             }
+        }
+        drop(slots);
+        for w in wake.drain(..) {
+            w.wake();
         }
     }
 }
@@ -329,42 +362,16 @@ async fn drive(reactor: Rc<Reactor>) {
         loop {
             let mut got = 0;
             let ran_out = crate::conn_tasks::turn(cx, |cx| {
-                if rounds > 0 {
-                    // Straight to the instance: tokio's readiness was cleared in the first
-                    // round, and what came since is in our instance only.
-                    match r.epoll().wait(&mut events, 0u8) {
-                        Ok(n) => {
-                            got = n;
-                            r.dispatch(&events[..n], &mut wake);
-                        }
-                        Err(Errno::EINTR) => {}
-                        Err(e) => failed = Some(e.into()),
-                    }
-                    return;
-                }
-                loop {
-                    let mut guard = match r.poller.poll_read_ready(cx) {
-                        Poll::Ready(Ok(g)) => g,
-                        Poll::Ready(Err(e)) => {
-                            failed = Some(e);
-                            return;
-                        }
-                        Poll::Pending => return,
-                    };
-                    let n = match r.epoll().wait(&mut events, 0u8) {
-                        Ok(n) => n,
-                        Err(Errno::EINTR) => continue,
-                        Err(e) => {
-                            failed = Some(e.into());
-                            return;
-                        }
-                    };
-                    got += n;
-                    r.dispatch(&events[..n], &mut wake);
-                    if n < BATCH {
-                        // Then polled again: `Pending`, with the loop's waker registered.
-                        guard.clear_ready();
-                    }
+                // After the first round, straight to the instance: tokio's readiness was
+                // cleared then, and what came since is in our instance only.
+                let taken = if rounds == 0 {
+                    r.take_announced(cx, &mut events, &mut wake)
+                } else {
+                    r.take_events(&mut events, &mut wake)
+                };
+                match taken {
+                    Ok(n) => got = n,
+                    Err(e) => failed = Some(e),
                 }
             });
             if failed.is_some() || ran_out || got < BUSY || rounds == BUSY_ROUNDS {

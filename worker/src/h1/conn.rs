@@ -638,7 +638,6 @@ fn route_path<'a>(buf: &'a [u8], head: &RequestHead) -> &'a [u8] {
     t.split(|&b| b == b'?').next().unwrap_or(t)
 }
 
-/// The target as the access log prints it (origin-form).
 /// `test-faults` builds: panic when the target is `RPROXY_TEST_PANIC_TARGET` (read once), so
 /// a test of the real binary can see a connection's panic end that connection only.
 #[cfg(feature = "test-faults")]
@@ -653,6 +652,7 @@ fn panic_if_asked(target: &[u8]) {
     }
 }
 
+/// The target as the access log prints it (origin-form).
 fn log_target<'a>(buf: &'a [u8], head: &RequestHead) -> &'a [u8] {
     match head.form {
         Target::Absolute { path, .. } if path.is_empty() => b"/",
