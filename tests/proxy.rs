@@ -1177,3 +1177,109 @@ fn many_busy_keep_alive_connections_on_one_worker_are_all_answered_in_order() {
         t.join().unwrap();
     }
 }
+
+/// A large response is spliced, and its head (with what of the body came with it) is sent
+/// with `MSG_MORE` when the body's next bytes are at hand, so that it leaves with them: the
+/// head must still reach the client at once when the downstream pauses after it, never be
+/// held until the rest comes. The origin sends the head and the body's first `n` bytes
+/// (sizes that arrive with the head in rproxy's first read, and more), then waits (at most
+/// 10 s) until the client has them before it sends the rest.
+#[test]
+fn a_spliced_response_s_head_is_not_held_while_the_downstream_pauses() {
+    const LEN: usize = 1024 * 1024;
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin_port = origin.local_addr().unwrap().port();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<()>();
+    let seen_rx = std::sync::Arc::new(std::sync::Mutex::new(seen_rx));
+    // One thread per connection: rproxy may open connections it does not use at once.
+    std::thread::spawn(move || {
+        for s in origin.incoming() {
+            let Ok(mut s) = s else { return };
+            let seen_rx = seen_rx.clone();
+            std::thread::spawn(move || loop {
+                let mut req = Vec::new();
+                let mut byte = [0u8; 1];
+                while !req.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    req.push(byte[0]);
+                }
+                // GET /paused/<n>
+                let req = String::from_utf8_lossy(&req).to_string();
+                let n: usize = req
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|p| p.strip_prefix("/paused/"))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap();
+                let body = big_body(LEN);
+                let mut first =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {LEN}\r\n\r\n").into_bytes();
+                first.extend_from_slice(&body[..n]);
+                s.write_all(&first).unwrap();
+                let _ = seen_rx
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(10));
+                if s.write_all(&body[n..]).is_err() {
+                    return;
+                }
+            });
+        }
+    });
+    let port = free_port();
+    let _p = Proxy::start(
+        "splicehead",
+        &flat_config(port, &[origin_port], "", "workers = 1"),
+        port,
+    );
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    for first in [0, 1000, 12 * 1024, 48 * 1024] {
+        c.write_all(format!("GET /paused/{first} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut got = Vec::new();
+        let body_at = loop {
+            let n = c.read(&mut buf).unwrap_or_else(|e| {
+                panic!(
+                    "/paused/{first}: the head and first bytes while the downstream pauses: \
+                     {e} after {} bytes",
+                    got.len()
+                )
+            });
+            assert!(n > 0, "/paused/{first}: closed after {} bytes", got.len());
+            got.extend_from_slice(&buf[..n]);
+            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                if got.len() >= i + 4 + first {
+                    break i + 4;
+                }
+            }
+        };
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got[..body_at])
+        );
+        seen_tx.send(()).unwrap();
+        while got.len() < body_at + LEN {
+            let n = c.read(&mut buf).expect("the rest of the body");
+            assert!(
+                n > 0,
+                "/paused/{first}: cut after {} body bytes",
+                got.len() - body_at
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(
+            got.len(),
+            body_at + LEN,
+            "/paused/{first}: more than the body"
+        );
+        assert!(
+            got[body_at..] == big_body(LEN)[..],
+            "/paused/{first}: body differs"
+        );
+    }
+}

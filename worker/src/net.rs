@@ -62,6 +62,14 @@ enum Dir {
 }
 
 impl Dir {
+    fn of(interest: Interest) -> Dir {
+        if interest.is_writable() {
+            Dir::Write
+        } else {
+            Dir::Read
+        }
+    }
+
     /// The readiness bits that let an attempt in this direction go ahead.
     fn ready_mask(self) -> u8 {
         match self {
@@ -470,6 +478,50 @@ impl TcpStream {
         self.attempt(Dir::Write, || (&self.io).write(buf), buf.len(), false)
     }
 
+    /// Run `f` (a non-blocking operation on this socket) now when the socket is known ready
+    /// for `interest`, else `WouldBlock` without a system call; a `WouldBlock` from `f` clears
+    /// the readiness (tokio's `try_io`).
+    pub fn try_io<R>(
+        &self,
+        interest: Interest,
+        f: impl FnOnce() -> io::Result<R>,
+    ) -> io::Result<R> {
+        let dir = Dir::of(interest);
+        if !self.reactor.is_ready(self.slot, dir) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let r = f();
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.reactor.clear(self.slot, dir);
+        }
+        r
+    }
+
+    /// One `sendmsg` of `bufs`, with `MSG_MORE` when `more`: the kernel then holds a last
+    /// partial segment until the next send without it, so that what follows leaves in the
+    /// same segments. The operation for [`TcpStream::async_io`].
+    pub fn send_vectored(&self, bufs: &[io::IoSlice<'_>], more: bool) -> io::Result<usize> {
+        let flags = if more {
+            libc::MSG_MORE | libc::MSG_NOSIGNAL
+        } else {
+            libc::MSG_NOSIGNAL
+        };
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` (std guarantees it on Unix); the
+        // header points at `bufs`, which outlive the call, and names no address or control
+        // data.
+        let n = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = bufs.len() as _;
+            libc::sendmsg(self.io.as_raw_fd(), &msg, flags)
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
     /// Run `f` (a non-blocking operation on this socket) once it is ready for `interest`,
     /// until it does not say `WouldBlock`.
     pub async fn async_io<R>(
@@ -477,11 +529,7 @@ impl TcpStream {
         interest: Interest,
         mut f: impl FnMut() -> io::Result<R>,
     ) -> io::Result<R> {
-        let dir = if interest.is_writable() {
-            Dir::Write
-        } else {
-            Dir::Read
-        };
+        let dir = Dir::of(interest);
         poll_fn(|cx| {
             let coop = ready!(tokio::task::coop::poll_proceed(cx));
             loop {

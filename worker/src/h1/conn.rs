@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::io;
+use std::ops::Range;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -882,17 +883,17 @@ where
 {
     loop {
         if !out.is_empty() && !resp.body.buffered(&resp.bufs.data) {
-            let rest = write_now(io, out).map_err(drop)?;
-            if !rest.is_empty() {
-                io.write_all(rest).await.map_err(drop)?;
+            // With the rest of the body spliced right behind it when it can be.
+            if !(splices(resp) && spliced(io, resp, server, out, 0..0).await?) {
+                let rest = write_now(io, out).map_err(drop)?;
+                if !rest.is_empty() {
+                    io.write_all(rest).await.map_err(drop)?;
+                }
             }
             out.clear();
         }
-        if out.is_empty()
-            && !resp.body.buffered(&resp.bufs.data)
-            && resp.body.length_left().is_some_and(|l| l >= splice::MIN)
-        {
-            spliced(io, resp, server).await?;
+        if out.is_empty() && splices(resp) {
+            spliced(io, resp, server, &[], 0..0).await?;
         }
         // A body already buffered (a small one comes with its head) without a future.
         let next = match resp.body.step(&resp.bufs.data) {
@@ -907,7 +908,7 @@ where
         else {
             break;
         };
-        let data = &resp.bufs.data[r];
+        let data = &resp.bufs.data[r.clone()];
         if chunked {
             let mut line = [0; 18];
             out.extend_from_slice(chunked::size_line(data.len(), &mut line));
@@ -916,8 +917,11 @@ where
         if out.len() + data.len() + 32 <= out.capacity() {
             out.extend_from_slice(data);
         } else {
-            // The head (or a chunk-size line) and the data in one system call, uncopied.
-            write_two(io, out, data).await.map_err(drop)?;
+            // The head (or a chunk-size line) and the data, uncopied: with the rest of the
+            // body spliced right behind them when it can be, else in one system call.
+            if chunked || !(splices(resp) && spliced(io, resp, server, out, r.clone()).await?) {
+                write_two(io, out, &resp.bufs.data[r]).await.map_err(drop)?;
+            }
             out.clear();
         }
         if chunked {
@@ -937,25 +941,43 @@ where
     io.flush().await.map_err(drop)
 }
 
-/// The rest of a body of known length, when it is long enough and both ends are plain TCP,
-/// spliced by the kernel ([`splice`]); otherwise (or when the kernel refuses) nothing is done
-/// and the caller copies it. `Err`: the response is cut.
-async fn spliced<S>(io: &mut TimedIo<S>, resp: &mut DsResponse, server: usize) -> Result<(), ()>
+/// Whether the rest of the body is for [`spliced`]: nothing more of it buffered, long enough,
+/// and the kernel has not refused to splice.
+fn splices(resp: &DsResponse) -> bool {
+    !resp.body.buffered(&resp.bufs.data)
+        && resp.body.length_left().is_some_and(|l| l >= splice::MIN)
+        && splice::available()
+}
+
+/// `head` and the buffer's `first` bytes (what is still to be written before the body's
+/// rest, in order), then the rest of a body of known length, when nothing more of it is
+/// buffered, it is long enough and both ends are plain TCP: spliced by the kernel
+/// ([`splice::relay`], which says how the head goes with it). `Ok(true)`: all of it went.
+/// `Ok(false)`: nothing was done (not this case, or the kernel refused): the caller writes
+/// and copies. `Err`: the response is cut.
+async fn spliced<S>(
+    io: &mut TimedIo<S>,
+    resp: &mut DsResponse,
+    server: usize,
+    head: &[u8],
+    first: Range<usize>,
+) -> Result<bool, ()>
 where
     S: ReadReady,
 {
-    let Some(left) = resp.body.length_left().filter(|l| *l >= splice::MIN) else {
-        return Ok(());
-    };
-    if !splice::available() {
-        return Ok(());
+    if !splices(resp) {
+        return Ok(false);
     }
+    let Some(left) = resp.body.length_left() else {
+        return Ok(false);
+    };
     let write_timeout = io.write_limit();
     let read_timeout = resp.read_timeout;
     let ahead = resp.lease.downstream().high_watermark;
     let (Some(client), Some(ds)) = (io.get_ref().tcp(), resp.lease.io()) else {
-        return Ok(());
+        return Ok(false);
     };
+    let first = &resp.bufs.data[first];
     let counted = |n: usize| {
         crate::metrics::count(
             server,
@@ -966,6 +988,7 @@ where
     match splice::relay(
         ds.get_ref(),
         client,
+        [head, first],
         left,
         ahead,
         read_timeout,
@@ -976,9 +999,9 @@ where
     {
         splice::Spliced::Done => {
             resp.body.skip(left);
-            Ok(())
+            Ok(true)
         }
-        splice::Spliced::Unsupported => Ok(()),
+        splice::Spliced::Unsupported => Ok(false),
         splice::Spliced::Failed(e) => {
             rproxy_shared::debug!("response body cut: {e}");
             Err(())
