@@ -167,9 +167,9 @@ async fn send_head(
 /// `SPLICE_F_MORE`, pushes): the client is woken once per response instead of twice. That
 /// counts for more than the system call on a busy machine: each wake-up of a client on the
 /// worker's CPU tends to preempt the worker, and the connections behind it wait
-/// (bench/README.md: at 64 KiB x 64 connections, preemptions of the worker 0.30 -> 0.18
-/// per request, CPU per request -6 %, p99 -7 %). When it does not have them yet, the head
-/// goes at once, alone: never held while the downstream pauses.
+/// (bench/README.md, "p99 at 64 KiB x 64 connections": preemptions of the worker 0.30 ->
+/// 0.16-0.20 per request, CPU per request and p99 7-9 % lower). When it does not have them
+/// yet, the head goes at once, alone: never held while the downstream pauses.
 #[allow(clippy::too_many_arguments)]
 pub async fn relay(
     ds: &TcpStream,
