@@ -262,6 +262,68 @@ fn tls_1_3_and_1_2_are_served_with_x_forwarded_proto_https() {
     assert_eq!(status, 0);
 }
 
+/// A client whose writes reach the socket only on `flush`: two TLS records in one segment.
+#[derive(Debug)]
+struct Corked {
+    tcp: TcpStream,
+    out: Vec<u8>,
+}
+
+impl Read for Corked {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Corked {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.write_all(&self.out)?;
+        self.out.clear();
+        Ok(())
+    }
+}
+
+/// Two requests written as two TLS records and sent in one segment (a pipelining client):
+/// after the first response the second record, already in the socket (or in OpenSSL, were it
+/// read ahead), must be answered without the socket becoming readable again (it never would:
+/// the client waits for its answers). Checked against contexts that read ahead while the
+/// connection only asked OpenSSL's decrypted bytes: no answer at all.
+#[test]
+fn two_requests_in_two_tls_records_of_one_segment_are_both_answered() {
+    let pki = Pki::new(&temp_dir("tls-records"));
+    let (p, _b) = start("tlsrecords", &pki, "", "workers = 1");
+    let ctx = client_ctx(&pki, SslVersion::TLS1_3, false);
+    let tcp = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut ssl = Ssl::new(&ctx).unwrap();
+    ssl.set_hostname("rproxy.test").unwrap();
+    ssl.param_mut().set_host("rproxy.test").unwrap();
+    let corked = Corked {
+        tcp,
+        out: Vec::new(),
+    };
+    let mut s = ssl.connect(corked).unwrap();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: rproxy.test\r\n\r\n")
+        .unwrap();
+    s.write_all(b"GET /two HTTP/1.1\r\nHost: rproxy.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    s.get_mut().flush().unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(
+        text.matches("HTTP/1.1 200").count(),
+        2,
+        "both requests answered: {text}"
+    );
+}
+
 #[test]
 fn a_disabled_protocol_is_refused() {
     let pki = Pki::new(&temp_dir("tls-proto-pki"));
