@@ -32,14 +32,9 @@ fn scripted_origin(response: &'static [u8]) -> (u16, Arc<Mutex<Vec<String>>>) {
                 s.set_nonblocking(false).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
                 loop {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        if s.read(&mut byte).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        head.push(byte[0]);
-                    }
+                    let Some(head) = read_head(&mut s) else {
+                        return;
+                    };
                     seen.lock()
                         .unwrap()
                         .push(String::from_utf8_lossy(&head).to_ascii_lowercase());

@@ -681,14 +681,9 @@ fn websocket_style_upgrade_is_tunnelled() {
         for s in l.incoming().take(8) {
             let Ok(mut s) = s else { return };
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if s.read(&mut byte).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
+                let Some(head) = read_head(&mut s) else {
+                    return;
+                };
                 let h = String::from_utf8_lossy(&head).to_ascii_lowercase();
                 assert!(h.contains("upgrade: websocket"), "{h}");
                 s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
@@ -1197,14 +1192,9 @@ fn a_spliced_response_s_head_is_not_held_while_the_downstream_pauses() {
             let Ok(mut s) = s else { return };
             let seen_rx = seen_rx.clone();
             std::thread::spawn(move || loop {
-                let mut req = Vec::new();
-                let mut byte = [0u8; 1];
-                while !req.ends_with(b"\r\n\r\n") {
-                    if s.read(&mut byte).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    req.push(byte[0]);
-                }
+                let Some(req) = read_head(&mut s) else {
+                    return;
+                };
                 // GET /paused/<n>
                 let req = String::from_utf8_lossy(&req).to_string();
                 let n: usize = req

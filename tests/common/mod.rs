@@ -573,6 +573,20 @@ pub fn raw_response(port: u16, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A request or response head, read byte by byte up to its blank line (nothing after it is
+/// consumed); `None` when the stream ends or fails first. For hand-made origins.
+pub fn read_head(s: &mut impl Read) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(head)
+}
+
 pub fn parse_response(text: &[u8]) -> (u16, Vec<u8>) {
     let status = std::str::from_utf8(text.get(9..12).unwrap_or(b"000"))
         .ok()

@@ -462,20 +462,13 @@ impl TcpStream {
     /// known readable (as tokio's: an idle pooled connection is checked so before each use),
     /// or with the readiness cleared when nothing is there.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.reactor.is_ready(self.slot, Dir::Read) {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let len = buf.len();
-        self.attempt(Dir::Read, || (&self.io).read(buf), len, false)
+        self.try_io(Interest::READABLE, || (&self.io).read(buf))
     }
 
     /// Write what the socket takes now: `WouldBlock` without a system call when it is not
     /// known writable, or with the readiness cleared when it takes nothing.
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        if !self.reactor.is_ready(self.slot, Dir::Write) {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        self.attempt(Dir::Write, || (&self.io).write(buf), buf.len(), false)
+        self.try_io(Interest::WRITABLE, || (&self.io).write(buf))
     }
 
     /// Run `f` (a non-blocking operation on this socket) now when the socket is known ready
@@ -573,22 +566,21 @@ impl TcpStream {
         self.io.peer_addr()
     }
 
-    /// One attempt, and what it shows about the socket recorded. `short_clears`: a short
-    /// transfer shows the socket drained (read) or full (write) on epoll, and clears the
-    /// readiness, as tokio's reads and writes do (but not its `try_*`). A writer that goes
-    /// on to wait then waits for the kernel's next "writable", which comes only once a good
-    /// part of the buffer is free; a `try_write` after a short one is still offered to the
-    /// socket, which may take a little more.
+    /// One attempt of a read or write future, and what it shows about the socket recorded:
+    /// a short transfer shows the socket drained (read) or full (write) on epoll, and clears
+    /// the readiness, as tokio's reads and writes do (not [`TcpStream::try_io`], as not its
+    /// `try_*`). A writer that goes on to wait then waits for the kernel's next "writable",
+    /// which comes only once a good part of the buffer is free; a `try_write` after a short
+    /// one is still offered to the socket, which may take a little more.
     fn attempt(
         &self,
         dir: Dir,
         op: impl FnOnce() -> io::Result<usize>,
         len: usize,
-        short_clears: bool,
     ) -> io::Result<usize> {
         let r = op();
         match &r {
-            Ok(n) if short_clears && *n < len && *n > 0 => self.reactor.clear(self.slot, dir),
+            Ok(n) if *n < len && *n > 0 => self.reactor.clear(self.slot, dir),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.reactor.clear(self.slot, dir),
             _ => {}
         }
@@ -608,7 +600,7 @@ impl TcpStream {
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
         loop {
             ready!(self.reactor.poll_ready(self.slot, dir, cx))?;
-            match self.attempt(dir, &mut op, len, true) {
+            match self.attempt(dir, &mut op, len) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 r => {

@@ -882,18 +882,17 @@ where
     S: AsyncRead + AsyncWrite + ReadReady + Unpin,
 {
     loop {
-        if !out.is_empty() && !resp.body.buffered(&resp.bufs.data) {
-            // With the rest of the body spliced right behind it when it can be.
-            if !(splices(resp) && spliced(io, resp, server, out, 0..0).await?) {
-                let rest = write_now(io, out).map_err(drop)?;
-                if !rest.is_empty() {
-                    io.write_all(rest).await.map_err(drop)?;
-                }
-            }
+        // What `out` holds (the head, or pieces gathered) with the rest of the body spliced
+        // right behind it when it can be; else written as it is.
+        if splices(resp) && spliced(io, resp, server, out, 0..0).await? {
             out.clear();
         }
-        if out.is_empty() && splices(resp) {
-            spliced(io, resp, server, &[], 0..0).await?;
+        if !out.is_empty() && !resp.body.buffered(&resp.bufs.data) {
+            let rest = write_now(io, out).map_err(drop)?;
+            if !rest.is_empty() {
+                io.write_all(rest).await.map_err(drop)?;
+            }
+            out.clear();
         }
         // A body already buffered (a small one comes with its head) without a future.
         let next = match resp.body.step(&resp.bufs.data) {
@@ -950,11 +949,10 @@ fn splices(resp: &DsResponse) -> bool {
 }
 
 /// `head` and the buffer's `first` bytes (what is still to be written before the body's
-/// rest, in order), then the rest of a body of known length, when nothing more of it is
-/// buffered, it is long enough and both ends are plain TCP: spliced by the kernel
-/// ([`splice::relay`], which says how the head goes with it). `Ok(true)`: all of it went.
-/// `Ok(false)`: nothing was done (not this case, or the kernel refused): the caller writes
-/// and copies. `Err`: the response is cut.
+/// rest, in order), then the rest of a body the caller found [`splices`], when both ends are
+/// plain TCP: spliced by the kernel ([`splice::relay`], which says how the head goes with
+/// it). `Ok(true)`: all of it went. `Ok(false)`: nothing was done (not plain TCP, or the
+/// kernel refused): the caller writes and copies. `Err`: the response is cut.
 async fn spliced<S>(
     io: &mut TimedIo<S>,
     resp: &mut DsResponse,
@@ -965,9 +963,6 @@ async fn spliced<S>(
 where
     S: ReadReady,
 {
-    if !splices(resp) {
-        return Ok(false);
-    }
     let Some(left) = resp.body.length_left() else {
         return Ok(false);
     };
