@@ -175,6 +175,45 @@ fn show_forms_while_serving() {
     assert_eq!(failed, 0);
 }
 
+/// A request waiting for a connection gets its 503 as soon as its route has no downstream
+/// left in rotation (`maint`), not at `pending-timeout` (the pool closes its mailbox).
+#[test]
+fn a_queued_request_gets_its_503_when_its_only_downstream_goes_into_maint() {
+    let a = Backend::start("x");
+    let port = free_port();
+    let cfg = format!(
+        "{}workers = 1\nlog-level = \"debug\"\n[[server]]\naddr = \"127.0.0.1\"\nport = {port}\n\
+         pending-timeout = 30\n\
+         [[server.downstream]]\nname = \"a\"\naddr = \"127.0.0.1\"\nport = {}\nconnections = 1\n",
+        identity(),
+        a.port
+    );
+    let p = Proxy::start("ctlqueued", &cfg, port);
+    // Holds the only connection for 6 s.
+    let busy = std::thread::spawn(move || get(port, "/sleep/6000"));
+    wait_until("the connection busy", Duration::from_secs(5), || {
+        a.hits() >= 1
+    });
+    let queued = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        (get(port, "/"), t0.elapsed())
+    });
+    p.wait_log("request queued", Duration::from_secs(5));
+    ctl_ok(
+        &p,
+        &["set", "downstream", &format!("127.0.0.1:{port}/a"), "maint"],
+    );
+    let ((status, _), waited) = queued.join().unwrap();
+    assert_eq!(status, 503, "the queued request");
+    assert!(
+        waited < Duration::from_secs(4),
+        "answered after {waited:?}: not when the downstream left rotation"
+    );
+    assert_eq!(a.hits(), 1, "the queued request reached the downstream");
+    // The exchange under way is not cut by `maint`.
+    assert_eq!(busy.join().unwrap().0, 200);
+}
+
 #[test]
 fn downstream_states_under_load_across_reloads_and_crashes() {
     let (a, b) = (Backend::start("x"), Backend::start("x"));

@@ -26,6 +26,7 @@ mod control;
 mod error;
 mod forward;
 pub mod h1;
+mod handoff;
 mod head;
 mod headers;
 mod http;

@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 use rproxy_shared::channel::AdminState;
 use rproxy_shared::config::{self, LbMethod};
 use rproxy_shared::{info, warn};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 use crate::error::ProxyError;
+use crate::handoff::{Slots, Ticket};
 use crate::lb::{self, Rng, View};
 use crate::net::TcpStream;
 use crate::timed_io::TimedIo;
@@ -159,7 +160,8 @@ pub struct Used {
 
 struct Waiter {
     route: Rc<Members>,
-    tx: oneshot::Sender<Result<Lease, NoConnection>>,
+    /// Where its connection (or its 503) goes, in [`Pool::handoff`].
+    ticket: Ticket,
     /// When it joined the queue: its `pending-timeout` and [`SLOW_CLIENT`] run from here.
     since: Instant,
     /// An extra connection was asked for it ([`SLOW_CLIENT`]).
@@ -182,6 +184,8 @@ pub struct Pool {
     pub server: usize,
     downstreams: Vec<Downstream>,
     waiters: RefCell<VecDeque<Waiter>>,
+    /// The waiters' mailboxes: reused, so a queued request allocates nothing.
+    handoff: Slots<Result<Lease, NoConnection>>,
     /// The queue went from empty to not: [`watch_queue`] has a deadline to keep.
     queued: Notify,
     max_pending: usize,
@@ -227,6 +231,7 @@ impl Pool {
             server: index,
             downstreams,
             waiters: RefCell::new(VecDeque::new()),
+            handoff: Slots::default(),
             queued: Notify::new(),
             max_pending: server.max_pending,
             pending_timeout: server.pending_timeout,
@@ -297,7 +302,7 @@ impl Pool {
         let rx = {
             let mut q = self.waiters.borrow_mut();
             if q.len() >= self.max_pending {
-                q.retain(|w| !w.tx.is_closed());
+                q.retain(|w| !self.handoff.is_closed(w.ticket));
                 if q.len() >= self.max_pending {
                     return Err(NoConnection::QueueFull);
                 }
@@ -305,10 +310,10 @@ impl Pool {
             if self.pending_timeout.is_zero() {
                 return Err(NoConnection::Timeout);
             }
-            let (tx, rx) = oneshot::channel();
+            let (rx, ticket) = self.handoff.open();
             q.push_back(Waiter {
                 route: Rc::clone(route),
-                tx,
+                ticket,
                 since: crate::clock::now(),
                 asked: false,
             });
@@ -324,9 +329,9 @@ impl Pool {
         };
         // No timer of its own: `watch_queue` ends the wait at `pending-timeout`.
         match rx.await {
-            Ok(r) => r,
-            // Dropped by `fail_waiters`: the route went down while we waited.
-            Err(_) => Err(NoConnection::AllDown),
+            Some(r) => r,
+            // Closed by `fail_waiters`: the route went down while we waited.
+            None => Err(NoConnection::AllDown),
         }
     }
 
@@ -340,7 +345,10 @@ impl Pool {
         let mut q = self.waiters.borrow_mut();
         // Asked for in queue order, so the waiters asked for are the queue's front.
         let mut next = None;
-        for w in q.iter_mut().filter(|w| !w.asked && !w.tx.is_closed()) {
+        for w in q
+            .iter_mut()
+            .filter(|w| !w.asked && !self.handoff.is_closed(w.ticket))
+        {
             let at = w.since + first;
             if at > now {
                 next = Some(at);
@@ -358,11 +366,11 @@ impl Pool {
             }
         }
         while let Some(w) = q.front() {
-            if !w.tx.is_closed() && w.since + self.pending_timeout > now {
+            if !self.handoff.is_closed(w.ticket) && w.since + self.pending_timeout > now {
                 break;
             }
             if let Some(w) = q.pop_front() {
-                let _ = w.tx.send(Err(NoConnection::Timeout));
+                let _ = self.handoff.send(w.ticket, Err(NoConnection::Timeout));
             }
         }
         let timeout = q.front().map(|w| w.since + self.pending_timeout);
@@ -490,10 +498,13 @@ impl Pool {
                     // Nobody waits (the usual case): straight to idle.
                     break;
                 }
-                first_waiter_for(&mut q, i)
+                first_waiter_for(&mut q, &self.handoff, i)
             };
             let Some(w) = waiter else { break };
-            match w.tx.send(Ok(Lease::new(Rc::clone(self), i, conn))) {
+            match self
+                .handoff
+                .send(w.ticket, Ok(Lease::new(Rc::clone(self), i, conn)))
+            {
                 Ok(()) => return,
                 // The waiter left just now (its client went away); undo the lease's
                 // accounting and try the next one.
@@ -541,7 +552,13 @@ impl Pool {
     /// Requests waiting on a route whose downstreams are all down get their 503 now.
     fn fail_waiters(&self) {
         let mut q = self.waiters.borrow_mut();
-        q.retain(|w| !w.tx.is_closed() && !self.route_down(&w.route));
+        q.retain(|w| {
+            if self.route_down(&w.route) {
+                self.handoff.close(w.ticket);
+                return false;
+            }
+            !self.handoff.is_closed(w.ticket)
+        });
     }
 }
 
@@ -550,10 +567,14 @@ impl Pool {
 /// Under a full queue this runs once per response, so it stops at the first match instead of
 /// sweeping the whole queue (that sweep cost ~2,800 instructions per request with 190
 /// waiters, bench/callgrind.sh --conns 256).
-fn first_waiter_for(q: &mut VecDeque<Waiter>, i: usize) -> Option<Waiter> {
+fn first_waiter_for(
+    q: &mut VecDeque<Waiter>,
+    handoff: &Slots<Result<Lease, NoConnection>>,
+    i: usize,
+) -> Option<Waiter> {
     let mut k = 0;
     while k < q.len() {
-        if q[k].tx.is_closed() {
+        if handoff.is_closed(q[k].ticket) {
             q.remove(k);
         } else if q[k].route.indices.contains(&i) {
             return q.remove(k);
@@ -799,7 +820,7 @@ impl Pool {
             .waiters
             .borrow()
             .iter()
-            .filter(|w| !w.tx.is_closed())
+            .filter(|w| !self.handoff.is_closed(w.ticket))
             .count();
         (pending, downstreams)
     }
@@ -809,18 +830,21 @@ impl Pool {
 mod tests {
     use super::*;
 
+    type Handoff = Slots<Result<Lease, NoConnection>>;
+
     /// A waiter on downstreams `indices`, and whether it still waits (its receiver).
     fn waiter(
+        handoff: &Handoff,
         indices: Vec<usize>,
         waiting: bool,
     ) -> (
         Waiter,
-        Option<oneshot::Receiver<Result<Lease, NoConnection>>>,
+        Option<crate::handoff::Wait<'_, Result<Lease, NoConnection>>>,
     ) {
-        let (tx, rx) = oneshot::channel();
+        let (rx, ticket) = handoff.open();
         let w = Waiter {
             route: Rc::new(Members::new(indices, LbMethod::Roundrobin)),
-            tx,
+            ticket,
             since: Instant::now(),
             asked: false,
         };
@@ -829,6 +853,7 @@ mod tests {
 
     #[test]
     fn the_first_waiter_able_to_use_the_connection_gets_it() {
+        let handoff = Handoff::default();
         let mut q = VecDeque::new();
         let mut held = Vec::new();
         // Queue order: gone (0), waiting on 1 only (1), gone (2), waiting on 0 (3),
@@ -840,21 +865,21 @@ mod tests {
             (vec![0], true),
             (vec![0, 1], true),
         ] {
-            let (w, rx) = waiter(indices, waiting);
+            let (w, rx) = waiter(&handoff, indices, waiting);
             held.push(rx);
             q.push_back(w);
         }
         // Downstream 0: the first waiter that gave up leaves, the one on 1 is passed over and
         // keeps its place, the second that gave up leaves, the one on 0 gets it.
-        let got = first_waiter_for(&mut q, 0).expect("a waiter on downstream 0");
+        let got = first_waiter_for(&mut q, &handoff, 0).expect("a waiter on downstream 0");
         assert_eq!(got.route.indices, vec![0]);
         let left: Vec<_> = q.iter().map(|w| w.route.indices.clone()).collect();
         assert_eq!(left, vec![vec![1], vec![0, 1]]);
         // Downstream 1: the one in front.
-        let got = first_waiter_for(&mut q, 1).expect("a waiter on downstream 1");
+        let got = first_waiter_for(&mut q, &handoff, 1).expect("a waiter on downstream 1");
         assert_eq!(got.route.indices, vec![1]);
         // Downstream 2: nobody; the queue is unchanged.
-        assert!(first_waiter_for(&mut q, 2).is_none());
+        assert!(first_waiter_for(&mut q, &handoff, 2).is_none());
         assert_eq!(q.len(), 1);
     }
 }
