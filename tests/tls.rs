@@ -262,11 +262,30 @@ fn tls_1_3_and_1_2_are_served_with_x_forwarded_proto_https() {
     assert_eq!(status, 0);
 }
 
-/// A client whose writes reach the socket only on `flush`: two TLS records in one segment.
+/// A client whose writes reach the socket only in the pieces it chooses: OpenSSL's first
+/// `flushes` flushes (the handshake's flights) pass, then only [`Corked::release`] sends.
 #[derive(Debug)]
 struct Corked {
     tcp: TcpStream,
     out: Vec<u8>,
+    flushes: usize,
+}
+
+impl Corked {
+    fn new(tcp: TcpStream, flushes: usize) -> Corked {
+        Corked {
+            tcp,
+            out: Vec::new(),
+            flushes,
+        }
+    }
+
+    /// Everything written so far, in one write (one segment on loopback with TCP_NODELAY).
+    fn release(&mut self) -> std::io::Result<()> {
+        self.tcp.write_all(&self.out)?;
+        self.out.clear();
+        Ok(())
+    }
 }
 
 impl Read for Corked {
@@ -282,10 +301,24 @@ impl Write for Corked {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.tcp.write_all(&self.out)?;
-        self.out.clear();
-        Ok(())
+        if self.flushes == 0 {
+            return Ok(());
+        }
+        self.flushes -= 1;
+        self.release()
     }
+}
+
+/// A TLS 1.3 client connected through `Corked` (`flushes` as there), to `port`.
+fn corked_client(pki: &Pki, port: u16, flushes: usize) -> openssl::ssl::SslStream<Corked> {
+    let ctx = client_ctx(pki, SslVersion::TLS1_3, false);
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut ssl = Ssl::new(&ctx).unwrap();
+    ssl.set_hostname("rproxy.test").unwrap();
+    ssl.param_mut().set_host("rproxy.test").unwrap();
+    ssl.connect(Corked::new(tcp, flushes)).unwrap()
 }
 
 /// Two requests written as two TLS records and sent in one segment (a pipelining client):
@@ -297,23 +330,12 @@ impl Write for Corked {
 fn two_requests_in_two_tls_records_of_one_segment_are_both_answered() {
     let pki = Pki::new(&temp_dir("tls-records"));
     let (p, _b) = start("tlsrecords", &pki, "", "workers = 1");
-    let ctx = client_ctx(&pki, SslVersion::TLS1_3, false);
-    let tcp = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
-    tcp.set_nodelay(true).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut ssl = Ssl::new(&ctx).unwrap();
-    ssl.set_hostname("rproxy.test").unwrap();
-    ssl.param_mut().set_host("rproxy.test").unwrap();
-    let corked = Corked {
-        tcp,
-        out: Vec::new(),
-    };
-    let mut s = ssl.connect(corked).unwrap();
+    let mut s = corked_client(&pki, p.port, usize::MAX);
     s.write_all(b"GET /one HTTP/1.1\r\nHost: rproxy.test\r\n\r\n")
         .unwrap();
     s.write_all(b"GET /two HTTP/1.1\r\nHost: rproxy.test\r\nConnection: close\r\n\r\n")
         .unwrap();
-    s.get_mut().flush().unwrap();
+    s.get_mut().release().unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out);
@@ -322,6 +344,26 @@ fn two_requests_in_two_tls_records_of_one_segment_are_both_answered() {
         2,
         "both requests answered: {text}"
     );
+}
+
+/// A client that sends its first request with its last handshake flight, in one segment
+/// (TLS 1.3: the client speaks first after the handshake): OpenSSL's read-ahead takes the
+/// request's record into its buffer while finishing the handshake, and the connection must
+/// answer it without the socket becoming readable again. Checked against a worker whose idle
+/// wait asked only OpenSSL's decrypted bytes (`SSL_pending`): no answer.
+#[test]
+fn a_request_sent_with_the_handshake_s_last_flight_is_answered() {
+    let pki = Pki::new(&temp_dir("tls-flight"));
+    let (p, _b) = start("tlsflight", &pki, "", "workers = 1");
+    // The ClientHello's flush passes; the Finished flight waits for the request.
+    let mut s = corked_client(&pki, p.port, 1);
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: rproxy.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    s.get_mut().release().unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "answered: {text}");
 }
 
 #[test]

@@ -360,6 +360,11 @@ impl TlsFacts {
     }
 }
 
+extern "C" {
+    // OpenSSL 1.1.0+ (the `openssl-sys` crate does not declare it).
+    fn SSL_has_pending(s: *const openssl_sys::SSL) -> libc::c_int;
+}
+
 /// A client's TLS stream. Dropping it marks the connection shut down (as nginx does), so
 /// OpenSSL keeps its session in the cache instead of discarding it as unclean.
 pub struct TlsStream(tokio_openssl::SslStream<TcpStream>);
@@ -395,9 +400,15 @@ impl AsyncRead for TlsStream {
 }
 
 impl crate::h1::conn::ReadReady for TlsStream {
-    /// Bytes OpenSSL already decrypted count as readable; otherwise the socket's readiness.
+    /// Bytes OpenSSL holds count as readable, decrypted or not (read ahead: the contexts set
+    /// `read_ahead`, and a record that came with the one just read, or with the handshake's
+    /// last flight, is in OpenSSL's buffer and no longer in the socket; `SSL_pending` counts
+    /// only decrypted bytes, and the connection would wait for a readiness that never comes);
+    /// otherwise the socket's readiness. A partial record counts too: the read that follows
+    /// then finds nothing and registers for the socket, as for any stale readiness.
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.0.ssl().pending() > 0 {
+        // SAFETY: the SSL object is valid while the stream lives; the call only reads it.
+        if unsafe { SSL_has_pending(self.0.ssl().as_ptr()) } != 0 {
             return Poll::Ready(Ok(()));
         }
         self.0.get_ref().poll_read_ready(cx)
