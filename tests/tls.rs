@@ -321,6 +321,14 @@ fn corked_client(pki: &Pki, port: u16, flushes: usize) -> openssl::ssl::SslStrea
     ssl.connect(Corked::new(tcp, flushes)).unwrap()
 }
 
+/// Send what the client holds, then read until the server closes.
+fn release_and_read(s: &mut openssl::ssl::SslStream<Corked>) -> String {
+    s.get_mut().release().unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Two requests written as two TLS records and sent in one segment (a pipelining client):
 /// after the first response the second record, already in the socket (or in OpenSSL, were it
 /// read ahead), must be answered without the socket becoming readable again (it never would:
@@ -335,10 +343,7 @@ fn two_requests_in_two_tls_records_of_one_segment_are_both_answered() {
         .unwrap();
     s.write_all(b"GET /two HTTP/1.1\r\nHost: rproxy.test\r\nConnection: close\r\n\r\n")
         .unwrap();
-    s.get_mut().release().unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out);
+    let text = release_and_read(&mut s);
     assert_eq!(
         text.matches("HTTP/1.1 200").count(),
         2,
@@ -359,10 +364,7 @@ fn a_request_sent_with_the_handshake_s_last_flight_is_answered() {
     let mut s = corked_client(&pki, p.port, 1);
     s.write_all(b"GET /one HTTP/1.1\r\nHost: rproxy.test\r\nConnection: close\r\n\r\n")
         .unwrap();
-    s.get_mut().release().unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out);
+    let text = release_and_read(&mut s);
     assert!(text.starts_with("HTTP/1.1 200"), "answered: {text}");
 }
 
