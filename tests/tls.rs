@@ -181,14 +181,26 @@ struct Answer {
     cert_cn: String,
 }
 
-fn tls_get(ctx: &SslContext, port: u16, sni: &str, head: &str) -> Result<Answer, String> {
+/// A client socket to the proxy: no Nagle delay, reads bounded at 10 s.
+fn client_socket(port: u16) -> TcpStream {
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_nodelay(true).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp
+}
+
+/// A client connection's TLS state: SNI `sni`, and the certificate checked against it.
+fn client_ssl(ctx: &SslContext, sni: &str) -> Ssl {
     let mut ssl = Ssl::new(ctx).unwrap();
     ssl.set_hostname(sni).unwrap();
     ssl.param_mut().set_host(sni).unwrap();
-    let mut s = ssl.connect(tcp).map_err(|e| e.to_string())?;
+    ssl
+}
+
+fn tls_get(ctx: &SslContext, port: u16, sni: &str, head: &str) -> Result<Answer, String> {
+    let mut s = client_ssl(ctx, sni)
+        .connect(client_socket(port))
+        .map_err(|e| e.to_string())?;
     let req = format!("GET /headers HTTP/1.1\r\nHost: {sni}\r\n{head}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
@@ -312,13 +324,9 @@ impl Write for Corked {
 /// A TLS 1.3 client connected through `Corked` (`flushes` as there), to `port`.
 fn corked_client(pki: &Pki, port: u16, flushes: usize) -> openssl::ssl::SslStream<Corked> {
     let ctx = client_ctx(pki, SslVersion::TLS1_3, false);
-    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.set_nodelay(true).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut ssl = Ssl::new(&ctx).unwrap();
-    ssl.set_hostname("rproxy.test").unwrap();
-    ssl.param_mut().set_host("rproxy.test").unwrap();
-    ssl.connect(Corked::new(tcp, flushes)).unwrap()
+    client_ssl(&ctx, "rproxy.test")
+        .connect(Corked::new(client_socket(port), flushes))
+        .unwrap()
 }
 
 /// Send what the client holds, then read until the server closes.
@@ -400,12 +408,9 @@ fn request_bodies_over_tls_reach_the_downstream_whole() {
     let pki = Pki::new(&temp_dir("tls-bodies"));
     let (p, _b) = start("tlsbodies", &pki, "", "workers = 1");
     let ctx = client_ctx(&pki, SslVersion::TLS1_3, false);
-    let tcp = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut ssl = Ssl::new(&ctx).unwrap();
-    ssl.set_hostname("rproxy.test").unwrap();
-    ssl.param_mut().set_host("rproxy.test").unwrap();
-    let mut s = ssl.connect(tcp).unwrap();
+    let mut s = client_ssl(&ctx, "rproxy.test")
+        .connect(client_socket(p.port))
+        .unwrap();
     let big: Vec<u8> = (0..1usize << 20).map(|i| (i % 251) as u8).collect();
     let mut req = format!(
         "POST /echo HTTP/1.1\r\nHost: rproxy.test\r\nContent-Length: {}\r\n\r\n",
@@ -877,8 +882,7 @@ fn idle_http2_connections_end_at_read_timeout() {
     b.set_ca_file(pki.dir.join("ca.crt")).unwrap();
     b.set_alpn_protos(b"\x02h2").unwrap();
     let c = b.build();
-    let tcp = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let tcp = client_socket(p.port);
     let mut s = c.connect("rproxy.test", tcp).unwrap();
     assert_eq!(s.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
     // The preface and an empty SETTINGS frame, then silence.
@@ -920,8 +924,7 @@ fn sni_get(pki: &Pki, port: u16, sni: Option<&str>, host: &str) -> SniAnswer {
     b.set_verify(SslVerifyMode::NONE);
     b.set_alpn_protos(b"\x02h2\x08http/1.1").unwrap();
     let ctx = b.build().into_context();
-    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let tcp = client_socket(port);
     let mut ssl = Ssl::new(&ctx).unwrap();
     if let Some(n) = sni {
         ssl.set_hostname(n).unwrap();
@@ -1086,8 +1089,7 @@ fn h1_get(pki: &Pki, port: u16, sni: Option<&str>, host: &str) -> SniAnswer {
     b.set_verify(SslVerifyMode::NONE);
     b.set_alpn_protos(b"\x08http/1.1").unwrap();
     let ctx = b.build().into_context();
-    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let tcp = client_socket(port);
     let mut ssl = Ssl::new(&ctx).unwrap();
     if let Some(n) = sni {
         ssl.set_hostname(n).unwrap();

@@ -1,8 +1,9 @@
 //! One-shot hand-offs within the worker's thread, without an allocation each: a table of
 //! reusable slots. The pool's queued requests get their connection (or their 503) this way:
 //! a `tokio::sync::oneshot` per queued request allocated and freed a channel (with atomic
-//! reference counts) every time, ~350 instructions per request at 256 clients on 64
-//! downstream connections, where nearly every request waits (bench/callgrind.sh --conns 256).
+//! reference counts) every time: ~280 instructions per request at 256 clients on 64
+//! downstream connections, where nearly every request waits (bench/callgrind.sh --conns 256:
+//! 8,773 -> 8,500 at /small, 10,706 -> 10,421 at /big).
 //!
 //! The receiving side is a [`Wait`] future; the sending side holds a [`Ticket`]. A slot is
 //! freed by its receiver only (when it takes the value, or is dropped), and a freed slot gets
