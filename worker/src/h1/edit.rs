@@ -284,7 +284,7 @@ pub fn response_head(
         && buf[STATUS_PREFIX - 1] == b' '
         && buf.get(reason.end..reason.end + 2) == Some(b"\r\n")
     {
-        // Already what `status_line` would write (httparse read the code as exactly three
+        // Already what `status_line` would write (the tokenizer read the code as exactly three
         // digits, and the code is at least 100): it starts the first run.
         kept.end = reason.end + 2;
     } else {

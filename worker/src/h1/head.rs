@@ -1,4 +1,4 @@
-//! Request and response heads parsed with `httparse` into a compact index over the bytes
+//! Request and response heads scanned ([`super::scan`]) into a compact index over the bytes
 //! (no copy, no allocation: the caller lends the header index, which lives in the connection's
 //! pooled buffers), plus the framing verdict of RFC 9112 6 and DESIGN sections 7 and 8, decided
 //! here and nowhere else: Content-Length, chunked, close-delimited or no body; the `Connection`
@@ -9,8 +9,9 @@
 //! differing or list-valued `Content-Length`, obs-fold, a missing, repeated or invalid `Host`
 //! are refused (400) instead of resolved.
 
-use std::mem::MaybeUninit;
 use std::ops::Range;
+
+use super::scan::{self, ScanError, Scanned};
 
 /// Header lines a head may have; more is answered like a head that is too large (431, as hyper
 /// does with its own limit of 100).
@@ -40,15 +41,6 @@ impl Span {
 
     pub fn is_empty(&self) -> bool {
         self.start == self.end
-    }
-
-    fn within(buf: &[u8], part: &[u8]) -> Span {
-        // httparse hands out sub-slices of `buf`: the offset is a pointer difference.
-        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
-        Span {
-            start: start as u32,
-            end: (start + part.len()) as u32,
-        }
     }
 }
 
@@ -198,35 +190,21 @@ impl ResponseHead {
     }
 }
 
-/// httparse's header array, left uninitialised: it writes each entry before it hands it out,
-/// and initialising [`MAX_HEADERS`] entries cost more than parsing a small head (callgrind:
-/// ~285 instructions per parse).
-fn uninit_headers<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
-    [const { MaybeUninit::uninit() }; MAX_HEADERS]
-}
-
-/// Record httparse's header lines as spans of `buf` (one `extend`: a single capacity check).
-fn index(buf: &[u8], parsed: &[httparse::Header<'_>], headers: &mut Vec<HeaderSpan>) {
-    headers.extend(parsed.iter().map(|h| HeaderSpan {
-        name: Span::within(buf, h.name.as_bytes()),
-        value: Span::within(buf, h.value),
-    }));
-}
-
-/// The length of a complete head from httparse's verdict on `have` bytes, `None` while it is
-/// incomplete and `max` is not reached; the errors both kinds of head share.
-fn head_len(
-    parsed: httparse::Result<usize>,
+/// The length of a complete head from the scanner's verdict on `have` bytes, `None` while it
+/// is incomplete and `max` is not reached; the errors both kinds of head share.
+fn head_len<T>(
+    scanned: Scanned<T>,
+    len: impl FnOnce(&T) -> usize,
     have: usize,
     max: usize,
-) -> Result<Option<usize>, HeadError> {
-    match parsed {
-        Ok(httparse::Status::Complete(n)) if n > max => Err(HeadError::TooLarge),
-        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
-        Ok(httparse::Status::Partial) if have >= max => Err(HeadError::TooLarge),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
-        Err(e) => Err(HeadError::Malformed(parse_error(e))),
+) -> Result<Option<T>, HeadError> {
+    match scanned {
+        Ok(Some(line)) if len(&line) > max => Err(HeadError::TooLarge),
+        Ok(Some(line)) => Ok(Some(line)),
+        Ok(None) if have >= max => Err(HeadError::TooLarge),
+        Ok(None) => Ok(None),
+        Err(ScanError::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(e) => Err(HeadError::Malformed(e.describe())),
     }
 }
 
@@ -239,20 +217,13 @@ pub fn parse_request(
     max: usize,
     headers: &mut Vec<HeaderSpan>,
 ) -> Result<Option<RequestHead>, HeadError> {
-    headers.clear();
-    let mut raw = uninit_headers();
-    let mut req = httparse::Request::new(&mut []);
-    let parsed = httparse::ParserConfig::default()
-        .parse_request_with_uninit_headers(&mut req, buf, &mut raw);
-    let Some(len) = head_len(parsed, buf.len(), max)? else {
+    let scanned = scan::request(buf, headers, MAX_HEADERS);
+    let Some(line) = head_len(scanned, |l| l.len, buf.len(), max)? else {
         return Ok(None);
     };
-    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
-        return Err(HeadError::Malformed("incomplete request line"));
-    };
-    index(buf, req.headers, headers);
-    let f = Fields::scan(buf, req.headers)?;
-    let method_b = method.as_bytes();
+    let f = Fields::scan::<true>(buf, headers)?;
+    let method_b = line.method.of(buf);
+    let minor = line.minor;
     let connect = method_b == b"CONNECT";
     let body = match (f.te, f.cl) {
         (Some(_), Some(_)) => {
@@ -272,10 +243,10 @@ pub fn parse_request(
         (None, Some(0)) | (None, None) => ReqBody::None,
         (None, Some(n)) => ReqBody::Length(n),
     };
-    let target_span = Span::within(buf, target.as_bytes());
+    let target_span = line.target;
     let mut head = RequestHead {
-        len,
-        method: Span::within(buf, method_b),
+        len: line.len,
+        method: line.method,
         target: target_span,
         minor,
         body,
@@ -318,30 +289,16 @@ pub fn parse_response(
     head_request: bool,
     headers: &mut Vec<HeaderSpan>,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    headers.clear();
-    let mut raw = uninit_headers();
-    let mut resp = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut resp, buf, &mut raw);
-    let Some(len) = head_len(parsed, buf.len(), max)? else {
+    let scanned = scan::response(buf, headers, MAX_HEADERS);
+    let Some(line) = head_len(scanned, |l| l.len, buf.len(), max)? else {
         return Ok(None);
     };
-    let (Some(status), Some(minor)) = (resp.code, resp.version) else {
-        return Err(HeadError::Malformed("incomplete status line"));
-    };
+    let (status, minor) = (line.status, line.minor);
     // RFC 9110 15: three digits, the first 1-5 (hyper takes up to 999; so do we).
     if status < 100 {
         return Err(HeadError::Malformed("status code below 100"));
     }
-    let reason = resp.reason.map_or(Span::default(), |r| {
-        if r.is_empty() {
-            Span::default()
-        } else {
-            Span::within(buf, r.as_bytes())
-        }
-    });
-    index(buf, resp.headers, headers);
-    let f = Fields::scan(buf, resp.headers)?;
+    let f = Fields::scan::<false>(buf, headers)?;
     let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
     if minor == 0 && f.te.is_some() && !no_body {
         // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (as
@@ -366,10 +323,10 @@ pub fn parse_response(
         }
     };
     Ok(Some(ResponseHead {
-        len,
+        len: line.len,
         status,
         minor,
-        reason,
+        reason: line.reason,
         body,
         conn: f.conn,
         has_te: f.te.is_some(),
@@ -394,29 +351,30 @@ struct Fields {
 }
 
 impl Fields {
-    /// Over httparse's own slices rather than the spans: no re-slicing, no bounds checks.
     /// Inlined into both parsers: returned by value, `Fields` was copied on every head.
+    /// `REQUEST`: look for the request-only fields too (Host, Expect, Upgrade).
     #[inline(always)]
-    fn scan(buf: &[u8], headers: &[httparse::Header<'_>]) -> Result<Fields, HeadError> {
+    fn scan<const REQUEST: bool>(buf: &[u8], headers: &[HeaderSpan]) -> Result<Fields, HeadError> {
         let mut f = Fields::default();
         for h in headers {
-            let name = h.name.as_bytes();
-            let value = h.value;
-            // Dispatch on length first: most lines are none of these.
-            match name.len() {
-                4 if eq_lower(name, b"host") => {
+            // Dispatch on the length first (most lines are none of these); the bytes are
+            // sliced out only for a line that may be one.
+            let name = || h.name.of(buf);
+            let value = || h.value.of(buf);
+            match h.name.end - h.name.start {
+                4 if REQUEST && eq_lower(name(), b"host") => {
                     f.hosts += 1;
-                    f.host = Some(Span::within(buf, value));
+                    f.host = Some(h.value);
                 }
-                6 if eq_lower(name, b"expect") => {
-                    f.expect_continue |= eq_lower(value, b"100-continue");
+                6 if REQUEST && eq_lower(name(), b"expect") => {
+                    f.expect_continue |= eq_lower(value(), b"100-continue");
                 }
-                7 if eq_lower(name, b"upgrade") => {
+                7 if REQUEST && eq_lower(name(), b"upgrade") => {
                     f.upgrade = true;
-                    f.upgrade_websocket |= tokens(value).any(|t| eq_lower(t, b"websocket"));
+                    f.upgrade_websocket |= tokens(value()).any(|t| eq_lower(t, b"websocket"));
                 }
-                10 if eq_lower(name, b"connection") => {
-                    for t in tokens(value) {
+                10 if eq_lower(name(), b"connection") => {
+                    for t in tokens(value()) {
                         if eq_lower(t, b"close") {
                             f.conn.close = true;
                         } else if eq_lower(t, b"keep-alive") {
@@ -428,19 +386,19 @@ impl Fields {
                         }
                     }
                 }
-                14 if eq_lower(name, b"content-length") => {
-                    let n = content_length(value)?;
+                14 if eq_lower(name(), b"content-length") => {
+                    let n = content_length(value())?;
                     if f.cl.is_some_and(|prev| prev != n) {
                         return Err(HeadError::Malformed("differing Content-Length values"));
                     }
                     f.cl = Some(n);
                 }
-                17 if eq_lower(name, b"transfer-encoding") => {
+                17 if eq_lower(name(), b"transfer-encoding") => {
                     f.te_lines += 1;
-                    let span = Span::within(buf, value);
+                    let span = h.value;
                     f.te.get_or_insert(span);
                     f.te_last = Some(span);
-                    f.te_last_chunked = tokens(value)
+                    f.te_last_chunked = tokens(value())
                         .last()
                         .is_some_and(|t| eq_lower(t, b"chunked"));
                 }
@@ -475,6 +433,7 @@ fn content_length(v: &[u8]) -> Result<u64, HeadError> {
 /// name or token rproxy knows), comparing 8 bytes at a time: the names and tokens looked
 /// for in every head (`content-length`, `connection`, `keep-alive`, ...) are mostly longer
 /// than 8 bytes, and the byte-wise comparison was the larger part of scanning a head.
+#[inline(always)]
 pub fn eq_lower(s: &[u8], lower: &[u8]) -> bool {
     debug_assert!(!lower
         .iter()
@@ -588,31 +547,49 @@ fn target_form(buf: &[u8], target: Span, method: &[u8]) -> Result<Target, &'stat
 /// or brings userinfo (`@`). Like nginx, other bytes pass (`{`, `%`, non-ASCII): they are data
 /// to a downstream, and the access log escapes them.
 pub fn valid_host(v: &[u8]) -> bool {
-    !v.is_empty() && !v.iter().any(|&b| NOT_IN_HOST[usize::from(b)])
+    !v.is_empty() && scan::run_end::<HostByte>(v, 0) == v.len()
 }
 
-/// The bytes [`valid_host`] refuses, as a table: one load per byte of every request's Host
-/// instead of a chain of comparisons.
-const NOT_IN_HOST: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c <= b' ' || matches!(c, 0x7f | b'/' | b'\\' | b'?' | b'#' | b'@');
-        b += 1;
-    }
-    t
-};
+/// The bytes [`valid_host`] lets through, tested as many at a time as [`scan::run_end`] can.
+struct HostByte;
 
-fn parse_error(e: httparse::Error) -> &'static str {
-    match e {
-        httparse::Error::HeaderName => "invalid header name",
-        httparse::Error::HeaderValue => "invalid header value (or obs-fold)",
-        httparse::Error::NewLine => "invalid line ending",
-        httparse::Error::Status => "invalid status",
-        httparse::Error::Token => "invalid token",
-        httparse::Error::Version => "invalid HTTP version",
-        httparse::Error::TooManyHeaders => "too many headers",
+impl scan::Class for HostByte {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn stops16(v: std::arch::x86_64::__m128i) -> u32 {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of every x86_64 CPU (the target's baseline features).
+        unsafe {
+            let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
+            // Unsigned `v <= 0x20` is `min(v, 0x20) == v`.
+            let ctl = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x20)), v);
+            let a = _mm_or_si128(
+                _mm_or_si128(eq(0x7f), eq(b'/')),
+                _mm_or_si128(eq(b'\\'), eq(b'?')),
+            );
+            let b = _mm_or_si128(_mm_or_si128(eq(b'#'), eq(b'@')), ctl);
+            _mm_movemask_epi8(_mm_or_si128(a, b)) as u32
+        }
+    }
+
+    #[inline(always)]
+    fn stops8(x: u64) -> u64 {
+        let low = x & !scan::HIGH;
+        let eq = |c| scan::eq7(low, c);
+        let hit = !scan::ge7(low, 0x21)
+            | eq(0x7f)
+            | eq(b'/')
+            | eq(b'\\')
+            | eq(b'?')
+            | eq(b'#')
+            | eq(b'@');
+        // Bytes >= 0x80 pass.
+        hit & !x & scan::HIGH
+    }
+
+    #[inline(always)]
+    fn stops(b: u8) -> bool {
+        b <= b' ' || matches!(b, 0x7f | b'/' | b'\\' | b'?' | b'#' | b'@')
     }
 }
 
@@ -623,10 +600,17 @@ mod tests {
     const MAX: usize = 65536;
 
     #[test]
-    fn host_bytes_table() {
+    fn host_bytes() {
+        // Every byte at every position of hosts tested 16, 8 and 1 byte(s) at a time.
         for b in 0..=255u8 {
             let bad = b <= b' ' || matches!(b, 0x7f | b'/' | b'\\' | b'?' | b'#' | b'@');
-            assert_eq!(valid_host(&[b'a', b, b'z']), !bad, "{b:#x}");
+            for len in [3, 8, 13, 16, 21, 40] {
+                for pos in 0..len {
+                    let mut h = vec![b'a'; len];
+                    h[pos] = b;
+                    assert_eq!(valid_host(&h), !bad, "{b:#x} at {pos} of {len}");
+                }
+            }
         }
         assert!(!valid_host(b""));
         assert!(

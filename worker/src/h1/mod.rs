@@ -1,8 +1,8 @@
-//! rproxy's own HTTP/1.1 codec, on `httparse` (the parser hyper itself uses), for both sides
-//! of the proxy: client requests in, downstream responses in. Every framing decision of
-//! DESIGN sections 7 and 8 is made in [`head`] (heads) and [`chunked`] (chunked bodies); both
-//! are pure (no I/O, no allocation per request) so they can be unit-tested, fuzzed and
-//! compared against hyper. `API.md` beside this file summarises the public API.
+//! rproxy's own HTTP/1.1 codec, for both sides of the proxy: client requests in, downstream
+//! responses in. Heads are tokenized by [`scan`] (which accepts exactly what `httparse`,
+//! hyper's parser, does). Every framing decision of DESIGN sections 7 and 8 is made in
+//! [`head`] (heads) and [`chunked`] (chunked bodies); all three are pure (no I/O, no
+//! allocation per request) so they can be unit-tested, fuzzed and compared against hyper. `API.md` beside this file summarises the public API.
 
 pub mod body;
 pub mod buffers;
@@ -10,6 +10,7 @@ pub mod chunked;
 pub(crate) mod conn;
 pub mod edit;
 pub mod head;
+pub mod scan;
 pub(crate) mod splice;
 pub(crate) mod upstream;
 
