@@ -44,6 +44,7 @@ pub fn set_worker() {
     ROLE.store(1, Ordering::Relaxed);
 }
 
+#[inline]
 pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
@@ -110,7 +111,14 @@ macro_rules! warn {
 macro_rules! info {
     ($($t:tt)*) => { $crate::errlog::write($crate::errlog::Level::Info, format_args!($($t)*)) };
 }
+/// The level is tested before the call: `debug!` sits on paths taken per request (a request
+/// queued for a downstream connection), where the call and its arguments cost more than the
+/// test.
 #[macro_export]
 macro_rules! debug {
-    ($($t:tt)*) => { $crate::errlog::write($crate::errlog::Level::Debug, format_args!($($t)*)) };
+    ($($t:tt)*) => {
+        if $crate::errlog::enabled($crate::errlog::Level::Debug) {
+            $crate::errlog::write($crate::errlog::Level::Debug, format_args!($($t)*))
+        }
+    };
 }
