@@ -20,25 +20,46 @@ enum Clock {
     Off,
     /// A turn began: the next read is fresh, and kept.
     Stale,
-    /// Read in this turn.
-    At(Instant),
+    /// Read in this turn, and the same moment in [`now_ns`]'s terms.
+    At(Instant, u64),
 }
 
 thread_local! {
     static CLOCK: Cell<Clock> = const { Cell::new(Clock::Off) };
 }
 
+/// Where [`now_ns`] counts from: the first reading of the process.
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn reading() -> (Instant, u64) {
+    let t = Instant::now();
+    let epoch = *EPOCH.get_or_init(|| t);
+    let ns = u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX);
+    (t, ns)
+}
+
+fn read() -> (Instant, u64) {
+    CLOCK.with(|c| match c.get() {
+        Clock::At(t, ns) => (t, ns),
+        Clock::Stale => {
+            let (t, ns) = reading();
+            c.set(Clock::At(t, ns));
+            (t, ns)
+        }
+        Clock::Off => reading(),
+    })
+}
+
 /// Now, as read in this turn of the worker's loop.
 pub fn now() -> Instant {
-    CLOCK.with(|c| match c.get() {
-        Clock::At(t) => t,
-        Clock::Stale => {
-            let t = Instant::now();
-            c.set(Clock::At(t));
-            t
-        }
-        Clock::Off => Instant::now(),
-    })
+    read().0
+}
+
+/// [`now`] in nanoseconds since the process's first reading: the time between two readings
+/// is one subtraction. A request measures two durations (its response time for the metrics,
+/// the downstream's for the balancer); between two `Instant`s each was ~40 instructions.
+pub fn now_ns() -> u64 {
+    read().1
 }
 
 /// A new turn of the loop began without a new poll of the main future (the worker's loop

@@ -14,7 +14,6 @@ use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use rproxy_shared::channel::{MetricsUpdate, MAX_METRICS};
 use rproxy_shared::config::Config;
@@ -157,7 +156,8 @@ pub fn tls_handshake(server: usize, result: Option<bool>) {
 /// [`done`]: RequestTimer::done
 pub struct RequestTimer {
     server: usize,
-    start: Instant,
+    /// [`crate::clock::now_ns`] at the start.
+    start: u64,
 }
 
 impl RequestTimer {
@@ -169,7 +169,7 @@ impl RequestTimer {
         });
         RequestTimer {
             server,
-            start: crate::clock::now(),
+            start: crate::clock::now_ns(),
         }
     }
 
@@ -177,14 +177,13 @@ impl RequestTimer {
     /// slot `rule` (`Route::metrics_rule`; 0 = no rule). The response time (to the response
     /// head) goes to the server's histogram; a tunnel's lifetime does not.
     pub fn done(&self, rule: u32, status: Option<u16>) {
-        self.done_at(rule, status, crate::clock::now());
+        self.done_at(rule, status, crate::clock::now_ns());
     }
 
-    /// [`RequestTimer::done`] with the clock already read at `at` (the response head's
-    /// arrival, read for the balancer too).
-    pub fn done_at(&self, rule: u32, status: Option<u16>, at: Instant) {
-        let us =
-            u64::try_from(at.saturating_duration_since(self.start).as_micros()).unwrap_or(u64::MAX);
+    /// [`RequestTimer::done`] with the clock already read at `at` ([`crate::clock::now_ns`]:
+    /// the response head's arrival, read for the balancer too).
+    pub fn done_at(&self, rule: u32, status: Option<u16>, at: u64) {
+        let us = at.saturating_sub(self.start) / 1000;
         let s = self.server;
         with(|l| {
             l.add(l.layout.requests(s, rule, class_of(status)), 1);

@@ -593,7 +593,7 @@ pub struct Lease {
     conn: Option<Conn>,
     /// When the request went out ([`Lease::start_clock`]); not read before, so not taken
     /// before (a clock read per lease saved).
-    sent_at: Option<Instant>,
+    sent_at: Option<u64>,
     streaming: bool,
 }
 
@@ -641,16 +641,17 @@ impl Lease {
 
     /// Mark the moment the request goes out, for the response-time average.
     pub fn start_clock(&mut self) {
-        self.sent_at = Some(crate::clock::now());
+        self.sent_at = Some(crate::clock::now_ns());
     }
 
     /// The response head arrived: feed the response time to the balancer. Returns the moment
-    /// read, for the request's own metrics (one clock read for both).
-    pub fn record_response(&self) -> Instant {
-        let now = crate::clock::now();
+    /// read ([`crate::clock::now_ns`]), for the request's own metrics (one clock read for
+    /// both).
+    pub fn record_response(&self) -> u64 {
+        let now = crate::clock::now_ns();
         if let Some(sent) = self.sent_at {
             let d = self.downstream();
-            let us = now.saturating_duration_since(sent).as_secs_f64() * 1e6;
+            let us = now.saturating_sub(sent) as f64 / 1e3;
             d.srtt_us.set(Some(lb::smooth(d.srtt_us.get(), us)));
         }
         now

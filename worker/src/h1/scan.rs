@@ -12,7 +12,8 @@
 //! are scanned 16 bytes at a time (SSE2, which every x86_64 has), then 8 (SWAR on a `u64`),
 //! and the spans go straight into the caller's index. Measured with `bench/callgrind.sh`
 //! (instructions per proxied request, whole worker): /small x 64 connections 7,590 -> 6,977,
-//! /small x 256 8,500 -> 7,877, /big x 256 10,421 -> 9,675.
+//! /small x 256 8,500 -> 7,877, /big x 256 10,421 -> 9,675 (then 6,806, 7,705 and 9,519 with
+//! the 16-byte windows at a buffer's end, `window16`, and the clock's nanoseconds).
 
 use super::head::{HeaderSpan, Span};
 
@@ -474,6 +475,34 @@ impl Class for AlnumDash {
     }
 }
 
+/// Whether every byte of `buf[range]` is of class `C`. A range of at most 16 bytes within a
+/// buffer of 16 or more (a Host value within its head) is tested in one 16-byte window of the
+/// buffer: one SSE2 test instead of two 8-byte ones.
+#[inline(always)]
+pub(super) fn all_of<C: Class>(buf: &[u8], range: std::ops::Range<usize>) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if range.len() <= 16 && range.end <= buf.len() {
+        if let Some(stops) = window16::<C>(buf, range.start) {
+            return stops & ((1u32 << range.len()) - 1) == 0;
+        }
+    }
+    let len = range.len();
+    buf.get(range).is_some_and(|r| run_end::<C>(r, 0) == len)
+}
+
+/// The stops of class `C` (bit i: byte `at + i`) in the 16 bytes from `at`, or, nearer the end
+/// of `buf`, in its last 16 bytes shifted so that bit 0 is still byte `at` (the bits past the
+/// end are 0). `None` when `buf` is shorter than 16 bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn window16<C: Class>(buf: &[u8], at: usize) -> Option<u32> {
+    let from = at.min(buf.len().checked_sub(16)?);
+    let chunk = buf.get(from..)?.first_chunk::<16>()?;
+    // SAFETY: `chunk` is 16 readable bytes; `loadu` has no alignment requirement.
+    let v = unsafe { std::arch::x86_64::_mm_loadu_si128(chunk.as_ptr().cast()) };
+    Some(C::stops16(v) >> (at - from))
+}
+
 /// From `at`, the end of the run of bytes of class `C`.
 #[inline(always)]
 pub(super) fn run_end<C: Class>(buf: &[u8], mut at: usize) -> usize {
@@ -486,6 +515,13 @@ pub(super) fn run_end<C: Class>(buf: &[u8], mut at: usize) -> usize {
             return at + stop.trailing_zeros() as usize;
         }
         at += 16;
+    }
+    // Fewer than 16 bytes left: the buffer's last 16, the ones already passed shifted out.
+    #[cfg(target_arch = "x86_64")]
+    if at < buf.len() {
+        if let Some(stops) = window16::<C>(buf, at) {
+            return at + (stops.trailing_zeros() as usize).min(buf.len() - at);
+        }
     }
     while let Some(chunk) = buf.get(at..).and_then(|r| r.first_chunk::<8>()) {
         let stop = C::stops8(u64::from_le_bytes(*chunk));

@@ -6,7 +6,7 @@
 
 use std::ops::Range;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
@@ -47,7 +47,8 @@ pub struct DsResponse {
     /// The downstream `read-timeout`, between body reads.
     pub read_timeout: Option<Duration>,
     /// When the head arrived (the request's response time ends here).
-    pub head_at: Instant,
+    /// ([`crate::clock::now_ns`]).
+    pub head_at: u64,
     /// The whole request was sent (else the downstream answered early: never reused).
     complete: bool,
 }
