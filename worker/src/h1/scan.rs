@@ -15,6 +15,9 @@
 //! /small x 256 8,500 -> 7,877, /big x 256 10,421 -> 9,675 (then 6,806, 7,705 and 9,519 with
 //! the 16-byte windows at a buffer's end, `window16`, and the clock's nanoseconds).
 
+// tchar (RFC 9110 5.6.2): what header names and methods are made of.
+use rproxy_shared::token::TCHAR as TOKEN;
+
 use super::head::{HeaderSpan, Span};
 
 /// Why a head is refused; the variants are `httparse::Error`'s, for the same inputs.
@@ -543,35 +546,6 @@ pub(super) fn run_end<C: Class>(buf: &[u8], mut at: usize) -> usize {
     }
     at
 }
-
-/// tchar (RFC 9110 5.6.2): what header names and methods are made of.
-static TOKEN: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    t
-};
 
 /// `httparse` as the reference this scanner is held to (unit tests below, and the `scan`
 /// fuzz target): not used by the daemon.
