@@ -46,8 +46,8 @@ pub struct DsResponse {
     pub body: BodyReader,
     /// The downstream `read-timeout`, between body reads.
     pub read_timeout: Option<Duration>,
-    /// When the head arrived (the request's response time ends here).
-    /// ([`crate::clock::now_ns`]).
+    /// When the head arrived ([`crate::clock::now_ns`]): the request's response time ends
+    /// here.
     pub head_at: u64,
     /// The whole request was sent (else the downstream answered early: never reused).
     complete: bool,
