@@ -176,6 +176,74 @@ fn h2c_upgrade_is_removed_and_an_unrequested_101_is_502() {
     assert!(!heads[0].contains("6.6.6.6"), "{heads:?}");
 }
 
+/// What the head tokenizer (`worker/src/h1/scan.rs`) refuses, through the real binary: bytes
+/// a header line or request line cannot hold, placed where its 16-byte (SSE2) and 8-byte tests
+/// look as well as byte by byte. A request gets 400 and the downstream sees nothing; a
+/// downstream's response gets the client a 502.
+#[test]
+fn bytes_the_head_tokenizer_refuses_get_400_or_502() {
+    // A downstream that keeps every head it reads: a strict one (hyper) would answer a
+    // forwarded bad head with its own 400 and hide that rproxy let it through.
+    let (bport, heads) = scripted_origin(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let (_p, port) = start("scan400", bport, "");
+    let attacks: &[(&str, &[u8])] = &[
+        (
+            "NUL in a value, past 16 bytes",
+            b"GET /headers HTTP/1.1\r\nHost: a\r\nX-A: 0123456789abcdefghij\x00k\r\n\r\n",
+        ),
+        (
+            "DEL in a value",
+            b"GET /headers HTTP/1.1\r\nHost: a\r\nX-A: a\x7fb\r\n\r\n",
+        ),
+        (
+            "bare CR in a value",
+            b"GET /headers HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n",
+        ),
+        (
+            "separator in a name, past 16 bytes",
+            b"GET /headers HTTP/1.1\r\nHost: a\r\nX-Very-Long-Header(Name): 1\r\n\r\n",
+        ),
+        (
+            "control byte in the target",
+            b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
+            "target not UTF-8",
+            b"GET /\xff\xfe HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        ("HTTP/1.2", b"GET /headers HTTP/1.2\r\nHost: a\r\n\r\n"),
+    ];
+    for (name, bytes) in attacks {
+        let text = raw_response(port, bytes);
+        let (status, _) = parse_response(&text);
+        assert_eq!(status, 400, "{name}: {:?}", String::from_utf8_lossy(&text));
+    }
+    assert!(heads.lock().unwrap().is_empty(), "reached the downstream");
+    // The control: a clean head through the same proxy does reach it.
+    let text = raw_response(
+        port,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(parse_response(&text).0, 200);
+    assert_eq!(heads.lock().unwrap().len(), 1);
+
+    let (bport, heads) = scripted_origin(
+        b"HTTP/1.1 200 OK\r\nX-Long-Header-Value: 0123456789abcdef0123\x01x\r\nContent-Length: 2\r\n\r\nok",
+    );
+    let (_p2, port2) = start("scan502", bport, "");
+    let text = raw_response(
+        port2,
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let (status, _) = parse_response(&text);
+    assert_eq!(status, 502, "{:?}", String::from_utf8_lossy(&text));
+    assert_eq!(
+        heads.lock().unwrap().len(),
+        1,
+        "the downstream was asked once"
+    );
+}
+
 /// RFC 9112 6.3: Transfer-Encoding wins; the Content-Length beside it used to reach the client,
 /// which then read 3 bytes of a 10-byte body.
 #[test]

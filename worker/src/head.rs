@@ -14,6 +14,7 @@ use http::header::HOST;
 use http::{HeaderValue, Method, Request, Version};
 
 use crate::error::ProxyError;
+use crate::h1::head::valid_host;
 
 /// Refuse what must not be forwarded, and set `Host` from an absolute-form target.
 pub fn check<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
@@ -60,17 +61,6 @@ pub fn check<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
         (Some(h), None) if !valid_host(h.as_bytes()) => Err(ProxyError::BadRequest("invalid Host")),
         _ => Ok(()),
     }
-}
-
-/// A Host (or target authority) a downstream and a log reader will split as we do: not empty,
-/// and none of what ends or splits an authority (whitespace and controls, `/`, `\\`, `?`, `#`)
-/// or brings userinfo (`@`). Like nginx, other bytes pass (`{`, `%`, non-ASCII): they are data
-/// to a downstream, and the access log escapes them.
-fn valid_host(v: &[u8]) -> bool {
-    !v.is_empty()
-        && !v
-            .iter()
-            .any(|&b| b <= b' ' || matches!(b, 0x7f | b'/' | b'\\' | b'?' | b'#' | b'@'))
 }
 
 #[cfg(test)]

@@ -272,7 +272,7 @@ pub fn parse_request(
         _ => match (f.hosts, f.host) {
             (0, _) if minor == 1 => return Err(refuse("HTTP/1.1 request without Host")),
             (0, _) => None,
-            (1, Some(h)) if !h.is_empty() && scan::all_of::<HostByte>(buf, h.range()) => Some(h),
+            (1, Some(h)) if valid_host_at(buf, h) => Some(h),
             (1, _) => return Err(refuse("invalid Host")),
             _ => return Err(refuse("more than one Host")),
         },
@@ -528,7 +528,7 @@ fn target_form(buf: &[u8], target: Span, method: &[u8]) -> Result<Target, &'stat
         start: auth_start as u32,
         end: (auth_start + auth_len) as u32,
     };
-    if !valid_host(authority.of(buf)) {
+    if !valid_host_at(buf, authority) {
         return Err("invalid authority in the request target");
     }
     let path = Span {
@@ -547,7 +547,19 @@ fn target_form(buf: &[u8], target: Span, method: &[u8]) -> Result<Target, &'stat
 /// or brings userinfo (`@`). Like nginx, other bytes pass (`{`, `%`, non-ASCII): they are data
 /// to a downstream, and the access log escapes them.
 pub fn valid_host(v: &[u8]) -> bool {
-    !v.is_empty() && scan::run_end::<HostByte>(v, 0) == v.len()
+    valid_host_at(
+        v,
+        Span {
+            start: 0,
+            end: v.len() as u32,
+        },
+    )
+}
+
+/// [`valid_host`] on `host` within the head `buf`: a Host of up to 16 bytes is tested in one
+/// 16-byte window of the head (`scan::all_of`).
+fn valid_host_at(buf: &[u8], host: Span) -> bool {
+    !host.is_empty() && scan::all_of::<HostByte>(buf, host.range())
 }
 
 /// The bytes [`valid_host`] lets through, tested as many at a time as [`scan::run_end`] can.

@@ -2,7 +2,8 @@
 //! responses in. Heads are tokenized by [`scan`] (which accepts exactly what `httparse`,
 //! hyper's parser, does). Every framing decision of DESIGN sections 7 and 8 is made in
 //! [`head`] (heads) and [`chunked`] (chunked bodies); all three are pure (no I/O, no
-//! allocation per request) so they can be unit-tested, fuzzed and compared against hyper. `API.md` beside this file summarises the public API.
+//! allocation per request) so they can be unit-tested, fuzzed and compared against hyper.
+//! `API.md` beside this file summarises the public API.
 
 pub mod body;
 pub mod buffers;
