@@ -28,10 +28,6 @@ RUNS.tsv columns (no header): round proxy path conns wrk_output (relative to RUN
     nthreads origin_cpu_s wrk_cpu_s machine_busy_s wall_s steal_s   (these five are deltas over the run)
     user_s sys_s   (the proxy's user and kernel CPU seconds over the run, utime and stime; absent in
                     files written before they were added: those tables show "-" for them)
-    kernel_share samples   (--split perf: the share of the proxy's perf cpu-clock samples taken in
-                    the kernel, and how many samples; "-" or absent: the split is utime/stime's)
-
-kernel-share PERF.DATA   prints "SHARE SAMPLES": the share of a perf record's samples in the kernel
 """
 import os
 import re
@@ -41,27 +37,6 @@ import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
-
-
-# ---------------------------------------------------------------- perf samples
-def kernel_share(path):
-    """(share of the samples in the kernel, samples) of a `perf record` file, from the sample
-    counts per DSO: the kernel's is [kernel.kallsyms] (and [guest.kernel.kallsyms] in a guest
-    profile); the binaries, libc and the vdso are user space."""
-    import subprocess
-    out = subprocess.run(["perf", "report", "-i", path, "--stdio", "-q", "-n", "--sort", "dso"],
-                         capture_output=True, text=True, check=True).stdout
-    kernel = total = 0
-    for line in out.splitlines():
-        f = line.split()
-        if len(f) >= 3 and f[0].endswith("%") and f[1].isdigit():
-            n = int(f[1])
-            total += n
-            if "kernel" in f[2] and f[2].startswith("["):
-                kernel += n
-    if not total:
-        raise SystemExit(f"{path}: no samples")
-    return kernel / total, total
 
 
 # ---------------------------------------------------------------- /proc snapshots
@@ -188,14 +163,6 @@ def load_runs(tsv):
             r.update(round=int(rnd), proxy=proxy, path=path, conns=int(conns),
                      cpu_s=float(c1) - float(c0), rss_kib=int(rss), nprocs=int(nprocs), nthreads=int(nthreads),
                      origin_cpu_s=float(origin_cpu), wrk_cpu_s=float(wrk_cpu))
-            # The user share by both methods, for the "every run" table; the sampled one, when
-            # there, splits the CPU total.
-            r["user_pct_ticks"] = 100 * usr_s / (usr_s + sys_s) if usr_s is not None and usr_s + sys_s > 0 else None
-            r["user_pct_perf"], r["samples"] = None, None
-            if len(cols) >= 19 and cols[17] != "-":
-                k = float(cols[17])
-                r["user_pct_perf"], r["samples"] = 100 * (1 - k), int(cols[18])
-                usr_s, sys_s = r["cpu_s"] * (1 - k), r["cpu_s"] * k
             # CPU used on the machine during the run by anything but proxy, origin and wrk, as a
             # share of the machine's capacity: high values mean the run was disturbed
             other = float(busy) - r["cpu_s"] - r["origin_cpu_s"] - r["wrk_cpu_s"]
@@ -368,16 +335,15 @@ def build_table(runs, meta):
     lines.append("### Every run")
     lines.append("")
     lines.append("| round | proxy | path | conns | req/s | p50 µs | p75 µs | p90 µs | p99 µs | CPU µs/req | "
-                 "user µs/req | kernel µs/req | user % ticks | user % perf (samples) | CPU s | RSS MiB | procs/threads | non-2xx | sock err | origin CPU s | "
+                 "user µs/req | kernel µs/req | CPU s | RSS MiB | procs/threads | non-2xx | sock err | origin CPU s | "
                  "wrk CPU s | other CPU % | steal % |")
-    lines.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in sorted(runs, key=lambda r: (r["round"], r["path"] != "/small", r["conns"], r["proxy"])):
-        perf = "-" if r["user_pct_perf"] is None else "%.1f (%d)" % (r["user_pct_perf"], r["samples"])
-        lines.append("| %d | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %s | %d/%d | %d | %d | %.2f | %.2f | %.1f | %.1f |" % (
+        lines.append("| %d | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %s | %d/%d | %d | %d | %.2f | %.2f | %.1f | %.1f |" % (
             r["round"], r["proxy"], r["path"], r["conns"], fmt(r["rps"], "rps"), fmt(r["p50_us"], "us"),
             fmt(r["p75_us"], "us"), fmt(r["p90_us"], "us"), fmt(r["p99_us"], "us"),
             fmt(r["cpu_us_req"], "cpu"), fmt(r["user_us_req"], "cpu"), fmt(r["sys_us_req"], "cpu"),
-            fmt(r["user_pct_ticks"], "cpu"), perf, r["cpu_s"], fmt(r["rss_mib"], "mib"), r["nprocs"], r["nthreads"],
+            r["cpu_s"], fmt(r["rss_mib"], "mib"), r["nprocs"], r["nthreads"],
             r["non2xx"], r["sock_err"], r["origin_cpu_s"], r["wrk_cpu_s"], r["other_pct"], r["steal_pct"]))
     return "\n".join(lines) + "\n"
 
@@ -497,10 +463,6 @@ def main(argv):
         if argv[4] == "before":
             busy, steal, wall = machine()
         print(f"{cpu:.2f} {rss} {len(pids)} {threads} {ocpu:.2f} {busy:.2f} {steal:.2f} {wall:.3f} {usr:.2f} {sys_:.2f}")
-        return 0
-    if cmd == "kernel-share" and len(argv) == 3:
-        share, n = kernel_share(argv[2])
-        print(f"{share:.5f} {n}")
         return 0
     if cmd == "machine" and len(argv) == 2:
         busy, steal = machine_busy()

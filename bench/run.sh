@@ -29,8 +29,6 @@ TLS_RPROXY_PORT=18086
 # TLS 1.2 ciphers of both proxies: rproxy's default (forward-secret AEAD only).
 TLS_CIPHERS=ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305
 IDLE_CONNS=1000
-SPLIT=auto                  # --split: how user and kernel CPU are told apart (see usage)
-SPLIT_HZ=4000               # perf cpu-clock samples per CPU-second with --split perf
 MEMORY=0                    # --memory: idle-connection and spike cases (bench/conns.py)
 LOAD=1                      # 0 with --memory-only: no wrk rounds
 MEM_IDLE=(1000 2000 8000)   # idle keep-alive connections per measurement
@@ -75,10 +73,6 @@ usage() {
   --memory-out F  where the memory table goes (default bench/results-memory.md)
   --port-base P   listen on 127.0.0.1:P+1 .. P+6 (default 18080: origin 18081, nginx 18082,
                   rproxy 18083, rproxy-routed 18084, TLS nginx 18085, TLS rproxy 18086)
-  --split HOW     how a run's CPU time is split into user space and kernel: "perf" (perf record
-                  -e cpu-clock at 4000 samples per CPU-second, the share of samples in the
-                  kernel), "ticks" (/proc utime and stime: the kernel's own 250 Hz tick
-                  sampling, ~16x fewer samples), or "auto" (default: perf when it works here)
   --tls           also TLS cases (nginx and rproxy each get a second, HTTPS listener with the same
                   self-signed RSA 2048 certificate, nginx with ssl_session_cache shared: + tickets):
                   keep-alive requests (wrk over https), full handshakes (openssl s_time -new),
@@ -110,7 +104,6 @@ while (($#)); do
         --spike-wait) MEM_SPIKE_WAIT=${2:?}; shift 2 ;;
         --memory-out) MEM_OUT=${2:?}; shift 2 ;;
         --port-base) PORT_BASE=${2:?}; shift 2 ;;
-        --split) SPLIT=${2:?}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -128,7 +121,6 @@ if [[ -n ${PORT_BASE:-} ]]; then
     ORIGIN_PORT=$((PORT_BASE + 1)) NGINX_PORT=$((PORT_BASE + 2)) RPROXY_PORT=$((PORT_BASE + 3))
     ROUTED_PORT=$((PORT_BASE + 4)) TLS_NGINX_PORT=$((PORT_BASE + 5)) TLS_RPROXY_PORT=$((PORT_BASE + 6))
 fi
-[[ $SPLIT == auto || $SPLIT == perf || $SPLIT == ticks ]] || die "--split must be auto, perf or ticks"
 ((LOAD || !ROUTED)) || die "--routed needs the wrk rounds (not --memory-only)"
 case $ONLY in
     both) PROXIES=(nginx rproxy) ;;
@@ -152,7 +144,6 @@ fi
 
 # ------------------------------------------------------------------ cleanup: only what we started
 STARTED=()   # "pid:starttime" of every server master we started
-PERF_PID=""  # the perf record of the run in progress (--split perf)
 TMP=""
 
 proc_starttime() {   # field 22 of /proc/PID/stat; fails if the process is gone
@@ -212,7 +203,6 @@ stop_tree() {   # stop_tree PID:STARTTIME -- TERM the master, wait <= 5 s, then 
 cleanup() {
     local rc=$? i
     trap - EXIT INT TERM
-    [[ -n $PERF_PID ]] && { kill -INT "$PERF_PID" 2>/dev/null; wait "$PERF_PID" 2>/dev/null; }
     for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do stop_tree "${STARTED[i]}"; done   # proxies first
     [[ -n $TMP && -d $TMP ]] && rm -rf "$TMP"
     exit "$rc"
@@ -267,30 +257,6 @@ done
 
 TMP=$(mktemp -d /tmp/rproxy-bench.XXXXXX)
 chmod 755 "$TMP"   # nginx workers run as nobody and must read the origin's files
-
-# The user/kernel split of each run's CPU time. /proc's utime and stime are the kernel's tick
-# sampling (250 Hz here: a 10 s run of a proxy busy 10 % in user space gets ~200 user ticks,
-# +-7 %); perf's cpu-clock samples at SPLIT_HZ give ~16x as many. The CPU total is /proc's
-# either way (utime + stime add up to the scheduler's exact runtime).
-perf_works() {
-    command -v perf >/dev/null 2>&1 &&
-        perf record -q -e cpu-clock -F "$SPLIT_HZ" -o "$TMP/probe.data" -- true >/dev/null 2>&1
-}
-if ((LOAD)) && [[ $SPLIT != ticks ]]; then
-    if ! command -v perf >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
-        log "installing perf (linux-perf) for the user/kernel split"
-        timeout 900 env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-perf >&2 || true
-    fi
-    if perf_works; then
-        SPLIT=perf
-    elif [[ $SPLIT == perf ]]; then
-        die "--split perf: 'perf record -e cpu-clock' does not work here (perf installed? perf_event_paranoid?)"
-    else
-        log "perf record does not work here: user/kernel split from /proc ticks (--split ticks)"
-        SPLIT=ticks
-    fi
-    rm -f "$TMP/probe.data"
-fi
 
 # ------------------------------------------------------------------ configs
 nginx_common() {   # nginx_common DIR: the lines every nginx config here shares
@@ -634,35 +600,19 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 read -r cpu0 _ _ _ ocpu0 busy0 steal0 wall0 usr0 sys0 < <(python3 "$REPORT" window "$pid" "${MASTER[origin]}" before)
                 times >"$TMP/times0"
                 set_hdr "$proxy"
-                if [[ $SPLIT == perf ]]; then
-                    pids=$(python3 "$REPORT" snap "$pid" | cut -d' ' -f5)
-                    perf record -q -e cpu-clock -F "$SPLIT_HZ" -p "$pids" -o "$TMP/split.data" \
-                        >/dev/null 2>>"$TMP/perf.log" &
-                    PERF_PID=$!
-                fi
                 if ! timeout "$WRK_LIMIT" wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --latency "${HDR[@]}" \
                         "http://127.0.0.1:${PORT[$proxy]}$path" >"$out" 2>&1; then
                     cat "$out" >&2
                     die "wrk failed against $proxy $path c=$c"
                 fi
                 times >"$TMP/times1"
-                kshare=- ksamples=-
-                if [[ -n $PERF_PID ]]; then
-                    kill -INT "$PERF_PID" 2>/dev/null || true
-                    wait "$PERF_PID" 2>/dev/null || true
-                    PERF_PID=""
-                    read -r kshare ksamples < <(python3 "$REPORT" kernel-share "$TMP/split.data") &&
-                        [[ -n $ksamples ]] ||
-                        die "perf samples of $proxy $path c=$c unreadable: $(tail -n 5 "$TMP/perf.log")"
-                    rm -f "$TMP/split.data"
-                fi
                 read -r cpu1 rss nprocs nthreads ocpu1 busy1 steal1 wall1 usr1 sys1 < <(python3 "$REPORT" window "$pid" "${MASTER[origin]}" after)
                 check_alive "$proxy"
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
                     "$round" "$proxy" "$path" "$c" "$outname" "$cpu0" "$cpu1" "$rss" "$nprocs" "$nthreads" \
                     "$(delta "$ocpu0" "$ocpu1")" "$(delta "$(children_cpu "$TMP/times0")" "$(children_cpu "$TMP/times1")")" \
                     "$(delta "$busy0" "$busy1")" "$(delta "$wall0" "$wall1")" "$(delta "$steal0" "$steal1")" \
-                    "$(delta "$usr0" "$usr1")" "$(delta "$sys0" "$sys1")" "$kshare" "$ksamples" >>"$RUNS"
+                    "$(delta "$usr0" "$usr1")" "$(delta "$sys0" "$sys1")" >>"$RUNS"
                 rps=$(sed -n 's/^Requests\/sec: *//p' "$out")
                 log "[$n/$total] round $round $proxy $path c=$c: ${rps:-?} req/s, proxy cpu $(delta "$cpu0" "$cpu1") s, rss $((rss / 1024)) MiB"
                 sleep 1
@@ -680,7 +630,6 @@ python3 "$REPORT" table "$RUNS" "$OUT" \
     "rproxy commit=$commit$dirty" \
     "command=bash bench/run.sh --workers $WORKERS --duration $DURATION --rounds $ROUNDS$([[ $ONLY == both ]] || echo " --only $ONLY")$( ((ROUTED)) && echo " --routed")" \
     "proxies=${PROXIES[*]}, $WORKERS worker process(es) each; origin: nginx, 1 worker" \
-    "user/kernel split=$([[ $SPLIT == perf ]] && echo "perf record -e cpu-clock -F $SPLIT_HZ (share of samples in the kernel; CPU totals from /proc)" || echo "/proc utime and stime (the kernel's tick sampling)")" \
     "load=wrk -t$WRK_THREADS -c{$conns_csv} -d${DURATION}s --latency, keep-alive, GET /small (13 B body) and /big (64 KiB)" \
     "machine=$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), Linux $(uname -r); wrk, origin and proxy share them" \
     "versions=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(wrk --version 2>&1 | head -n1 | awk '{print "wrk " $2}')"
