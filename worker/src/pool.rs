@@ -586,13 +586,15 @@ fn first_waiter_for(
 }
 
 /// A connection lent to one request. Dropped: the connection is closed (it may be in any
-/// state); [`Lease::release`] after a complete response returns it to the pool.
+/// state) unless no request went out on it; [`Lease::release`] after a complete response
+/// returns it to the pool.
 pub struct Lease {
     pool: Rc<Pool>,
     index: usize,
     conn: Option<Conn>,
-    /// When the request went out ([`Lease::start_clock`]); not read before, so not taken
-    /// before (a clock read per lease saved).
+    /// When the request went out ([`Lease::start_clock`], called before its first byte is
+    /// written); not read before, so not taken before (a clock read per lease saved). `None`:
+    /// nothing was written on the connection, and dropping the lease keeps it.
     sent_at: Option<u64>,
     streaming: bool,
 }
@@ -698,10 +700,17 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.conn.take().is_some() {
-            // The connection may be in any state: it is closed, and maintenance opens a new one.
+        if let Some(conn) = self.conn.take() {
             self.uncount();
-            self.pool.lost(self.index);
+            if self.sent_at.is_none() {
+                // Nothing was written on it (a queued request whose task ended as the
+                // connection reached it; a client gone before its request went out): as
+                // good as idle, so the next waiter or the idle list gets it, not a reconnect.
+                self.pool.put(self.index, conn, false);
+            } else {
+                // It may be in any state: closed, and maintenance opens a new one.
+                self.pool.lost(self.index);
+            }
         }
     }
 }
@@ -850,6 +859,64 @@ mod tests {
             asked: false,
         };
         (w, waiting.then_some(rx))
+    }
+
+    /// A lease on which no request went out is not lost when dropped: handed to a queued
+    /// request whose task then ends, it goes back to the pool (to the next waiter, else the
+    /// idle list), and no new connection is opened for it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_lease_that_carried_no_request_goes_back_to_the_pool() {
+        tokio::task::LocalSet::new()
+            .run_until(async {
+                let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = origin.local_addr().unwrap();
+                let accepted = Rc::new(Cell::new(0));
+                let count = Rc::clone(&accepted);
+                tokio::task::spawn_local(async move {
+                    let mut held = Vec::new();
+                    while let Ok((s, _)) = origin.accept().await {
+                        count.set(count.get() + 1);
+                        held.push(s);
+                    }
+                });
+                let cfg = crate::testing::flat(addr);
+                let pool = Pool::new(0, &cfg.servers[0]);
+                pool.start();
+                let route = Rc::new(Members::new(vec![0], LbMethod::Roundrobin));
+                let idle = |pool: &Pool| pool.downstreams[0].idle.borrow().len();
+                for _ in 0..200 {
+                    if idle(&pool) == 1 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                assert_eq!(idle(&pool), 1, "the pool's one connection is open");
+
+                // Taken and dropped unused: back in the idle list.
+                drop(pool.take_idle(&route).expect("the idle connection"));
+                assert_eq!(idle(&pool), 1);
+
+                // Taken; a second request queues; the first lease, dropped unused, is handed
+                // to it; the queued request's task ends before it takes it.
+                let first = pool.take_idle(&route).expect("the idle connection");
+                let mut queued = Box::pin(pool.acquire(&route));
+                let polled = tokio::time::timeout(Duration::from_millis(20), &mut queued).await;
+                assert!(
+                    polled.is_err(),
+                    "the second request waits for the connection"
+                );
+                drop(first);
+                assert_eq!(idle(&pool), 0, "handed to the queued request");
+                drop(queued);
+                assert_eq!(idle(&pool), 1, "back in the pool when its task ended");
+                assert_eq!(pool.downstreams[0].in_flight.get(), 0);
+
+                // Nothing was lost, so maintenance opened nothing more.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                assert_eq!(accepted.get(), 1, "connections the origin accepted");
+                assert_eq!(pool.downstreams[0].open.get(), 1);
+            })
+            .await;
     }
 
     #[test]
