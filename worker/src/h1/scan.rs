@@ -13,7 +13,8 @@
 //! and the spans go straight into the caller's index. Measured with `bench/callgrind.sh`
 //! (instructions per proxied request, whole worker): /small x 64 connections 7,590 -> 6,977,
 //! /small x 256 8,500 -> 7,877, /big x 256 10,421 -> 9,675 (then 6,806, 7,705 and 9,519 with
-//! the 16-byte windows at a buffer's end, `window16`, and the clock's nanoseconds).
+//! the 16-byte windows at a buffer's end, `window16`, and the clock's nanoseconds; 6,654, 7,520
+//! and 9,181 with the shortcut for the usual header line, `usual_line`).
 
 // tchar (RFC 9110 5.6.2): what header names and methods are made of.
 use rproxy_shared::token::TCHAR as TOKEN;
@@ -283,6 +284,14 @@ fn header_lines(
         };
     }
     loop {
+        if let Some((header, next)) = usual_line(buf, at) {
+            if headers.len() == max_headers {
+                return Err(ScanError::TooManyHeaders);
+            }
+            headers.push(header);
+            at = next;
+            continue;
+        }
         let n_start = at;
         let b = byte!(at);
         if b == b'\r' || b == b'\n' {
@@ -336,6 +345,41 @@ fn header_lines(
             value: span(v_start, v_end),
         });
     }
+}
+
+/// A complete, valid header line of the shape nearly all are (`Name: value` ending in CRLF
+/// or LF: a name of letters, digits and dashes, one space after the colon, a value with no
+/// tab and no trailing space) at `at`: its spans and where the next line starts. `None` for
+/// anything else (other name bytes, no or more spaces, an empty value, a tab, the end of the
+/// head, an error, the end of the buffer): [`header_lines`]' general steps decide those.
+/// It accepts only lines the general steps accept, with the same spans, in fewer
+/// instructions: no tchar table, no loops over spaces, tabs or a trailing run of blanks.
+#[inline(always)]
+fn usual_line(buf: &[u8], at: usize) -> Option<(HeaderSpan, usize)> {
+    let colon = run_end::<AlnumDash>(buf, at);
+    let v_start = colon + 2;
+    match buf.get(colon..v_start + 1)? {
+        // The value's first byte: neither a second space (nor a tab, a control character,
+        // CR or LF: all stops of the value's class).
+        [b':', b' ', first] if colon > at && *first != b' ' && !Visible::<0x20>::stops(*first) => {}
+        _ => return None,
+    }
+    let end = run_end::<Visible<0x20>>(buf, v_start + 1);
+    let next = match buf.get(end..)? {
+        [b'\r', b'\n', ..] => end + 2,
+        [b'\n', ..] => end + 1,
+        _ => return None,
+    };
+    if buf[end - 1] == b' ' {
+        return None;
+    }
+    Some((
+        HeaderSpan {
+            name: span(at, colon),
+            value: span(v_start, end),
+        },
+        next,
+    ))
 }
 
 fn span(start: usize, end: usize) -> Span {
