@@ -48,6 +48,18 @@ fn scripted_origin(response: &'static [u8]) -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, heads)
 }
 
+/// One `GET /` (`Connection: close`) through a fresh proxy in front of a [`scripted_origin`]
+/// answering `response`: the bytes the client got, and the heads the origin read.
+fn get_via_scripted(name: &str, response: &'static [u8]) -> (Vec<u8>, Arc<Mutex<Vec<String>>>) {
+    let (bport, heads) = scripted_origin(response);
+    let (_p, port) = start(name, bport, "");
+    let text = raw_response(
+        port,
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    (text, heads)
+}
+
 fn start(name: &str, backend: u16, extra_server: &str) -> (Proxy, u16) {
     let port = free_port();
     let p = Proxy::start(
@@ -227,13 +239,9 @@ fn bytes_the_head_tokenizer_refuses_get_400_or_502() {
     assert_eq!(parse_response(&text).0, 200);
     assert_eq!(heads.lock().unwrap().len(), 1);
 
-    let (bport, heads) = scripted_origin(
+    let (text, heads) = get_via_scripted(
+        "scan502",
         b"HTTP/1.1 200 OK\r\nX-Long-Header-Value: 0123456789abcdef0123\x01x\r\nContent-Length: 2\r\n\r\nok",
-    );
-    let (_p2, port2) = start("scan502", bport, "");
-    let text = raw_response(
-        port2,
-        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     );
     let (status, _) = parse_response(&text);
     assert_eq!(status, 502, "{:?}", String::from_utf8_lossy(&text));
@@ -248,13 +256,9 @@ fn bytes_the_head_tokenizer_refuses_get_400_or_502() {
 /// which then read 3 bytes of a 10-byte body.
 #[test]
 fn response_with_transfer_encoding_and_content_length_loses_content_length() {
-    let (bport, _) = scripted_origin(
+    let (text, _) = get_via_scripted(
+        "tecl",
         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n",
-    );
-    let (_p, port) = start("tecl", bport, "");
-    let text = raw_response(
-        port,
-        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     );
     let s = String::from_utf8_lossy(&text).to_ascii_lowercase();
     assert!(s.starts_with("http/1.1 200"), "{s}");

@@ -285,10 +285,7 @@ fn header_lines(
     }
     loop {
         if let Some((header, next)) = usual_line(buf, at) {
-            if headers.len() == max_headers {
-                return Err(ScanError::TooManyHeaders);
-            }
-            headers.push(header);
+            add(headers, max_headers, header)?;
             at = next;
             continue;
         }
@@ -337,14 +334,29 @@ fn header_lines(
             b'\n' => {}
             _ => return Err(ScanError::HeaderValue),
         }
-        if headers.len() == max_headers {
-            return Err(ScanError::TooManyHeaders);
-        }
-        headers.push(HeaderSpan {
-            name,
-            value: span(v_start, v_end),
-        });
+        add(
+            headers,
+            max_headers,
+            HeaderSpan {
+                name,
+                value: span(v_start, v_end),
+            },
+        )?;
     }
+}
+
+/// A header line checked whole goes into the index, unless it already holds `max_headers`.
+#[inline(always)]
+fn add(
+    headers: &mut Vec<HeaderSpan>,
+    max_headers: usize,
+    header: HeaderSpan,
+) -> Result<(), ScanError> {
+    if headers.len() == max_headers {
+        return Err(ScanError::TooManyHeaders);
+    }
+    headers.push(header);
+    Ok(())
 }
 
 /// A complete, valid header line of the shape nearly all are (`Name: value` ending in CRLF
